@@ -1,0 +1,177 @@
+"""Framework-free description of the PtychoPINN network both backends build (reference §5.1–5.2).
+
+It fixes every parameter's backend-neutral name and shape (the layout of `weights.h5`: conv
+kernels (3, 3, in, out) = HWIO, biases (out,)), and the geometry of the physics layers, so the
+TensorFlow and PyTorch backends cannot drift apart. Forward pass, for input x (B, N, N, C):
+
+  h = (x·s) / exp(log_scale)                       s = params['intensity_scale'] (fixed)
+  encoder: per block [conv3×3 ReLU, conv3×3 ReLU, maxpool 2×2]          → (B, 8, 8, ·)
+  for d in (amp, phase):
+    g = h; per decoder block [conv3×3 ReLU, conv3×3 ReLU, nearest upsample ×2] → (B, N/2, N/2, 32f)
+    x1 = act_d(conv_head(g[..., :-4])), zero-padded by N/4 per side      → (B, N, N, C_out)
+    if probe_big: x2 = [conv3×3 ReLU, conv3×3 ReLU, upsample ×2](g[..., -4:]);
+                  x1 += swish(conv_border(x2)) · border_mask              (mask: 0 in the central N/2)
+  act_amp = model.amp_activation; act_phase = π·tanh; object O = A·exp(iφ) (B, N, N, C_out)
+  C_out = C if object_big else 1
+  canvas (B, P, P): object_big: Σ_c place(O_c, P//2 + rel_c) / coverage (coverage = Σ_c place(1, ·),
+          division only where coverage > 1e-6); else O placed at the centre
+  trimmed_obj = canvas centre crop N; member patches = extract(canvas, P//2 + rel_c, N)
+  ψ = probe_model · patch;  A = sqrt(fftshift(|FFT2 ψ|²)/N²);  pred_amp = A·exp(log_scale)
+  pred_intensity = pred_amp²; loss = nll_weight·mean(I − counts·log(I + 1e-12))
+                                     + mae_weight·mean|pred_amp − s·x|,   counts = (s·x)²
+All convs are 'same' padded, stride 1, with bias. `rel` are member positions minus the group
+centre, (x, y) order, in pixels (data/grouping.py).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+BORDER_CHANNELS = 4  # trunk channels routed to the probe-border (probe_big) path
+NLL_EPSILON = 1e-12
+COVERAGE_EPSILON = 1e-6
+
+
+@dataclass(frozen=True)
+class Conv:
+    name: str
+    in_channels: int
+    out_channels: int
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {f"{self.name}/kernel": (3, 3, self.in_channels, self.out_channels),
+                f"{self.name}/bias": (self.out_channels,)}
+
+
+@dataclass(frozen=True)
+class Geometry:
+    N: int
+    gridsize: int
+    n_filters_scale: int
+    object_big: bool
+    probe_big: bool
+    amp_activation: str
+    padded_size: int
+
+    @property
+    def channels(self) -> int:
+        return self.gridsize * self.gridsize
+
+    @property
+    def object_channels(self) -> int:
+        return self.channels if self.object_big else 1
+
+    @property
+    def encoder_filters(self) -> list[int]:
+        f = self.n_filters_scale
+        return {64: [32 * f, 64 * f, 128 * f], 128: [16 * f, 32 * f, 64 * f, 128 * f]}[self.N]
+
+    @property
+    def decoder_filters(self) -> list[int]:
+        f = self.n_filters_scale
+        return {64: [64 * f, 32 * f], 128: [128 * f, 64 * f, 32 * f]}[self.N]
+
+    @property
+    def border_filters(self) -> int:
+        return self.n_filters_scale * (2048 // self.N)
+
+    def encoder(self) -> list[list[Conv]]:
+        blocks, channels = [], self.channels
+        for i, filters in enumerate(self.encoder_filters):
+            blocks.append([Conv(f"encoder/block{i}/conv0", channels, filters),
+                           Conv(f"encoder/block{i}/conv1", filters, filters)])
+            channels = filters
+        return blocks
+
+    def decoder(self, branch: str) -> dict[str, Any]:
+        """Layers of one decoder branch ('amp' or 'phase')."""
+        blocks, channels = [], self.encoder_filters[-1]
+        for i, filters in enumerate(self.decoder_filters):
+            blocks.append([Conv(f"decoder_{branch}/block{i}/conv0", channels, filters),
+                           Conv(f"decoder_{branch}/block{i}/conv1", filters, filters)])
+            channels = filters
+        layers: dict[str, Any] = {
+            "blocks": blocks,
+            "head": Conv(f"decoder_{branch}/head", channels - BORDER_CHANNELS, self.object_channels),
+        }
+        if self.probe_big:
+            width = self.border_filters
+            layers["border_block"] = [Conv(f"decoder_{branch}/border/conv0", BORDER_CHANNELS, width),
+                                      Conv(f"decoder_{branch}/border/conv1", width, width)]
+            layers["border_out"] = Conv(f"decoder_{branch}/border/out", width, self.object_channels)
+        return layers
+
+    def convs(self) -> list[Conv]:
+        out = [conv for block in self.encoder() for conv in block]
+        for branch in ("amp", "phase"):
+            layers = self.decoder(branch)
+            out += [conv for block in layers["blocks"] for conv in block] + [layers["head"]]
+            if self.probe_big:
+                out += layers["border_block"] + [layers["border_out"]]
+        return out
+
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every tensor of the bundle: conv kernels/biases, log_scale, the model probe (complex)."""
+        shapes: dict[str, tuple[int, ...]] = {}
+        for conv in self.convs():
+            shapes.update(conv.shapes())
+        shapes["log_scale"] = ()
+        shapes["probe"] = (self.N, self.N)
+        return shapes
+
+    def border_mask(self) -> np.ndarray:
+        """(N, N) float32: 1 outside the central N/2 square, 0 inside (where x1 lives)."""
+        mask = np.ones((self.N, self.N), dtype=np.float32)
+        q = self.N // 4
+        mask[q:self.N - q, q:self.N - q] = 0.0
+        return mask
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"N": self.N, "gridsize": self.gridsize, "n_filters_scale": self.n_filters_scale,
+                "object_big": self.object_big, "probe_big": self.probe_big,
+                "amp_activation": self.amp_activation, "padded_size": self.padded_size}
+
+
+def geometry_from_params(params: dict[str, Any]) -> Geometry:
+    """The network geometry the legacy params dict describes (after the bridge and set_runtime)."""
+    missing = [k for k in ("N", "gridsize", "n_filters_scale", "object.big", "probe.big",
+                           "amp_activation", "padded_size") if k not in params]
+    if missing:
+        raise KeyError(f"legacy params miss {missing}: bridge the config and set padded_size first")
+    return Geometry(N=int(params["N"]), gridsize=int(params["gridsize"]),
+                    n_filters_scale=int(params["n_filters_scale"]), object_big=bool(params["object.big"]),
+                    probe_big=bool(params["probe.big"]), amp_activation=str(params["amp_activation"]),
+                    padded_size=int(params["padded_size"]))
+
+
+def padded_size_for(N: int, relative_offsets: np.ndarray) -> int:
+    """Canvas size P: N plus room for the largest member offset on both sides, even, ≥ N."""
+    reach = float(np.max(np.abs(relative_offsets))) if np.size(relative_offsets) else 0.0
+    extra = 2 * math.ceil(reach + 1) if reach > 0 else 0
+    return N + extra + (extra % 2)
+
+
+def model_probe(probe: np.ndarray, N: int, object_amplitude: float, probe_mask: bool) -> np.ndarray:
+    """The probe the network uses: optional r < N/4 mask, then scaled so that an object of uniform
+    amplitude `object_amplitude` gives a mean pattern intensity Σ I = (N/2)² (the data normalisation)."""
+    probe = np.asarray(probe, dtype=np.complex64)
+    if probe_mask:
+        idx = np.arange(N) - N / 2 + 0.5
+        probe = probe * ((idx[:, None] ** 2 + idx[None, :] ** 2) < (N / 4) ** 2)
+    energy = float(np.sum(np.abs(probe) ** 2))
+    if not energy > 0:
+        raise ValueError("the probe has no energy (all zeros after masking)")
+    scale = (N / 2) / (object_amplitude * math.sqrt(energy))
+    return (probe * scale).astype(np.complex64)
+
+
+def normalisation_factor(diffraction: np.ndarray, N: int) -> float:
+    """Statistical normalisation: factor making the mean total intensity per pattern (N/2)² (§4.3)."""
+    axes = tuple(range(1, diffraction.ndim))
+    mean_energy = float(np.mean(np.sum(diffraction.astype(np.float64) ** 2, axis=axes[:2])))
+    if not mean_energy > 0:
+        raise ValueError("diffraction has no intensity: cannot normalise")
+    return math.sqrt((N / 2) ** 2 / mean_energy)

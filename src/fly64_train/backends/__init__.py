@@ -1,0 +1,1 @@
+"""Training backends. Only the subpackages import their framework (see base.get_backend)."""

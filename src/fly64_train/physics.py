@@ -1,0 +1,106 @@
+"""NumPy reference forward model of ptychography: the one definition every other piece matches.
+
+Conventions (shared by the simulator, both backends and evaluation):
+- Images are indexed [row, col] = [y, x]; positions are (x, y) in pixels of the larger image.
+- A patch of size N "centred at" c takes pixel N//2 from coordinate c: out[i] = img(c − N//2 + i),
+  sampled bilinearly, zero outside the image. `extract` does this; `place` is its exact adjoint
+  (bilinear splatting), used to put patches back onto a canvas.
+- Far field: A = sqrt(fftshift(|FFT2 ψ|²) / N²), so Σ A² = Σ |ψ|² (Parseval).
+- Dose: expected total counts per pattern, on average over the dataset, equal the dose.
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.fft
+
+
+def sampling_matrix(centres: np.ndarray, n_out: int, n_in: int, dtype=np.float32) -> np.ndarray:
+    """Bilinear sampling rows: R[b, i, k] weights input sample k for output i = centres[b] − n_out//2 + i.
+
+    Shape (B, n_out, n_in). `R @ v` samples a 1-D signal; rows leaving the input are zero.
+    """
+    centres = np.asarray(centres, dtype=np.float64).reshape(-1)
+    coords = centres[:, None] - n_out // 2 + np.arange(n_out)[None, :]
+    lower = np.floor(coords)
+    frac = coords - lower
+    lower = lower.astype(np.int64)
+    matrix = np.zeros((centres.size, n_out, n_in), dtype=np.float64)
+    b_idx, i_idx = np.meshgrid(np.arange(centres.size), np.arange(n_out), indexing="ij")
+    for shift, weight in ((0, 1.0 - frac), (1, frac)):
+        k = lower + shift
+        inside = (k >= 0) & (k < n_in)
+        np.add.at(matrix, (b_idx[inside], i_idx[inside], k[inside]), weight[inside])
+    return matrix.astype(dtype)
+
+
+def extract(image: np.ndarray, centres_xy: np.ndarray, n_out: int) -> np.ndarray:
+    """Patches (B, n_out, n_out) of `image` (H, W) or per-sample images (B, H, W) centred at (x, y)."""
+    centres_xy = np.asarray(centres_xy, dtype=np.float64).reshape(-1, 2)
+    height, width = image.shape[-2:]
+    rows = sampling_matrix(centres_xy[:, 1], n_out, height)
+    cols = sampling_matrix(centres_xy[:, 0], n_out, width)
+    return rows @ image @ np.swapaxes(cols, -1, -2)
+
+
+def place(patches: np.ndarray, centres_xy: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Adjoint of `extract`: splat patches (B, n, n) onto canvases of `shape`, centred at (x, y)."""
+    centres_xy = np.asarray(centres_xy, dtype=np.float64).reshape(-1, 2)
+    n = patches.shape[-1]
+    rows = sampling_matrix(centres_xy[:, 1], n, shape[0])
+    cols = sampling_matrix(centres_xy[:, 0], n, shape[1])
+    return np.swapaxes(rows, -1, -2) @ patches @ cols
+
+
+def extract_patches(obj: np.ndarray, xcoords: np.ndarray, ycoords: np.ndarray, N: int) -> np.ndarray:
+    """Object patches (n, N, N) centred at the scan positions: the fast gather form of `extract`.
+
+    Bilinear, zero outside the object; numerically the same as `extract(obj, xy, N)`.
+    """
+    x = np.asarray(xcoords, dtype=np.float64) - N // 2
+    y = np.asarray(ycoords, dtype=np.float64) - N // 2
+    x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
+    fx = (x - x0).astype(np.float32)[:, None, None]
+    fy = (y - y0).astype(np.float32)[:, None, None]
+    # Pad by one patch so every gather stays in bounds; zero fill = zero outside the object.
+    pad = N + 2
+    padded = np.pad(obj, pad)
+    rows = (y0 + pad)[:, None] + np.arange(N + 1)[None, :]
+    cols = (x0 + pad)[:, None] + np.arange(N + 1)[None, :]
+    if rows.min() < 0 or cols.min() < 0 or rows.max() >= padded.shape[0] or cols.max() >= padded.shape[1]:
+        raise ValueError(f"scan positions reach more than {N} px outside the object {obj.shape}")
+    window = padded[rows[:, :, None], cols[:, None, :]]  # (n, N+1, N+1)
+    top = (1 - fx) * window[:, :-1, :-1] + fx * window[:, :-1, 1:]
+    bottom = (1 - fx) * window[:, 1:, :-1] + fx * window[:, 1:, 1:]
+    return ((1 - fy) * top + fy * bottom).astype(obj.dtype, copy=False)
+
+
+def illuminate(patches: np.ndarray, probe: np.ndarray) -> np.ndarray:
+    """Exit waves ψ = P · O (broadcast over leading axes)."""
+    return patches * probe
+
+
+def far_field_amplitude(exit_waves: np.ndarray, workers: int = -1) -> np.ndarray:
+    """A = sqrt(fftshift(|FFT2 ψ|²) / N²) over the last two axes (energy-conserving)."""
+    n_pixels = exit_waves.shape[-1] * exit_waves.shape[-2]
+    spectrum = scipy.fft.fft2(exit_waves, axes=(-2, -1), workers=workers)
+    intensity = spectrum.real ** 2 + spectrum.imag ** 2
+    return np.sqrt(scipy.fft.fftshift(intensity, axes=(-2, -1)) / n_pixels)
+
+
+def dose_scale(mean_pattern_energy: float, dose: float) -> float:
+    """Photon scale s with s²·(mean Σ|ψ|²) = dose: counts = (s·A)² have mean total = dose."""
+    if not mean_pattern_energy > 0:
+        raise ValueError(f"mean pattern energy must be positive to scale to a dose, got {mean_pattern_energy}")
+    return float(np.sqrt(dose / mean_pattern_energy))
+
+
+def poisson_amplitude(amplitude: np.ndarray, photon_scale: float, rng: np.random.Generator) -> np.ndarray:
+    """Noisy amplitude sqrt(Poisson((s·A)²))/s as float32; (result·s)² are the integer counts."""
+    counts = rng.poisson((photon_scale * amplitude.astype(np.float64)) ** 2)
+    return (np.sqrt(counts) / photon_scale).astype(np.float32)
+
+
+def forward_amplitude(obj: np.ndarray, probe: np.ndarray, xcoords: np.ndarray, ycoords: np.ndarray) -> np.ndarray:
+    """Noise-free diffraction amplitude of an object at scan positions (n, N, N) float64."""
+    N = probe.shape[-1]
+    return far_field_amplitude(illuminate(extract_patches(obj, xcoords, ycoords, N), probe))

@@ -1,0 +1,53 @@
+"""The study design: doses, views (→ gridsize and spacing), seeds and job identity.
+
+Pure constants and arithmetic; everything that names a study job goes through here.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Optional
+
+DOSES = (1e3, 1e4, 1e5)  # photons per pattern = expected total counts
+SEEDS = {"simulation": 42, "grouping": 123, "subsampling": 456}
+NEIGHBOR_COUNT = 7  # K nearest neighbours a gridsize-2 group is drawn from
+
+
+@dataclass(frozen=True)
+class View:
+    name: str
+    gridsize: int
+    overlap: Optional[float]  # None: every Phase C position (no spacing filter)
+
+    def spacing(self, N: int) -> Optional[float]:
+        """Minimum distance between kept positions, S = (1 − f)·N (pixels)."""
+        return None if self.overlap is None else (1.0 - self.overlap) * N
+
+
+VIEWS = {
+    "baseline": View("baseline", 1, None),
+    "dense": View("dense", 2, 0.7),
+    "sparse": View("sparse", 2, 0.2),
+}
+SPACED_VIEWS = tuple(name for name, view in VIEWS.items() if view.overlap is not None)
+
+
+def gridsize_for(view: str) -> int:
+    return VIEWS[view].gridsize
+
+
+def format_number(value) -> str:
+    """'1000' for 1000.0 or 1e3, '2.5' for 2.5: the form used in directory and job names."""
+    number = float(value)
+    return str(int(number)) if number.is_integer() else repr(number)
+
+
+def job_name(dose: float, view: str) -> str:
+    return f"dose_{format_number(dose)}/{view}"
+
+
+def config_fingerprint(payload: dict) -> str:
+    """Stable SHA-256 of a JSON-able dict (sorted keys): identifies what a job was made from."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -1,0 +1,222 @@
+"""The framework-free training loop both backends run: seeded batches, validation split,
+learning-rate halving on plateau, early stopping, NaN guard, history, per-epoch checkpoints.
+
+Schedule semantics follow Keras' ReduceLROnPlateau(monitor='val_loss', min_delta=1e-4) and
+EarlyStopping(monitor='loss', min_delta=0) as the original used them (reference §5.5).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from fly64_train.backends.base import Model
+
+log = logging.getLogger(__name__)
+
+PLATEAU_MIN_DELTA = 1e-4
+CHECKPOINT_NAME = "checkpoint.npz"
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training produced a NaN or infinite loss; the job stops instead of writing a useless bundle."""
+
+
+@dataclass
+class LoopSettings:
+    epochs: int
+    batch_size: int
+    validation_fraction: float = 0.05
+    lr_plateau_factor: float = 0.5
+    lr_plateau_patience: int = 2
+    min_lr: float = 1e-4
+    early_stopping_patience: int = 3
+    seed: int = 42
+    checkpoint: bool = True
+
+
+@dataclass
+class LoopState:
+    """Everything the loop needs to continue after a restart (besides weights and optimiser)."""
+    epoch: int = 0  # epochs completed
+    history: list = field(default_factory=list)
+    plateau_best: float = math.inf
+    plateau_wait: int = 0
+    stop_best: float = math.inf
+    stop_wait: int = 0
+    stopped_early: bool = False
+    fingerprint: str = ""
+
+
+@dataclass
+class TrainResult:
+    history: list
+    epochs_completed: int
+    final_loss: float
+    stopped_early: bool
+    resumed_from_epoch: int
+    train_groups: int
+    validation_groups: int
+    seconds: float
+
+
+def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of n groups into (train, validation) index arrays; validation may be empty."""
+    n_val = int(round(n * fraction)) if n > 1 else 0
+    n_val = min(n_val, n - 1)
+    order = np.random.default_rng([seed, 1]).permutation(n)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def _batches(indices: np.ndarray, batch_size: int, rng: Optional[np.random.Generator]):
+    order = rng.permutation(indices) if rng is not None else indices
+    for start in range(0, len(order), batch_size):
+        yield order[start:start + batch_size]
+
+
+def _mean_loss(model: Model, x: np.ndarray, rel: np.ndarray, indices: np.ndarray, batch_size: int) -> float:
+    total, count = 0.0, 0
+    for batch in _batches(indices, batch_size, None):
+        total += model.loss(x[batch], rel[batch]) * len(batch)
+        count += len(batch)
+    return total / count
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_history_csv(path: Path, history: list) -> None:
+    if not history:
+        return
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    _atomic_write_text(path, buffer.getvalue())
+
+
+def save_checkpoint(path: Path, model: Model, state: LoopState) -> None:
+    arrays = {f"w/{k}": v for k, v in model.get_weights().items()}
+    arrays.update({f"o/{k}": v for k, v in model.optimizer_state().items()})
+    arrays["loop_state"] = np.array(json.dumps(asdict(state)))
+    arrays["learning_rate"] = np.array(model.learning_rate)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, model: Model, fingerprint: str) -> Optional[LoopState]:
+    """Restore a checkpoint made from the same job (fingerprint); None when absent or foreign."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            state = LoopState(**json.loads(str(data["loop_state"])))
+            if state.fingerprint != fingerprint:
+                log.warning("ignoring checkpoint %s: made from a different configuration", path)
+                return None
+            model.set_weights({k[2:]: data[k] for k in data.files if k.startswith("w/")})
+            model.set_optimizer_state({k[2:]: data[k] for k in data.files if k.startswith("o/")})
+            model.learning_rate = float(data["learning_rate"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("ignoring unreadable checkpoint %s (%s); training from scratch", path, exc)
+        return None
+    return state
+
+
+def _progress(total: int, description: str):
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, desc=description, unit="batch", leave=False, file=sys.stderr)
+
+
+def run_training(model: Model, x: np.ndarray, rel: np.ndarray, settings: LoopSettings,
+                 run_dir: Path, fingerprint: str = "") -> TrainResult:
+    """Train `model` on grouped data x (B,N,N,C), rel (B,C,2); history.csv and checkpoints in run_dir."""
+    start = time.perf_counter()
+    train_idx, val_idx = split_validation(len(x), settings.validation_fraction, settings.seed)
+    checkpoint_path = run_dir / CHECKPOINT_NAME
+    state = load_checkpoint(checkpoint_path, model, fingerprint) if settings.checkpoint else None
+    resumed_from = 0
+    if state is None:
+        state = LoopState(fingerprint=fingerprint)
+    else:
+        resumed_from = state.epoch
+        log.info("resuming from checkpoint after epoch %d", state.epoch)
+
+    while state.epoch < settings.epochs and not state.stopped_early:
+        epoch = state.epoch + 1
+        epoch_start = time.perf_counter()
+        rng = np.random.default_rng([settings.seed, epoch])
+        n_batches = math.ceil(len(train_idx) / settings.batch_size)
+        bar = _progress(n_batches, f"epoch {epoch}/{settings.epochs}")
+        total, count = 0.0, 0
+        for batch in _batches(train_idx, settings.batch_size, rng):
+            loss = model.train_step(x[batch], rel[batch])
+            if not math.isfinite(loss):
+                raise NonFiniteLoss(f"training loss became {loss} at epoch {epoch}; stopping this job "
+                                    "(check the data for zeros/NaN or lower trainer.learning_rate)")
+            total += loss * len(batch)
+            count += len(batch)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4g}")
+        if bar is not None:
+            bar.close()
+        train_loss = total / count
+        val_loss = _mean_loss(model, x, rel, val_idx, settings.batch_size) if len(val_idx) else math.nan
+        if len(val_idx) and not math.isfinite(val_loss):
+            raise NonFiniteLoss(f"validation loss became {val_loss} at epoch {epoch}; stopping this job")
+        lr = model.learning_rate
+        state.history.append({"epoch": epoch, "loss": train_loss, "val_loss": val_loss, "lr": lr,
+                              "seconds": round(time.perf_counter() - epoch_start, 3)})
+        _update_schedule(model, state, settings, train_loss, val_loss)
+        state.epoch = epoch
+        log.info("epoch %d/%d loss=%.6g val_loss=%.6g lr=%.3g time=%.1fs", epoch, settings.epochs,
+                 train_loss, val_loss, lr, state.history[-1]["seconds"])
+        write_history_csv(run_dir / "history.csv", state.history)
+        if settings.checkpoint:
+            save_checkpoint(checkpoint_path, model, state)
+
+    final = state.history[-1]["loss"] if state.history else math.nan
+    return TrainResult(history=state.history, epochs_completed=state.epoch, final_loss=final,
+                       stopped_early=state.stopped_early, resumed_from_epoch=resumed_from,
+                       train_groups=len(train_idx), validation_groups=len(val_idx),
+                       seconds=time.perf_counter() - start)
+
+
+def _update_schedule(model: Model, state: LoopState, settings: LoopSettings, loss: float, val_loss: float) -> None:
+    monitored = val_loss if math.isfinite(val_loss) else loss
+    # ReduceLROnPlateau: halve after `patience` epochs without a min_delta improvement.
+    if monitored < state.plateau_best - PLATEAU_MIN_DELTA:
+        state.plateau_best, state.plateau_wait = monitored, 0
+    else:
+        state.plateau_wait += 1
+        if state.plateau_wait >= settings.lr_plateau_patience:
+            if model.learning_rate > settings.min_lr:
+                new_lr = max(model.learning_rate * settings.lr_plateau_factor, settings.min_lr)
+                log.info("reducing learning rate to %.3g", new_lr)
+                model.learning_rate = new_lr
+            state.plateau_wait = 0
+    # EarlyStopping on the training loss.
+    if loss < state.stop_best:
+        state.stop_best, state.stop_wait = loss, 0
+    else:
+        state.stop_wait += 1
+        if state.stop_wait >= settings.early_stopping_patience:
+            log.info("early stopping: loss has not improved for %d epochs", state.stop_wait)
+            state.stopped_early = True
