@@ -1,0 +1,268 @@
+"""run_job: one study job from a resolved TrainingConfig and a run directory. No Hydra here.
+
+Flow: bridge the config into the legacy params → (dry run: record the plan) → datasets from the
+store → groups → backend build → shared training loop → bundle → evaluation → manifest.
+Every job leaves a training_manifest.json whose status says what happened (running, planned,
+success, skipped, failed); a failure records the stage and the error, then re-raises.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from fly64_train import architecture, legacy, manifest, study
+from fly64_train.config import TrainingConfig, from_dict, to_dict, validate
+
+log = logging.getLogger(__name__)
+
+BUNDLE_NAME = "wts.h5.zip"
+# Fields that do not change what a job produces (so a resumed sweep may reuse its bundle).
+_NON_RESULT_FIELDS = ("dry_run", "force")
+
+
+class JobFailed(RuntimeError):
+    """A stage of the job failed; the manifest holds `<Stage> failed: Type: message`."""
+
+
+def fingerprint(config: TrainingConfig) -> str:
+    payload = to_dict(config)
+    for key in _NON_RESULT_FIELDS:
+        payload.pop(key, None)
+    payload["evaluate"].pop("bundle", None)
+    return study.config_fingerprint(payload)
+
+
+class _Stage:
+    """Context manager naming the stage that failed in the manifest's error."""
+
+    def __init__(self, record: dict, name: str):
+        self.record, self.name = record, name
+
+    def __enter__(self):
+        self.record["stage"] = self.name
+        log.info("%s ...", self.name)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is not None and "error" not in self.record:
+            self.record["error"] = f"{self.name} failed: {exc_type.__name__}: {exc}"
+        return False
+
+
+def run_job(config: TrainingConfig, run_dir: Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Run one job into `run_dir`; return its manifest record (also written to disk)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    record: dict[str, Any] = {
+        "job": config.job.name, "kind": config.job.kind, "dose": config.dose, "view": config.view,
+        "gridsize": None, "backend": config.backend.name, "dry_run": config.dry_run,
+        "status": "running", "started_at": manifest.utc_now(), "overrides": list(overrides),
+        "run_dir": str(run_dir), "versions": manifest.runtime_versions(),
+    }
+    manifest_path = run_dir / manifest.TRAINING_MANIFEST
+    previous = _read_previous(manifest_path)
+    try:
+        with _Stage(record, "Configuration"):
+            config = validate(config)
+            record["gridsize"] = config.gridsize
+            record["config_fingerprint"] = fingerprint(config)
+            params = legacy.update_legacy_dict(legacy.new_params(), config, output_dir=str(run_dir))
+            manifest.write_json(run_dir / "resolved_config.json", to_dict(config))
+        reused = _reusable(previous, record, run_dir, config)
+        if reused is not None:
+            return reused
+        manifest.write_json(manifest_path, record)
+        if config.dry_run:
+            _dry_run(config, params, run_dir, record)
+        elif config.job.kind == "prepare":
+            _prepare(config, record)
+        elif config.job.kind == "evaluate":
+            _evaluate_bundle(config, run_dir, record)
+        else:
+            _train(config, params, run_dir, record)
+    except BaseException as exc:
+        record.setdefault("error", f"{record.get('stage', 'Job')} failed: {type(exc).__name__}: {exc}")
+        record["status"] = "failed"
+        _finish(record, started, manifest_path)
+        raise
+    _finish(record, started, manifest_path)
+    return record
+
+
+def _finish(record: dict, started: float, path: Path) -> None:
+    record["finished_at"] = manifest.utc_now()
+    record["wall_time_s"] = round(time.time() - started, 3)
+    manifest.write_json(path, record)
+
+
+def _read_previous(path: Path) -> Optional[dict]:
+    try:
+        return manifest.read_json(path)
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _reusable(previous: Optional[dict], record: dict, run_dir: Path, config: TrainingConfig) -> Optional[dict]:
+    """A finished job with the same fingerprint whose bundle verifies is reused, not redone."""
+    if (config.force or config.dry_run or config.job.kind != "train" or previous is None
+            or previous.get("status") not in ("success", "skipped")
+            or previous.get("config_fingerprint") != record["config_fingerprint"]):
+        return None
+    from fly64_train import bundle
+
+    try:
+        bundle.verify_against_manifest(run_dir / BUNDLE_NAME, previous)
+    except (ValueError, OSError) as exc:
+        log.warning("redoing the job: its previous bundle does not verify (%s)", exc)
+        return None
+    reused = dict(previous)
+    reused.update(status="skipped", skip_reason="bundle present, verified and made from the same config",
+                  reused_at=manifest.utc_now(), overrides=record["overrides"])
+    manifest.write_json(run_dir / manifest.TRAINING_MANIFEST, reused)
+    log.info("skipping: %s", reused["skip_reason"])
+    return reused
+
+
+def _dry_run(config: TrainingConfig, params: dict, run_dir: Path, record: dict) -> None:
+    from fly64_train.data import store
+
+    with _Stage(record, "Planning"):
+        plan = {"datasets": store.planned_paths(config), "gridsize": config.gridsize,
+                "run_dir": str(run_dir), "bundle": str(run_dir / BUNDLE_NAME), "backend": config.backend.name,
+                "kind": config.job.kind}
+        manifest.write_json(run_dir / "legacy_params.json", params)
+        manifest.write_json(run_dir / "plan.json", plan)
+    record.update(status="planned", plan=plan)
+    print(f"[dry run] {study.job_name(config.dose, config.view)}  gridsize={config.gridsize}  "
+          f"backend={config.backend.name}  kind={config.job.kind}")
+    for key, value in plan["datasets"].items():
+        print(f"  dataset {key}: {value}")
+    print(f"  legacy params: {run_dir / 'legacy_params.json'}")
+    print(f"  output: {run_dir}")
+
+
+def _prepare(config: TrainingConfig, record: dict) -> None:
+    from fly64_train.data import store
+
+    with _Stage(record, "Data preparation"):
+        paths = store.prepare_dose(config)
+    record.update(status="success", datasets=paths)
+    for key, value in paths.items():
+        print(f"{key}: {value}")
+
+
+def _load_splits(config: TrainingConfig, record: dict):
+    from fly64_train.data import contract, store
+
+    with _Stage(record, "Data preparation"):
+        train_path, test_path = store.dataset_paths(config)
+        record.update(train_data_path=str(train_path), test_data_path=str(test_path))
+        return contract.load_dataset(train_path), contract.load_dataset(test_path)
+
+
+def _inputs(config: TrainingConfig, data, n_groups: Optional[int]):
+    from fly64_train.inputs import model_inputs
+
+    return model_inputs(data, config.gridsize, config.trainer.neighbor_count, config.dataset.grouping_seed,
+                        n_groups=n_groups, enable_oversampling=config.trainer.enable_oversampling)
+
+
+def _backend(config: TrainingConfig, record: dict):
+    from fly64_train.backends.base import get_backend
+
+    backend = get_backend(config.backend.name)
+    backend.configure(config.backend.threads, config.deterministic, config.seed)
+    record["versions"].update(backend.versions())
+    return backend
+
+
+def _train(config: TrainingConfig, params: dict, run_dir: Path, record: dict) -> None:
+    from fly64_train import bundle, training
+
+    train_data, test_data = _load_splits(config, record)
+    with _Stage(record, "Grouping"):
+        train_inputs = _inputs(config, train_data, config.trainer.n_groups)
+        test_inputs = _inputs(config, test_data, None) if config.evaluate.enabled else None
+        offsets = [train_inputs.rel] + ([test_inputs.rel] if test_inputs is not None else [])
+        padded = architecture.padded_size_for(config.model.N, np.concatenate([o.reshape(-1, 2) for o in offsets]))
+        legacy.set_runtime(params, padded_size=padded, diffraction_norm=train_inputs.norm)
+        manifest.write_json(run_dir / "legacy_params.json", params)
+        record["train_groups"] = train_inputs.n_groups
+    with _Stage(record, "Model build"):
+        backend = _backend(config, record)
+        probe = architecture.model_probe(train_data.probe, config.model.N, config.model.object_amplitude,
+                                         config.model.probe_mask)
+        model = backend.build(params, probe, config.seed)
+    with _Stage(record, "Training"):
+        trainer = config.trainer
+        settings = training.LoopSettings(
+            epochs=trainer.epochs, batch_size=trainer.batch_size, validation_fraction=trainer.validation_fraction,
+            lr_plateau_factor=trainer.lr_plateau_factor, lr_plateau_patience=trainer.lr_plateau_patience,
+            min_lr=trainer.min_lr, early_stopping_patience=trainer.early_stopping_patience, seed=config.seed,
+            checkpoint=trainer.checkpoint_every_epoch)
+        result = training.run_training(model, train_inputs.x, train_inputs.rel, settings, run_dir,
+                                       fingerprint=record["config_fingerprint"])
+        record.update(final_loss=result.final_loss, epochs_completed=result.epochs_completed,
+                      stopped_early=result.stopped_early, resumed_from_epoch=result.resumed_from_epoch,
+                      validation_groups=result.validation_groups, training_time_s=round(result.seconds, 3))
+    with _Stage(record, "Bundle"):
+        geometry = architecture.geometry_from_params(params)
+        content = {"backend": config.backend.name, "versions": record["versions"], "legacy_params": params,
+                   "config": to_dict(config), "geometry": geometry.to_dict(),
+                   "intensity_scale": params["intensity_scale"], "config_fingerprint": record["config_fingerprint"]}
+        info = bundle.write_bundle(run_dir / BUNDLE_NAME, model.get_weights(), content)
+        record.update(bundle_path=BUNDLE_NAME, bundle_sha256=info.sha256, bundle_size_bytes=info.size_bytes)
+    if test_inputs is not None:
+        with _Stage(record, "Evaluation"):
+            record["metrics"] = _score(model, test_inputs, test_data, config.evaluate.batch_size, run_dir)
+    (run_dir / training.CHECKPOINT_NAME).unlink(missing_ok=True)
+    record["status"] = "success"
+    print(f"{study.job_name(config.dose, config.view)} ({config.backend.name}, gridsize {config.gridsize}): "
+          f"{result.epochs_completed} epochs, loss {result.final_loss:.5g} → {run_dir / BUNDLE_NAME}")
+
+
+def _score(model, inputs, data, batch_size: int, run_dir: Path) -> dict:
+    from fly64_train import evaluate
+
+    patches = []
+    for start in range(0, inputs.n_groups, batch_size):
+        stop = start + batch_size
+        patches.append(model.predict(inputs.x[start:stop], inputs.rel[start:stop]).patches)
+    metrics = evaluate.evaluate_predictions(np.concatenate(patches), inputs.positions, data.obj, run_dir)
+    log.info("test metrics: amplitude SSIM %.4f, phase SSIM %.4f",
+             metrics["amplitude"]["ssim"], metrics["phase"]["ssim"])
+    return metrics
+
+
+def _evaluate_bundle(config: TrainingConfig, run_dir: Path, record: dict) -> None:
+    """job=evaluate: load a bundle (from either backend) into config.backend and score it."""
+    from fly64_train import bundle
+
+    bundle_path = Path(config.evaluate.bundle)
+    with _Stage(record, "Bundle loading"):
+        expected = _read_previous(bundle_path.parent / manifest.TRAINING_MANIFEST) or {}
+        weights, content = bundle.read_bundle(bundle_path, expected.get("bundle_sha256"),
+                                              expected.get("bundle_size_bytes"))
+        trained = from_dict(content["config"])
+        params = dict(content["legacy_params"])
+        record.update(bundle_path=str(bundle_path), trained_backend=content["backend"],
+                      bundle_sha256=bundle.sha256_file(bundle_path), dose=trained.dose, view=trained.view,
+                      gridsize=params["gridsize"])
+    _, test_data = _load_splits(trained, record)
+    with _Stage(record, "Grouping"):
+        test_inputs = _inputs(trained, test_data, None)
+    with _Stage(record, "Model build"):
+        model = _backend(config, record).build(params, weights["probe"], config.seed)
+        model.set_weights(weights)
+    with _Stage(record, "Evaluation"):
+        record["metrics"] = _score(model, test_inputs, test_data, config.evaluate.batch_size, run_dir)
+    record["status"] = "success"
+    m = record["metrics"]
+    print(f"evaluated {bundle_path} with {config.backend.name}: amplitude SSIM {m['amplitude']['ssim']:.4f}, "
+          f"phase SSIM {m['phase']['ssim']:.4f} → {run_dir / 'metrics.json'}")

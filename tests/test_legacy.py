@@ -1,0 +1,63 @@
+"""The bridge into the legacy params dict (reference §6.1-6.3)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from fly64_train import legacy
+from fly64_train.config import validate
+from tests.conftest import compose_config
+
+
+def bridged(*overrides):
+    config = validate(compose_config(*overrides))
+    return config, legacy.update_legacy_dict(legacy.new_params(), config, output_dir="/tmp/run",
+                                             train_data_file="a.npz", test_data_file="b.npz")
+
+
+def test_defaults_match_the_original_params_cfg():
+    params = legacy.new_params()
+    assert params["N"] == 128 and params["offset"] == 4 and params["nphotons"] == 1e9
+    assert params["probe.big"] is False and params["object.big"] is True and params["probe_scale"] == 10.0
+
+
+def test_bridge_renames_keys_and_sets_nphotons_to_the_dose():
+    config, params = bridged("dose=1e4", "view=sparse", "model.probe_trainable=true")
+    assert params["nphotons"] == 1e4
+    assert params["gridsize"] == 2 and params["N"] == 64
+    assert params["probe.trainable"] is True
+    assert params["intensity_scale.trainable"] is True
+    assert params["object.big"] is True and params["probe.big"] is True and params["probe.mask"] is False
+    assert params["positions.provided"] is True
+    assert params["output_prefix"] == "/tmp/run"
+    assert params["train_data_file_path"] == "a.npz" and params["test_data_file_path"] == "b.npz"
+    for old_name in legacy.KEY_MAPPINGS:
+        assert old_name not in params
+    assert params["nepochs"] == config.trainer.epochs and params["batch_size"] == config.trainer.batch_size
+    assert params["neighbor_count"] == 7
+
+
+@pytest.mark.parametrize("dose,N,expected", [(1e3, 64, 0.9882), (1e4, 64, 3.125), (1e5, 64, 9.8821),
+                                             (1e3, 128, 0.4941), (1e5, 128, 4.9411)])
+def test_intensity_scale_matches_the_reference_values(dose, N, expected):
+    _, params = bridged(f"dose={dose}", f"model.N={N}")
+    assert math.isclose(params["intensity_scale"], expected, rel_tol=1e-4)
+
+
+def test_derived_big_n_follows_gridsize():
+    assert bridged("view=baseline")[1]["bigN"] == 64
+    assert bridged("view=dense")[1]["bigN"] == 68
+
+
+def test_runtime_keys_are_the_only_other_writes():
+    params = legacy.new_params()
+    legacy.set_runtime(params, padded_size=96)
+    assert params["padded_size"] == 96
+    with pytest.raises(KeyError, match="not runtime keys"):
+        legacy.set_runtime(params, gridsize=3)
+
+
+def test_require_names_missing_keys():
+    with pytest.raises(KeyError, match="update_legacy_dict"):
+        legacy.require({}, "N")
