@@ -148,6 +148,7 @@ def run_training(model: Model, x: np.ndarray, rel: np.ndarray, settings: LoopSet
                  run_dir: Path, fingerprint: str = "") -> TrainResult:
     """Train `model` on grouped data x (B,N,N,C), rel (B,C,2); history.csv and checkpoints in run_dir."""
     start = time.perf_counter()
+    run_dir.mkdir(parents=True, exist_ok=True)
     train_idx, val_idx = split_validation(len(x), settings.validation_fraction, settings.seed)
     checkpoint_path = run_dir / CHECKPOINT_NAME
     state = load_checkpoint(checkpoint_path, model, fingerprint) if settings.checkpoint else None

@@ -1,0 +1,148 @@
+"""The shared training loop: validation split, schedule semantics, NaN guard, checkpoint resume.
+
+A small NumPy least-squares model implements the backend Model interface, so the loop's logic is
+tested on its own, quickly; the backends' own tests run the same loop on the real networks.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from fly64_train.backends.base import Model, Prediction
+from fly64_train.training import (CHECKPOINT_NAME, LoopSettings, NonFiniteLoss, run_training,
+                                  split_validation)
+
+
+class LeastSquaresModel(Model):
+    """Fits w so that mean over pixels of x·w matches 1 (SGD with momentum); a real model of the interface."""
+
+    def __init__(self, channels: int, lr: float = 0.05, loss_override=None, interrupt_at_step=None,
+                 frozen: bool = False):
+        self.frozen = frozen
+        self.w = np.linspace(0.5, 1.5, channels).astype(np.float64)
+        self.velocity = np.zeros_like(self.w)
+        self._lr = lr
+        self.steps = 0
+        self.loss_override = loss_override
+        self.interrupt_at_step = interrupt_at_step
+
+    def _features(self, x):
+        return x.mean(axis=(1, 2)).astype(np.float64)
+
+    def _loss(self, x):
+        return float(np.mean((self._features(x) @ self.w - 1.0) ** 2))
+
+    def train_step(self, x, rel):
+        self.steps += 1
+        if self.interrupt_at_step == self.steps:
+            raise KeyboardInterrupt("simulated kill")
+        features = self._features(x)
+        grad = 2 * features.T @ (features @ self.w - 1.0) / len(x)
+        if not self.frozen:
+            self.velocity = 0.9 * self.velocity + grad
+            self.w -= self._lr * self.velocity
+        if self.loss_override is not None:
+            return self.loss_override(self.steps)
+        return self._loss(x)
+
+    def loss(self, x, rel):
+        return self._loss(x)
+
+    def predict(self, x, rel):
+        raise AssertionError("not used by the loop")
+
+    def get_weights(self):
+        return {"w": self.w.copy()}
+
+    def set_weights(self, weights):
+        self.w = np.array(weights["w"])
+
+    @property
+    def learning_rate(self):
+        return self._lr
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        self._lr = value
+
+    def optimizer_state(self):
+        return {"velocity": self.velocity.copy(), "steps": np.array(self.steps)}
+
+    def set_optimizer_state(self, state):
+        self.velocity = np.array(state["velocity"])
+        self.steps = int(state["steps"])
+
+
+def data(n=64, channels=2, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.5, 1.5, size=(n, 4, 4, channels)).astype(np.float32)
+    return x, np.zeros((n, channels, 2), np.float32)
+
+
+def settings(**kw):
+    base = dict(epochs=6, batch_size=8, validation_fraction=0.25, seed=3)
+    base.update(kw)
+    return LoopSettings(**base)
+
+
+def test_validation_split_is_disjoint_seeded_and_sized():
+    train, val = split_validation(100, 0.05, seed=1)
+    assert len(val) == 5 and len(train) == 95 and not set(train) & set(val)
+    assert np.array_equal(split_validation(100, 0.05, 1)[1], val)
+    assert not np.array_equal(split_validation(100, 0.05, 2)[1], val)
+    assert len(split_validation(1, 0.5, 0)[1]) == 0
+
+
+def test_loss_falls_and_history_is_written(tmp_path):
+    x, rel = data()
+    result = run_training(LeastSquaresModel(2), x, rel, settings(), tmp_path)
+    losses = [row["loss"] for row in result.history]
+    assert losses[-1] < losses[0]
+    assert result.train_groups == 48 and result.validation_groups == 16
+    lines = (tmp_path / "history.csv").read_text().splitlines()
+    assert lines[0] == "epoch,loss,val_loss,lr,seconds" and len(lines) == 1 + result.epochs_completed
+
+
+def test_plateau_halves_the_rate_down_to_min_lr_and_early_stopping_stops(tmp_path):
+    x, rel = data()
+    flat = LeastSquaresModel(2, lr=1e-3, loss_override=lambda step: 1.0, frozen=True)  # nothing improves
+    result = run_training(flat, x, rel, settings(epochs=20, min_lr=2.5e-4, lr_plateau_patience=2,
+                                                 early_stopping_patience=3), tmp_path)
+    # Loss never improves after epoch 1: early stopping after 3 more epochs.
+    assert result.stopped_early and result.epochs_completed == 4
+    assert [row["lr"] for row in result.history] == [1e-3, 1e-3, 1e-3, 5e-4]
+
+
+def test_non_finite_loss_stops_the_job(tmp_path):
+    x, rel = data()
+    model = LeastSquaresModel(2, loss_override=lambda step: math.nan if step == 9 else 1.0)
+    with pytest.raises(NonFiniteLoss, match="epoch 2"):
+        run_training(model, x, rel, settings(), tmp_path)
+
+
+def test_a_killed_job_resumes_from_its_last_epoch_and_ends_identical(tmp_path):
+    x, rel = data()
+    uninterrupted = run_training(LeastSquaresModel(2), x, rel, settings(), tmp_path / "a", fingerprint="f")
+    reference = LeastSquaresModel(2)
+    run_training(reference, x, rel, settings(), tmp_path / "b", fingerprint="f")
+
+    killed = LeastSquaresModel(2, interrupt_at_step=6 * 3 + 2)  # 6 steps per epoch: dies in epoch 4
+    (tmp_path / "c").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        run_training(killed, x, rel, settings(), tmp_path / "c", fingerprint="f")
+    assert (tmp_path / "c" / CHECKPOINT_NAME).is_file()
+    resumed_model = LeastSquaresModel(2)
+    resumed = run_training(resumed_model, x, rel, settings(), tmp_path / "c", fingerprint="f")
+    assert resumed.resumed_from_epoch == 3
+    assert resumed.history == uninterrupted.history or [r["loss"] for r in resumed.history] == \
+        [r["loss"] for r in uninterrupted.history]
+    assert np.array_equal(resumed_model.w, reference.w)
+
+
+def test_a_checkpoint_from_another_config_is_ignored(tmp_path):
+    x, rel = data()
+    run_training(LeastSquaresModel(2), x, rel, settings(epochs=2), tmp_path, fingerprint="old")
+    result = run_training(LeastSquaresModel(2), x, rel, settings(epochs=2), tmp_path, fingerprint="new")
+    assert result.resumed_from_epoch == 0 and result.epochs_completed == 2
