@@ -1,0 +1,101 @@
+"""The console script end to end, in subprocesses: help, dry runs, the 9-job dry-run sweep, clear
+errors for bad overrides, and the installed-wheel case (conf/ shipped as package data)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, run_cli
+
+
+def manifests(root: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(root.glob("**/training_manifest.json"))]
+
+
+def test_help_lists_config_groups_and_examples(tmp_path):
+    result = run_cli(["--help"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    for text in ("backend: pytorch, tensorflow", "dataset: fly64_synthetic, npz",
+                 "job: evaluate, prepare, smoke, study, train", "--multirun dose=1000,10000,100000"):
+        assert text in result.stdout
+
+
+def test_single_dry_run_records_the_plan(tmp_path):
+    result = run_cli(["dry_run=true", "dose=1e4", "view=sparse"], tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    run_dirs = list((tmp_path / "outputs" / "runs").iterdir())
+    assert len(run_dirs) == 1 and run_dirs[0].name.endswith("_dose10000_sparse")
+    record = json.loads((run_dirs[0] / "training_manifest.json").read_text())
+    assert record["status"] == "planned" and record["dry_run"] is True
+    assert record["gridsize"] == 2 and record["dose"] == 10000.0 and record["view"] == "sparse"
+    assert record["backend"] == "tensorflow" and "dose=1e4" in record["overrides"]
+    assert record["plan"]["datasets"]["train"].endswith("sparse_train.npz")
+    legacy_params = json.loads((run_dirs[0] / "legacy_params.json").read_text())
+    assert legacy_params["nphotons"] == 10000.0 and legacy_params["gridsize"] == 2
+    assert "[dry run] dose_10000/sparse" in result.stdout
+    # Dry runs build nothing: no dataset cache, no bundle.
+    assert not (tmp_path / "outputs" / "cache").exists()
+    assert not list(tmp_path.glob("**/wts.h5.zip"))
+
+
+def test_dry_run_multirun_makes_nine_job_directories(tmp_path):
+    result = run_cli(["--multirun", "dry_run=true", "dose=1000,10000,100000", "view=baseline,dense,sparse"],
+                     tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    sweep = next((tmp_path / "outputs" / "multirun").iterdir())
+    jobs = sorted(str(p.parent.relative_to(sweep)) for p in sweep.glob("dose_*/*/training_manifest.json"))
+    assert jobs == [f"dose_{d}/{v}" for d in (1000, 10000, 100000) for v in ("baseline", "dense", "sparse")]
+    assert {r["status"] for r in manifests(sweep)} == {"planned"}
+    assert {(r["view"], r["gridsize"]) for r in manifests(sweep)} == {("baseline", 1), ("dense", 2), ("sparse", 2)}
+    summary = json.loads((sweep / "study_summary.json").read_text())
+    assert summary["n_jobs"] == 9
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["view=baseline", "model.gridsize=2"], "model.gridsize=2 is not allowed: view=baseline requires gridsize 1"),
+    (["dose=-5"], "dose=-5.0 is not allowed: expected a positive number"),
+    (["view=diagonal"], "view='diagonal' is not allowed"),
+])
+def test_bad_overrides_exit_with_one_clear_line(tmp_path, args, fragment):
+    result = run_cli(["dry_run=true", *args], tmp_path, timeout=120)
+    assert result.returncode == 2
+    first = result.stderr.strip().splitlines()[0]
+    assert first.startswith("fly64-train: error:") and fragment in first
+    assert "Traceback" not in result.stderr
+    record = manifests(tmp_path / "outputs")[0]
+    assert record["status"] == "failed" and fragment in record["error"]
+
+
+def test_typo_fails_at_composition_with_hydras_message(tmp_path):
+    result = run_cli(["trainer.epocs=3"], tmp_path, timeout=120)
+    assert result.returncode != 0
+    assert "epocs" in result.stderr and "Could not override" in result.stderr
+
+
+def test_installed_wheel_finds_its_conf(tmp_path):
+    dist = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(dist), str(REPO)], check=True, capture_output=True, timeout=300)
+    wheel = next(dist.glob("fly64_train-*.whl"))
+    assert "fly64_train/conf/config.yaml" in zipfile.ZipFile(wheel).namelist()
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
+                    str(wheel)], check=True, capture_output=True, timeout=300)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(target))
+    code = "import sys; from fly64_train.cli import main; sys.argv[0] = 'fly64-train'; main()"
+    info = subprocess.run([sys.executable, "-c", code, "--info", "searchpath"], cwd=elsewhere, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert info.returncode == 0, info.stderr
+    assert str(target / "fly64_train" / "conf") in info.stdout
+    dry = subprocess.run([sys.executable, "-c", code, "dry_run=true", "view=baseline"], cwd=elsewhere, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert dry.returncode == 0, dry.stderr
+    assert manifests(elsewhere / "outputs")[0]["status"] == "planned"
