@@ -1,0 +1,266 @@
+"""PtychoPINN as a torch nn.Module: exactly the forward pass of architecture.py.
+
+Channels-first internally (NCHW tensors, optionally channels_last in memory); the Model
+boundary (train.py) converts from/to the NHWC NumPy arrays of the backend contract. Conv
+weights stay in torch's OIHW layout here; only train.py converts to the HWIO bundle layout.
+
+The physics layers follow physics.py: a patch of size n "centred at" c takes pixel n//2 from
+coordinate c, bilinear, zero outside. Both directions use separable sampling matrices built
+in torch from the member offsets: extract = R_y · canvas · R_xᵀ, place = R_yᵀ · patch · R_x
+(its adjoint). Complex values travel as separate real/imaginary planes so that every matmul
+is a real batched matmul; only the far field uses a complex FFT.
+
+Nothing is built at import time: every module is created by `PtychoPINN(...)`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fly64_train.architecture import (BORDER_CHANNELS, COVERAGE_EPSILON, NLL_EPSILON, Conv, Geometry)
+
+AMP_ACTIVATIONS = {
+    "sigmoid": torch.sigmoid,
+    "swish": F.silu,
+    "softplus": F.softplus,
+    "relu": F.relu,
+}
+
+
+def module_key(name: str) -> str:
+    """An architecture.py layer name ('decoder_amp/block0/conv1') as an nn.ModuleDict key."""
+    return name.replace("/", "__")
+
+
+# ----------------------------------------------------------------------------------------------
+# Physics layers (pure functions on tensors; physics.py is the reference).
+
+def sampling_matrix(centres: torch.Tensor, n_out: int, n_in: int) -> torch.Tensor:
+    """Bilinear sampling rows like physics.sampling_matrix: (M, n_out, n_in) float32 for centres (M,).
+
+    Row i samples input coordinate centres − n_out//2 + i; samples leaving the input get weight 0.
+    Coordinates are resolved in float64 (as the NumPy reference) and the weights cast to float32.
+    """
+    centres = centres.to(torch.float64).reshape(-1, 1, 1)
+    coords = centres - (n_out // 2) + torch.arange(n_out, dtype=torch.float64).view(1, n_out, 1)
+    lower = torch.floor(coords)
+    frac = coords - lower
+    k = torch.arange(n_in, dtype=torch.float64).view(1, 1, n_in)
+    matrix = (k == lower) * (1.0 - frac) + (k == lower + 1.0) * frac
+    return matrix.to(torch.float32)
+
+
+def member_sampling(rel: torch.Tensor, n: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column sampling matrices (B, C, n, size) for members at size//2 + rel (x, y)."""
+    batch, members = rel.shape[:2]
+    centres = rel.to(torch.float64) + float(size // 2)
+    rows = sampling_matrix(centres[..., 1], n, size).view(batch, members, n, size)
+    cols = sampling_matrix(centres[..., 0], n, size).view(batch, members, n, size)
+    return rows, cols
+
+
+def place_sum(parts: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Σ_c R_y,cᵀ · parts_c · R_x,c for parts (B, K, C, n, n) → (B, K, P, P) (K real planes).
+
+    The member sum is folded into one matmul: [R_y,1ᵀ … R_y,Cᵀ] · [Z_1; …; Z_C], Z_c = parts_c R_x,c.
+    """
+    batch, planes, members, n, _ = parts.shape
+    size = rows.shape[-1]
+    z = torch.matmul(parts, cols.unsqueeze(1))  # (B, K, C, n, P)
+    stacked_rows_t = rows.reshape(batch, 1, members * n, size).transpose(-1, -2)  # (B, 1, P, C·n)
+    return torch.matmul(stacked_rows_t, z.reshape(batch, planes, members * n, size))
+
+
+def extract_members(canvas: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """R_y,c · canvas · R_x,cᵀ for canvas (B, K, P, P) → member patches (B, K, C, n, n)."""
+    batch, planes, size, _ = canvas.shape
+    members, n = rows.shape[1:3]
+    u = torch.matmul(rows.reshape(batch, 1, members * n, size), canvas)  # (B, K, C·n, P)
+    u = u.view(batch, planes, members, n, size)
+    return torch.matmul(u, cols.transpose(-1, -2).unsqueeze(1))
+
+
+def coverage(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Σ_c place(ones(n, n), c): (B, P, P) = Σ_c outer(column sums of R_y,c, column sums of R_x,c)."""
+    return torch.matmul(rows.sum(dim=2).transpose(1, 2), cols.sum(dim=2))
+
+
+def centre_crop(canvas: torch.Tensor, n: int) -> torch.Tensor:
+    """The n×n window whose pixel n//2 is the canvas pixel P//2 (an integer-centred extract)."""
+    size = canvas.shape[-1]
+    start = size // 2 - n // 2
+    return canvas[..., start:start + n, start:start + n]
+
+
+def pad_to_centre(patch: torch.Tensor, size: int) -> torch.Tensor:
+    """Zero-pad n×n planes onto a size×size canvas so pixel n//2 lands at size//2 (place at P//2)."""
+    n = patch.shape[-1]
+    before = size // 2 - n // 2
+    after = size - n - before
+    return F.pad(patch, (before, after, before, after))
+
+
+def far_field_power(real: torch.Tensor, imag: torch.Tensor) -> torch.Tensor:
+    """fftshift(|FFT2 ψ|²) / N² over the last two axes of ψ = real + i·imag (float32)."""
+    n_pixels = real.shape[-1] * real.shape[-2]
+    spectrum = torch.view_as_real(torch.fft.fft2(torch.complex(real, imag)))
+    power = spectrum.square().sum(dim=-1)
+    return torch.fft.fftshift(power, dim=(-2, -1)) / n_pixels
+
+
+def far_field_amplitude(real: torch.Tensor, imag: torch.Tensor) -> torch.Tensor:
+    """A = sqrt(fftshift(|FFT2 ψ|²) / N²) (physics.far_field_amplitude)."""
+    return torch.sqrt(far_field_power(real, imag))
+
+
+# ----------------------------------------------------------------------------------------------
+# The network.
+
+class PtychoPINN(nn.Module):
+    """Network + physics for one Geometry. Inputs channels-first: x (B, C, N, N), rel (B, C, 2)."""
+
+    def __init__(self, geometry: Geometry, probe: np.ndarray, intensity_scale: float,
+                 probe_trainable: bool, intensity_scale_trainable: bool,
+                 nll_weight: float, mae_weight: float, channels_last: bool = True):
+        super().__init__()
+        if geometry.amp_activation not in AMP_ACTIVATIONS:
+            raise ValueError(f"amp_activation={geometry.amp_activation!r} is not supported; "
+                             f"expected one of {', '.join(AMP_ACTIVATIONS)}")
+        probe = np.asarray(probe)
+        if probe.shape != (geometry.N, geometry.N):
+            raise ValueError(f"the network probe must have shape {(geometry.N, geometry.N)} (N×N), "
+                             f"got {probe.shape}")
+        if not intensity_scale > 0:
+            raise ValueError(f"intensity_scale must be positive, got {intensity_scale}")
+        self.geometry = geometry
+        self.input_scale = float(intensity_scale)
+        self.nll_weight = float(nll_weight)
+        self.mae_weight = float(mae_weight)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+        self.convs = nn.ModuleDict()
+        for conv in geometry.convs():
+            self.convs[module_key(conv.name)] = nn.Conv2d(conv.in_channels, conv.out_channels, 3,
+                                                          padding=1, bias=True)
+        self.encoder_blocks = [[module_key(c.name) for c in block] for block in geometry.encoder()]
+        self.decoders = {}
+        for branch in ("amp", "phase"):
+            layers = geometry.decoder(branch)
+            self.decoders[branch] = {
+                "blocks": [[module_key(c.name) for c in block] for block in layers["blocks"]],
+                "head": module_key(layers["head"].name),
+                "border_block": [module_key(c.name) for c in layers.get("border_block", [])],
+                "border_out": module_key(layers["border_out"].name) if geometry.probe_big else None,
+            }
+        self.amp_activation = AMP_ACTIVATIONS[geometry.amp_activation]
+
+        self.log_scale = nn.Parameter(torch.tensor(math.log(self.input_scale), dtype=torch.float32),
+                                      requires_grad=bool(intensity_scale_trainable))
+        self.probe = nn.Parameter(torch.from_numpy(probe.astype(np.complex64)),
+                                  requires_grad=bool(probe_trainable))
+        self.register_buffer("border_mask", torch.from_numpy(geometry.border_mask()), persistent=False)
+        self.to(memory_format=self.memory_format)
+
+    # -- parameters by architecture.py name -----------------------------------------------------
+    def named_conv(self, conv: Conv) -> nn.Conv2d:
+        return self.convs[module_key(conv.name)]
+
+    # -- network ----------------------------------------------------------------------------------
+    def _conv(self, key: str, h: torch.Tensor) -> torch.Tensor:
+        return self.convs[key](h)
+
+    def _decode(self, branch: str, h: torch.Tensor) -> torch.Tensor:
+        layers = self.decoders[branch]
+        g = h
+        for block in layers["blocks"]:
+            for key in block:
+                g = F.relu(self._conv(key, g))
+            g = F.interpolate(g, scale_factor=2, mode="nearest")
+        activation = self.amp_activation if branch == "amp" else _pi_tanh
+        x1 = activation(self._conv(layers["head"], g[:, :-BORDER_CHANNELS]))
+        q = self.geometry.N // 4
+        x1 = F.pad(x1, (q, q, q, q))
+        if self.geometry.probe_big:
+            x2 = g[:, -BORDER_CHANNELS:]
+            for key in layers["border_block"]:
+                x2 = F.relu(self._conv(key, x2))
+            x2 = F.interpolate(x2, scale_factor=2, mode="nearest")
+            x1 = x1 + F.silu(self._conv(layers["border_out"], x2)) * self.border_mask
+        return x1
+
+    def object_planes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Amplitude and phase heads (B, C_out, N, N) for normalised amplitudes x (B, C, N, N)."""
+        h = x.contiguous(memory_format=self.memory_format) * (self.input_scale / torch.exp(self.log_scale))
+        for block in self.encoder_blocks:
+            for key in block:
+                h = F.relu(self._conv(key, h))
+            h = F.max_pool2d(h, 2)
+        return self._decode("amp", h), self._decode("phase", h)
+
+    # -- physics ----------------------------------------------------------------------------------
+    def canvas_and_patches(self, amp: torch.Tensor, phase: torch.Tensor,
+                           rel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Object O = A·exp(iφ) → canvas (B, 2, P, P) and member patches (B, 2, C, N, N) (re, im)."""
+        geometry = self.geometry
+        size = geometry.padded_size
+        obj = torch.stack((amp * torch.cos(phase), amp * torch.sin(phase)), dim=1)  # (B, 2, C_out, N, N)
+        rows, cols = member_sampling(rel, geometry.N, size)
+        if geometry.object_big:
+            total = place_sum(obj, rows, cols)
+            cover = coverage(rows, cols)
+            cover = torch.where(cover > COVERAGE_EPSILON, cover, torch.ones_like(cover))
+            canvas = total / cover.unsqueeze(1)
+        else:
+            canvas = pad_to_centre(obj[:, :, 0], size)
+        return canvas, extract_members(canvas, rows, cols)
+
+    def diffraction(self, patches: torch.Tensor) -> torch.Tensor:
+        """Far-field power fftshift(|FFT2(probe · patch)|²)/N² (B, C, N, N) of patches (B, 2, C, N, N)."""
+        pr, pi = self.probe.real, self.probe.imag
+        re, im = patches[:, 0], patches[:, 1]
+        return far_field_power(pr * re - pi * im, pr * im + pi * re)
+
+    def forward(self, x: torch.Tensor, rel: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Full pass: trimmed (B, 2, N, N), patches (B, 2, C, N, N), amplitude (B, C, N, N)."""
+        amp, phase = self.object_planes(x)
+        canvas, patches = self.canvas_and_patches(amp, phase, rel)
+        power = self.diffraction(patches)
+        amplitude = torch.sqrt(power) * torch.exp(self.log_scale)
+        return {"trimmed": centre_crop(canvas, self.geometry.N), "patches": patches,
+                "amplitude": amplitude}
+
+    def loss(self, x: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
+        """nll_weight·mean(I − counts·log(I + ε)) + mae_weight·mean|pred_amp − s·x|, counts = (s·x)²."""
+        amp, phase = self.object_planes(x)
+        _, patches = self.canvas_and_patches(amp, phase, rel)
+        power = self.diffraction(patches)
+        target = x * self.input_scale
+        total: Optional[torch.Tensor] = None
+        if self.nll_weight:
+            intensity = power * torch.exp(2.0 * self.log_scale)  # = pred_amp², without sqrt
+            nll = torch.mean(intensity - target.square() * torch.log(intensity + NLL_EPSILON))
+            total = self.nll_weight * nll
+        if self.mae_weight:
+            amplitude = torch.sqrt(power) * torch.exp(self.log_scale)
+            mae = self.mae_weight * torch.mean(torch.abs(amplitude - target))
+            total = mae if total is None else total + mae
+        assert total is not None, "nll_weight and mae_weight are both 0"
+        return total
+
+
+def _pi_tanh(x: torch.Tensor) -> torch.Tensor:
+    return math.pi * torch.tanh(x)
+
+
+def build_network(geometry: Geometry, params: dict[str, Any], probe: np.ndarray,
+                  channels_last: bool = True) -> PtychoPINN:
+    return PtychoPINN(geometry, probe, intensity_scale=float(params["intensity_scale"]),
+                      probe_trainable=bool(params["probe.trainable"]),
+                      intensity_scale_trainable=bool(params["intensity_scale.trainable"]),
+                      nll_weight=float(params["nll_weight"]), mae_weight=float(params["mae_weight"]),
+                      channels_last=channels_last)
