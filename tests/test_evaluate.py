@@ -1,0 +1,278 @@
+"""Evaluation: stitching reproduces a known object, alignment removes the ambiguities, metrics are
+perfect for a perfect reconstruction and degrade with noise, files are written."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter
+
+from fly64_train import evaluate, physics
+
+N = 32
+SHAPE = (150, 180)
+
+
+def make_object(seed: int = 0, shape=SHAPE, sigma: float = 2.0, phase_span: float = 2.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+
+    def field():
+        f = gaussian_filter(rng.random(shape), sigma)
+        return (f - f.min()) / (f.max() - f.min())
+
+    amplitude = 0.4 + 0.6 * field()
+    phase = phase_span * (field() - 0.5)
+    return (amplitude * np.exp(1j * phase)).astype(np.complex64)
+
+
+def scan(n: int, seed: int = 1, integer: bool = True, margin: int = N, shape=SHAPE) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    xy = np.stack([rng.uniform(margin, shape[1] - margin, n), rng.uniform(margin, shape[0] - margin, n)], axis=1)
+    return np.round(xy) if integer else xy
+
+
+@pytest.fixture(scope="module")
+def obj():
+    return make_object()
+
+
+def _perfect(m: dict) -> None:
+    for part in ("amplitude", "phase"):
+        assert m[part]["mae"] < 1e-5, part
+        assert m[part]["mse"] < 1e-9, part
+        assert m[part]["ssim"] == pytest.approx(1.0, abs=1e-5), part
+        assert m[part]["psnr"] > 90 or math.isinf(m[part]["psnr"]), part
+        assert m[part]["frc50"] == m[part]["frc_nyquist_index"], part
+        assert m[part]["frc50_fraction_nyquist"] == 1.0, part
+
+
+# ----------------------------------------------------------------------------- stitching
+
+def test_stitch_exact_patches_reproduces_object(obj):
+    xy = scan(3000)
+    patches = physics.extract_patches(obj, xy[:, 0], xy[:, 1], N)
+    image, coverage = evaluate.stitch(patches, xy, obj.shape)
+    covered = coverage > 1e-6
+    assert covered.mean() > 0.3
+    np.testing.assert_allclose(image[covered], obj[covered], atol=2e-6)
+    assert np.all(image[~covered] == 0)
+    # Only the central N//2 of each patch is used: nothing beyond N//4 of the outermost positions.
+    rows, cols = np.nonzero(covered)
+    assert rows.min() >= xy[:, 1].min() - N // 4 and cols.max() < xy[:, 0].max() + N // 4
+
+
+def test_stitch_subpixel_positions_of_smooth_object(obj):
+    smooth = make_object(sigma=6.0)
+    xy = scan(1500, integer=False)
+    patches = physics.extract_patches(smooth, xy[:, 0], xy[:, 1], N)
+    image, coverage = evaluate.stitch(patches, xy, smooth.shape)
+    well = coverage >= 0.5
+    error = np.abs(image - smooth)[well]
+    assert error.mean() < 2e-3 and error.max() < 5e-2  # two bilinear interpolations
+
+
+def test_stitch_equals_physics_place(obj):
+    xy = scan(12, integer=False)
+    patches = physics.extract_patches(obj, xy[:, 0], xy[:, 1], N)
+    crop = 12
+    image, coverage = evaluate.stitch(patches, xy, obj.shape, crop=crop)
+    s = N // 2 - crop // 2
+    cropped = patches[:, s:s + crop, s:s + crop]
+    reference = physics.place(cropped, xy, obj.shape).sum(axis=0)
+    reference_coverage = physics.place(np.ones(cropped.shape, np.float32), xy, obj.shape).sum(axis=0)
+    np.testing.assert_allclose(coverage, reference_coverage, atol=1e-5)
+    np.testing.assert_allclose(image * coverage, reference, atol=1e-5)
+
+
+def test_stitch_groups_and_edges(obj):
+    xy = scan(40).reshape(10, 4, 2)
+    patches = physics.extract_patches(obj, xy[..., 0].ravel(), xy[..., 1].ravel(), N).reshape(10, 4, N, N)
+    flat_image, _ = evaluate.stitch(patches.reshape(-1, N, N), xy.reshape(-1, 2), obj.shape)
+    group_image, _ = evaluate.stitch(patches, xy, obj.shape)
+    np.testing.assert_array_equal(flat_image, group_image)
+    # Positions at and beyond the edges: the part outside the canvas is dropped, no error.
+    edge = np.array([[0.0, 0.0], [obj.shape[1] - 0.5, obj.shape[0] - 0.5], [-100.0, 50.0]])
+    image, coverage = evaluate.stitch(np.ones((3, N, N), np.complex64), edge, obj.shape)
+    assert coverage[0, 0] > 0 and coverage[-1, -1] > 0 and np.allclose(image[coverage > 1e-6], 1)
+    with pytest.raises(ValueError, match="positions"):
+        evaluate.stitch(patches[0], xy[:3].reshape(-1, 2), obj.shape)
+    with pytest.raises(ValueError, match="crop"):
+        evaluate.stitch(patches[0], xy[0], obj.shape, crop=N + 1)
+
+
+# ----------------------------------------------------------------------------- metrics and alignment
+
+def _scores(pred, gt, coverage=None, **kwargs):
+    coverage = np.ones(gt.shape) if coverage is None else coverage
+    aligned = evaluate.align(pred, gt, coverage, **kwargs)
+    return aligned, evaluate.metrics(aligned.pred_amp, aligned.gt_amp, aligned.pred_phase, aligned.gt_phase,
+                                     aligned.mask)
+
+
+def test_metrics_of_ground_truth_against_itself_are_perfect(obj):
+    m = evaluate.metrics(np.abs(obj), np.abs(obj), np.angle(obj), np.angle(obj))
+    _perfect(m)
+    assert m["amplitude"]["mae"] == 0 and m["amplitude"]["ssim"] == pytest.approx(1.0)
+    assert math.isinf(m["amplitude"]["psnr"])
+    assert m["amplitude"]["frc50"] == min(obj.shape) // 2
+
+
+def test_align_removes_phase_offset_plane_and_amplitude_scale(obj):
+    yy, xx = np.mgrid[0:obj.shape[0], 0:obj.shape[1]]
+    # A ramp of several radians across the object (it wraps), a global offset, amplitude ×2.
+    ambiguity = 1.3 + 0.05 * xx - 0.03 * yy
+    pred = 2.0 * obj * np.exp(1j * ambiguity)
+    aligned, m = _scores(pred, obj)
+    _perfect(m)
+    assert aligned.amplitude_scale == pytest.approx(0.5, rel=1e-6)
+    a, b, c = aligned.phase_plane
+    assert (a, b) == (pytest.approx(0.05, abs=1e-6), pytest.approx(-0.03, abs=1e-6))
+    assert c == pytest.approx(1.3, abs=1e-5)
+
+
+def test_align_handles_wrapped_ground_truth_phase():
+    gt = make_object(seed=4, phase_span=6.0)  # the phase itself crosses ±π
+    pred = 0.7 * gt * np.exp(-2.5j)
+    _, m = _scores(pred, gt)
+    _perfect(m)
+
+
+def test_align_crops_to_the_well_covered_region(obj):
+    coverage = np.zeros(obj.shape)
+    coverage[30:90, 40:150] = 1.0
+    coverage[30:35, 40:45] = 0.2  # poorly covered corner: inside the box but not in the mask
+    pred = np.where(coverage > 0, obj, 0)
+    aligned, m = _scores(pred, obj, coverage)
+    assert aligned.bbox == (30, 90, 40, 150)
+    assert aligned.pred_amp.shape == (60, 110)
+    assert not aligned.mask[:5, :5].any() and aligned.mask[5:, 5:].all()
+    _perfect(m)
+
+
+def test_noise_lowers_ssim_monotonically(obj):
+    rng = np.random.default_rng(7)
+    noise = rng.normal(size=obj.shape) + 1j * rng.normal(size=obj.shape)
+    results = []
+    for sigma in (0.0, 0.02, 0.05, 0.1, 0.2, 0.4):
+        _, m = _scores(obj + sigma * noise, obj)
+        results.append(m)
+    for part in ("amplitude", "phase"):
+        ssim = [m[part]["ssim"] for m in results]
+        psnr = [m[part]["psnr"] for m in results]
+        mae = [m[part]["mae"] for m in results]
+        frc = [m[part]["frc50"] for m in results]
+        assert all(a > b for a, b in zip(ssim, ssim[1:])), (part, ssim)
+        assert all(a > b for a, b in zip(psnr, psnr[1:])), (part, psnr)
+        assert all(a < b for a, b in zip(mae, mae[1:])), (part, mae)
+        assert all(a >= b for a, b in zip(frc, frc[1:])) and frc[-1] < frc[0], (part, frc)
+        assert ssim[0] == pytest.approx(1.0, abs=1e-6) and ssim[-1] < 0.5
+
+
+def test_psnr_uses_the_stated_data_range(obj):
+    rng = np.random.default_rng(3)
+    gt_amp, gt_phase = np.abs(obj).astype(np.float64), np.angle(obj).astype(np.float64)
+    pred_amp = gt_amp + 0.01 * rng.normal(size=gt_amp.shape)
+    pred_phase = gt_phase + 0.03 * rng.normal(size=gt_amp.shape)
+    m = evaluate.metrics(pred_amp, gt_amp, pred_phase, gt_phase)
+    for part, gt, pred in (("amplitude", gt_amp, pred_amp), ("phase", gt_phase, pred_phase)):
+        data_range = gt.max() - gt.min()
+        assert m[part]["data_range"] == pytest.approx(data_range)
+        assert m["data_range"][part] == pytest.approx(data_range)
+        mse = np.mean((pred - gt) ** 2)
+        assert m[part]["mse"] == pytest.approx(mse)
+        assert m[part]["mae"] == pytest.approx(np.mean(np.abs(pred - gt)))
+        assert m[part]["psnr"] == pytest.approx(10 * np.log10(data_range ** 2 / mse))
+
+
+def test_frc_curve():
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(64, 80)), rng.normal(size=(64, 80))
+    same = evaluate.frc_curve(a, a)
+    assert len(same) == 33 and np.allclose(same, 1.0)
+    independent = evaluate.frc_curve(a, b)
+    assert evaluate.frc50(independent) <= 2
+    assert evaluate.frc50(same) == 32
+
+
+def test_registration_measures_and_removes_a_shift(obj):
+    shifted = np.roll(obj, (3, -2), axis=(0, 1))  # reconstruction displaced by (dy, dx) = (3, −2)
+    inner = np.zeros(obj.shape)
+    inner[20:-20, 20:-20] = 1
+    measured, m_plain = _scores(shifted, obj, inner)
+    assert measured.shift == (pytest.approx(-3.0, abs=0.05), pytest.approx(2.0, abs=0.05))
+    assert not measured.shift_applied
+    registered, m_reg = _scores(shifted, obj, inner, register=True)
+    assert registered.shift_applied
+    assert m_reg["amplitude"]["ssim"] > 0.999 > m_plain["amplitude"]["ssim"]
+
+
+# ----------------------------------------------------------------------------- the whole evaluation
+
+def test_evaluate_predictions_writes_files(obj, tmp_path):
+    xy = scan(400, seed=2).reshape(100, 4, 2)
+    patches = physics.extract_patches(obj, xy[..., 0].ravel(), xy[..., 1].ravel(), N).reshape(100, 4, N, N)
+    # A constant offset and amplitude scale on every patch: removed by the alignment.
+    prediction = (3.0 * patches * np.exp(0.4j)).astype(np.complex64)
+    result = evaluate.evaluate_predictions(prediction, xy, obj, tmp_path)
+    _perfect(result)
+    assert result["n_patches"] == 400
+    assert result["n_patterns"] == len(np.unique(xy.reshape(-1, 2), axis=0))
+    assert result["stitch_crop"] == N // 2
+    assert result["registration_shift"] == [pytest.approx(0.0, abs=0.05)] * 2
+    assert result["amplitude_scale"] == pytest.approx(1 / 3, rel=1e-5)
+    assert result["data_range"]["amplitude"] == result["amplitude"]["data_range"] > 0
+    assert 0 < result["region"]["covered_fraction"] <= 1
+
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["metrics.json", "reconstruction.npz", "reconstruction.png"]
+    assert (tmp_path / "reconstruction.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    def no_constants(token):
+        raise AssertionError(f"non-standard JSON constant {token}")
+
+    stored = json.loads((tmp_path / "metrics.json").read_text(), parse_constant=no_constants)
+    assert stored["amplitude"]["ssim"] == pytest.approx(result["amplitude"]["ssim"])
+    assert stored["amplitude"]["psnr"] is None or stored["amplitude"]["psnr"] > 90
+    assert len(stored["frc_curves"]["phase"]) == result["phase"]["frc_nyquist_index"] + 1
+    with np.load(tmp_path / "reconstruction.npz", allow_pickle=False) as data:
+        assert data["image"].shape == obj.shape and data["image"].dtype == np.complex64
+        assert data["coverage"].shape == obj.shape
+
+
+def test_evaluate_predictions_sparse_scan_with_holes(obj, tmp_path):
+    # Positions 20 px apart on a grid, stitched with 12 px crops: holes between the crops.
+    xs, ys = np.meshgrid(np.arange(30, 160, 20.0), np.arange(30, 130, 20.0))
+    xy = np.stack([xs.ravel(), ys.ravel()], axis=1)
+    patches = physics.extract_patches(obj, xy[:, 0], xy[:, 1], N)
+    result = evaluate.evaluate_predictions(patches, xy, obj, tmp_path, crop=12)
+    assert result["region"]["covered_fraction"] < 0.5
+    _perfect(result)
+
+
+def test_evaluate_predictions_rejects_mismatched_inputs(obj, tmp_path):
+    with pytest.raises(ValueError, match="positions"):
+        evaluate.evaluate_predictions(np.zeros((5, 4, N, N), np.complex64), np.zeros((5, 2)), obj, tmp_path)
+    with pytest.raises(ValueError, match="non-finite"):
+        evaluate.evaluate_predictions(np.full((2, N, N), np.nan, np.complex64), np.full((2, 2), 50.0), obj, tmp_path)
+    with pytest.raises(ValueError, match="no pixel"):
+        evaluate.evaluate_predictions(np.zeros((2, N, N), np.complex64), np.full((2, 2), -500.0), obj, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_reconstruction_is_atomic(tmp_path):
+    image = np.ones((8, 9), np.complex128) * (1 + 2j)
+    path = evaluate.save_reconstruction(tmp_path / "r.npz", image, np.ones((8, 9)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.npz"]
+    with np.load(path) as data:
+        np.testing.assert_array_equal(data["image"], image.astype(np.complex64))
+
+
+def test_modules_import_no_framework():
+    code = ("import sys, fly64_train.bundle, fly64_train.evaluate; "
+            "bad = [m for m in ('tensorflow', 'torch') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
