@@ -149,7 +149,10 @@ def _creation_plist(kind):
 
 def weights_to_h5_bytes(weights: Mapping[str, Any]) -> bytes:
     """The deterministic HDF5 image of `weights` (sorted names, no timestamps, libver v110)."""
-    arrays = _check_weights(weights)
+    return _h5_bytes(_check_weights(weights))
+
+
+def _h5_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
     buffer = io.BytesIO()
     fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
     fapl.set_libver_bounds(h5py.h5f.LIBVER_V110, h5py.h5f.LIBVER_V110)
@@ -191,7 +194,7 @@ def _zip_info(name: str) -> zipfile.ZipInfo:
 def bundle_bytes(weights: Mapping[str, Any], manifest: Mapping[str, Any]) -> bytes:
     """The complete, deterministic bytes of a bundle (what `write_bundle` puts on disk)."""
     arrays = _check_weights(weights)
-    members = {MANIFEST_MEMBER: _manifest_bytes(manifest, arrays), WEIGHTS_MEMBER: weights_to_h5_bytes(arrays)}
+    members = {MANIFEST_MEMBER: _manifest_bytes(manifest, arrays), WEIGHTS_MEMBER: _h5_bytes(arrays)}
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
         for name in MEMBERS:

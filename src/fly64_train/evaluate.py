@@ -17,7 +17,8 @@ patches into one image, align it to the ground-truth object, score it, and draw 
   crop), separately for amplitude and phase. Pixels inside the bounding box that are not well
   covered (holes of a sparse scan) are left out: MAE/MSE/PSNR use the covered pixels, SSIM averages
   its map over pixels whose whole 7×7 window is covered, the FRC compares the mean-free images
-  with holes set to zero (so the shared hole pattern adds no correlation).
+  with holes set to zero (no shared constant fill; the hole pattern still mixes frequencies, so
+  FRC50 of a sparse scan with holes is optimistic).
 - `evaluate_predictions`: all of it, plus `metrics.json`, `reconstruction.png` and
   `reconstruction.npz` in the run directory (atomic writes). Non-finite values (PSNR of a perfect
   reconstruction is +inf) are written to metrics.json as null (strict JSON).
