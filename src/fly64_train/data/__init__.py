@@ -1,0 +1,12 @@
+"""Study data: the NPZ contract, Phase C simulation, Phase D overlap views, grouping, the cache.
+
+Submodules (import what you need; nothing heavy happens at import):
+- `contract`: StudyData, load_dataset, save_dataset, ContractError
+- `simulate`: make_probe, make_object, scan_positions, simulate_phase_c, split_y
+- `overlap`: spaced_subset, overlap_metrics
+- `grouping`: GroupIndex, make_groups, grouped
+- `store`: dataset_paths, planned_paths, prepare_dose
+"""
+from fly64_train.data.contract import ContractError, StudyData, load_dataset, save_dataset
+
+__all__ = ["ContractError", "StudyData", "load_dataset", "save_dataset"]

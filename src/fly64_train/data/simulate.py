@@ -1,0 +1,275 @@
+"""Phase C: the synthetic study data — probe, object, scan positions, diffraction per dose, y-split.
+
+Everything is seeded: the object, the positions and the Poisson noise each draw from their own
+stream, `np.random.default_rng([seed, <tag>])` (a SeedSequence), so one seed never feeds two
+purposes. The noise of a dose draws from `SeedSequence([seed, NOISE_TAG, bits(dose)])`
+(bits = the dose's IEEE-754 float64 bit pattern, so 1000 and 1000.0 are the same dose and every
+distinct dose has its own stream), split into one child stream per chunk of patterns. Chunks
+have a fixed size for a given N, so the data do not depend on the number of threads.
+
+The forward model is `fly64_train.physics` (extract → illuminate → far field → dose → Poisson);
+nothing here re-implements it. Every dose uses the same object, probe and positions; only the
+noise differs. For a dataset at dose d with photon scale s:
+
+    counts = (diffraction · s)²   (integers, up to float32 rounding); mean Σ counts per pattern ≈ d.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Optional, Sequence
+
+import numpy as np
+import scipy.fft
+from scipy import ndimage
+from skimage import draw
+
+from fly64_train import physics
+
+logger = logging.getLogger(__name__)
+
+OBJECT_TAG = 0x0B1EC7  # stream tags: one per purpose of the simulation seed
+POSITIONS_TAG = 0x5CA9
+NOISE_TAG = 0x9015E
+PIXELS_PER_CHUNK = 1 << 22  # patterns per chunk = this // N² (1024 at N=64, 256 at N=128)
+
+# Probe optics, in detector (frequency) pixels, fixed for every N: an N=128 probe is the N=64 one
+# sampled twice as finely (as the original study's 128-px probe was the 64-px one upsampled 2x).
+PUPIL_RADIUS = 8.0  # radius of the circular pupil (aperture) → bright-field disc in the patterns
+DEFOCUS = 1.3 * np.pi  # quadratic phase at the pupil edge (radians): rings and a phase chirp
+ASTIGMATISM = 0.35 * np.pi  # r² cos 2θ term at the pupil edge: breaks the radial symmetry
+
+
+def _rng(seed: int, tag: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed), tag])
+
+
+def noise_seed_sequence(seed: int, dose: float) -> np.random.SeedSequence:
+    """The SeedSequence of the Poisson noise at `dose` (same seed and dose → same noise)."""
+    dose_bits = int(np.float64(dose).view(np.uint64))
+    return np.random.SeedSequence([int(seed), NOISE_TAG, dose_bits])
+
+
+def chunk_size(N: int) -> int:
+    """Patterns simulated together (fixed per N: the noise streams are per chunk)."""
+    return max(1, PIXELS_PER_CHUNK // (N * N))
+
+
+def default_workers() -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
+# ----------------------------------------------------------------------------------------------
+# probe, object, positions
+
+def make_probe(N: int) -> np.ndarray:
+    """A deterministic fly-scan-like focused probe (N, N) complex64, max |P| = 1.
+
+    A circular pupil (anti-aliased edge) carrying defocus and a little astigmatism is propagated
+    to the sample by an FFT: a central spot about N/4 wide (≈ 95 % of the energy within radius
+    N/4) with Airy/Fresnel rings and a phase chirp, not a flat disc.
+    """
+    if N < 8:
+        raise ValueError(f"probe size N={N} is too small (need N ≥ 8)")
+    freq = scipy.fft.fftshift(scipy.fft.fftfreq(N, d=1.0 / N))  # detector pixels, 0 at N//2
+    ky, kx = np.meshgrid(freq, freq, indexing="ij")
+    radius = np.hypot(kx, ky) / PUPIL_RADIUS
+    angle = np.arctan2(ky, kx)
+    pupil = np.clip((1.0 - radius) * PUPIL_RADIUS + 0.5, 0.0, 1.0)  # 1 inside, linear 1-px edge
+    phase = DEFOCUS * radius**2 + ASTIGMATISM * radius**2 * np.cos(2.0 * (angle - 0.5))
+    field = scipy.fft.fftshift(scipy.fft.ifft2(scipy.fft.ifftshift(pupil * np.exp(1j * phase))))
+    return (field / np.abs(field).max()).astype(np.complex64)
+
+
+def _smooth_field(rng: np.random.Generator, size: int, sigma: float) -> np.ndarray:
+    """Gaussian-filtered white noise (periodic, via scipy.ndimage.fourier_gaussian), zero mean, unit std."""
+    noise = rng.standard_normal((size, size), dtype=np.float32)
+    spectrum = ndimage.fourier_gaussian(scipy.fft.rfft2(noise), sigma, n=size)
+    field = scipy.fft.irfft2(spectrum, s=(size, size))
+    return ((field - field.mean()) / field.std()).astype(np.float32)
+
+
+def _features(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Sharp features: discs and bars of random size, orientation and sign (skimage.draw)."""
+    layer = np.zeros((size, size), dtype=np.float32)
+    area = float(size) * size
+    for _ in range(max(4, int(area / 8000))):  # discs, radius 2–30 px (log-uniform)
+        radius = float(np.exp(rng.uniform(np.log(2.0), np.log(30.0))))
+        centre = rng.uniform(0, size, 2)
+        rr, cc = draw.disk((centre[0], centre[1]), radius, shape=layer.shape)
+        layer[rr, cc] += rng.choice([-1.0, 1.0]) * rng.uniform(0.6, 1.5)
+    for _ in range(max(4, int(area / 12000))):  # bars, 20–200 px long, 1–4 px wide
+        length = rng.uniform(20.0, 200.0)
+        width = rng.uniform(1.0, 4.0)
+        theta = rng.uniform(0.0, np.pi)
+        centre = rng.uniform(0, size, 2)
+        along = np.array([np.sin(theta), np.cos(theta)]) * length / 2
+        across = np.array([np.cos(theta), -np.sin(theta)]) * width / 2
+        corners = np.array([centre - along - across, centre + along - across,
+                            centre + along + across, centre - along + across])
+        rr, cc = draw.polygon(corners[:, 0], corners[:, 1], shape=layer.shape)
+        layer[rr, cc] += rng.choice([-1.0, 1.0]) * rng.uniform(0.6, 1.5)
+    return ndimage.gaussian_filter(layer, 0.6)  # soften pixel steps, keep edges sharp
+
+
+def _squash(values: np.ndarray) -> np.ndarray:
+    """Smoothly map a field into (0, 1) (tanh of the standardised field; no hard clipping)."""
+    return 0.5 * (1.0 + np.tanh((values - values.mean()) / (1.5 * values.std())))
+
+
+def make_object(size: int, seed: int) -> np.ndarray:
+    """A large synthetic object (size, size) complex64 with structure at several scales.
+
+    Amplitude in (0.3, 1), phase in (−π/2, π/2): independent smooth random fields at σ = 2, 6, 20
+    and 60 px for amplitude and phase, plus sharp discs and bars that both absorb (lower amplitude)
+    and shift the phase, as a material would. Seeded; the same (size, seed) gives the same object.
+    """
+    if size < 16:
+        raise ValueError(f"object size {size} is too small (need ≥ 16 px)")
+    rng = _rng(seed, OBJECT_TAG)
+    weights = {60.0: 1.0, 20.0: 0.8, 6.0: 0.5, 2.0: 0.25}
+    amplitude_field = sum(w * _smooth_field(rng, size, s) for s, w in weights.items())
+    phase_field = sum(w * _smooth_field(rng, size, s) for s, w in weights.items())
+    features = _features(rng, size)
+    amplitude = 0.3 + 0.7 * _squash(amplitude_field - 1.2 * features)
+    phase = (np.pi / 2) * (2.0 * _squash(phase_field + 1.5 * features) - 1.0)
+    return (amplitude * np.exp(1j * phase)).astype(np.complex64)
+
+
+def scan_positions(n: int, object_shape: Sequence[int], N: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n uniform random scan positions (x, y) float64, every N-patch fully inside the object.
+
+    x ∈ [N/2, W − 1 − N/2], y ∈ [N/2, H − 1 − N/2] (margin ≥ N/2: the bilinear patch of
+    `physics.extract_patches` then never reads outside the object). Seeded.
+    """
+    height, width = int(object_shape[0]), int(object_shape[1])
+    low, high_x, high_y = N / 2, width - 1 - N / 2, height - 1 - N / 2
+    if high_x <= low or high_y <= low:
+        raise ValueError(f"object {height}×{width} is too small for N={N} patches: positions need a "
+                         f"margin of N/2 = {N / 2:g} px on every side")
+    if n < 1:
+        raise ValueError(f"number of scan positions must be positive, got {n}")
+    rng = _rng(seed, POSITIONS_TAG)
+    xcoords = rng.uniform(low, high_x, n)
+    ycoords = rng.uniform(low, high_y, n)
+    return xcoords, ycoords
+
+
+def split_y(ycoords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Train/test masks split at the middle of the scanned y span: train = y < split, test = the rest."""
+    ycoords = np.asarray(ycoords, dtype=np.float64)
+    split = split_point(ycoords)
+    train = ycoords < split
+    return train, ~train
+
+
+def split_point(ycoords: np.ndarray) -> float:
+    """min(y) + 0.5·(max(y) − min(y))."""
+    ycoords = np.asarray(ycoords, dtype=np.float64)
+    return float(ycoords.min() + 0.5 * (ycoords.max() - ycoords.min()))
+
+
+# ----------------------------------------------------------------------------------------------
+# diffraction
+
+def _progress(total: int, desc: str, enabled: Optional[bool]):
+    from tqdm import tqdm
+
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    return tqdm(total=total, desc=desc, unit="pattern", unit_scale=True, disable=not enabled,
+                file=sys.stderr, leave=False)
+
+
+def _run_chunks(task: Callable[[int], int], n_chunks: int, workers: int, bar) -> None:
+    if workers <= 1 or n_chunks <= 1:
+        for index in range(n_chunks):
+            bar.update(task(index))
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fly64-sim") as pool:
+        for done in pool.map(task, range(n_chunks)):
+            bar.update(done)
+
+
+def far_field(obj: np.ndarray, probe: np.ndarray, xcoords: np.ndarray, ycoords: np.ndarray, *,
+              workers: Optional[int] = None, progress: Optional[bool] = None) -> tuple[np.ndarray, np.ndarray]:
+    """Noise-free amplitudes (n, N, N) float32 and pattern energies Σ|ψ|² (n,) float64, in chunks."""
+    obj = np.asarray(obj, dtype=np.complex64)
+    probe = np.asarray(probe, dtype=np.complex64)
+    xcoords = np.asarray(xcoords, dtype=np.float64)
+    ycoords = np.asarray(ycoords, dtype=np.float64)
+    N = probe.shape[-1]
+    n = xcoords.shape[0]
+    step = chunk_size(N)
+    starts = list(range(0, n, step))
+    amplitude = np.empty((n, N, N), dtype=np.float32)
+    energy = np.empty(n, dtype=np.float64)
+
+    def task(index: int) -> int:
+        lo, hi = starts[index], min(starts[index] + step, n)
+        waves = physics.illuminate(physics.extract_patches(obj, xcoords[lo:hi], ycoords[lo:hi], N), probe)
+        flat = waves.reshape(hi - lo, -1).view(np.float32)  # (re, im) pairs: Σ|ψ|² = Σ re² + im²
+        energy[lo:hi] = np.einsum("ij,ij->i", flat, flat)
+        amplitude[lo:hi] = physics.far_field_amplitude(waves, workers=1)
+        return hi - lo
+
+    with _progress(n, f"far field N={N}", progress) as bar:
+        _run_chunks(task, len(starts), workers or default_workers(), bar)
+    return amplitude, energy
+
+
+def add_noise(amplitude: np.ndarray, photon_scale: float, seed: int, dose: float, *,
+              workers: Optional[int] = None, progress: Optional[bool] = None) -> np.ndarray:
+    """Poisson-noisy amplitudes (float32) at `photon_scale`, one seeded stream per chunk."""
+    n, N = amplitude.shape[0], amplitude.shape[-1]
+    step = chunk_size(N)
+    starts = list(range(0, n, step))
+    streams = noise_seed_sequence(seed, dose).spawn(len(starts))
+    noisy = np.empty(amplitude.shape, dtype=np.float32)
+
+    def task(index: int) -> int:
+        lo, hi = starts[index], min(starts[index] + step, n)
+        rng = np.random.default_rng(streams[index])
+        noisy[lo:hi] = physics.poisson_amplitude(amplitude[lo:hi], photon_scale, rng)
+        return hi - lo
+
+    from fly64_train.study import format_number
+
+    with _progress(n, f"Poisson dose={format_number(dose)}", progress) as bar:
+        _run_chunks(task, len(starts), workers or default_workers(), bar)
+    return noisy
+
+
+def simulate_doses(obj: np.ndarray, probe: np.ndarray, xcoords: np.ndarray, ycoords: np.ndarray,
+                   doses: Iterable[float], seed: int, *, workers: Optional[int] = None,
+                   progress: Optional[bool] = None) -> dict[float, tuple[np.ndarray, float]]:
+    """`simulate_phase_c` for several doses sharing one far-field pass: {dose: (diffraction, photon_scale)}."""
+    amplitude, energy = far_field(obj, probe, xcoords, ycoords, workers=workers, progress=progress)
+    mean_energy = float(energy.mean())
+    results = {}
+    for dose in doses:
+        scale = physics.dose_scale(mean_energy, float(dose))
+        results[dose] = (add_noise(amplitude, scale, seed, dose, workers=workers, progress=progress), scale)
+    return results
+
+
+def simulate_phase_c(obj: np.ndarray, probe: np.ndarray, xcoords: np.ndarray, ycoords: np.ndarray,
+                     dose: float, seed: int, *, workers: Optional[int] = None,
+                     progress: Optional[bool] = None) -> tuple[np.ndarray, float]:
+    """Noisy diffraction amplitudes (n, N, N) float32 at `dose` and the photon scale s.
+
+    extract_patches → illuminate → far_field_amplitude → dose_scale(mean Σ|ψ|², dose) →
+    poisson_amplitude, in chunks (threads share the work; the result does not depend on how
+    many). counts = (diffraction · s)² are the integer Poisson counts; their mean total per
+    pattern is `dose` in expectation.
+    """
+    if not dose > 0:
+        raise ValueError(f"dose must be positive, got {dose}")
+    return simulate_doses(obj, probe, xcoords, ycoords, [dose], seed, workers=workers,
+                          progress=progress)[dose]
