@@ -17,12 +17,54 @@ from fly64_train.architecture import Geometry, geometry_from_params
 from fly64_train.backends.base import Model, Prediction
 from fly64_train.backends.pytorch.model import PtychoPINN, build_network, module_key
 
-ADAM_BETAS = (0.9, 0.999)
-ADAM_EPSILON = 1e-7  # Keras' default, so both backends use the same optimiser settings
+BETA_1 = 0.9
+BETA_2 = 0.999
+EPSILON = 1e-7  # Keras' default
+ITERATIONS_KEY = "iterations"
 REQUIRED_PARAMS = ("intensity_scale", "learning_rate", "probe.trainable", "intensity_scale.trainable",
                    "nll_weight", "mae_weight")
-STEP_KEY = "step"
-MOMENT_KEYS = ("exp_avg", "exp_avg_sq")
+
+
+class KerasAdam:
+    """Adam in Keras' form (the TensorFlow backend's update, so both backends train alike):
+
+    m ← m + (g − m)(1 − β1),  v ← v + (g² − v)(1 − β2),
+    θ ← θ − lr·sqrt(1 − β2ᵗ)/(1 − β1ᵗ) · m / (sqrt(v) + ε)
+
+    (torch.optim.Adam adds ε to sqrt(v)/sqrt(1 − β2ᵗ) instead.) Complex parameters are updated as
+    their real and imaginary components. Slots are shaped like the parameters (the probe's (N, N, 2)).
+    """
+
+    def __init__(self, params: list[torch.nn.Parameter], lr: float):
+        self.params = params
+        self.lr = float(lr)
+        self.iterations = 0
+        self.m = [torch.zeros_like(self._real(p)) for p in params]
+        self.v = [torch.zeros_like(self._real(p)) for p in params]
+
+    @staticmethod
+    def _real(tensor: torch.Tensor) -> torch.Tensor:
+        return torch.view_as_real(tensor) if tensor.is_complex() else tensor
+
+    def zero_grad(self) -> None:
+        for param in self.params:
+            param.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        if not self.params:
+            return
+        self.iterations += 1
+        t = self.iterations
+        alpha = self.lr * math.sqrt(1.0 - BETA_2 ** t) / (1.0 - BETA_1 ** t)
+        params = [self._real(p) for p in self.params]
+        grads = [self._real(p.grad) if p.grad is not None else torch.zeros_like(q)
+                 for p, q in zip(self.params, params)]
+        torch._foreach_lerp_(self.m, grads, 1.0 - BETA_1)
+        torch._foreach_lerp_(self.v, torch._foreach_mul(grads, grads), 1.0 - BETA_2)
+        denominators = torch._foreach_sqrt(self.v)
+        torch._foreach_add_(denominators, EPSILON)
+        torch._foreach_addcdiv_(params, self.m, denominators, value=-alpha)
 
 
 def _oihw_to_hwio(kernel: torch.Tensor) -> np.ndarray:
@@ -43,12 +85,11 @@ class TorchModel(Model):
         self._shapes = self.geometry.parameter_shapes()
         self._tensors = self._named_parameters()
         self._initialise(seed)
-        trainable = [p for p in self.network.parameters() if p.requires_grad]
+        self._trainable = [name for name, tensor in self._tensors.items() if tensor.requires_grad]
         lr = float(params["learning_rate"])
         if not lr > 0:
             raise ValueError(f"learning_rate must be positive, got {lr}")
-        self.optimizer = torch.optim.Adam(trainable, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPSILON,
-                                          foreach=True)
+        self.optimizer = KerasAdam([self._tensors[name] for name in self._trainable], lr)
 
     # -- parameters -------------------------------------------------------------------------------
     def _named_parameters(self) -> dict[str, torch.nn.Parameter]:
@@ -123,61 +164,62 @@ class TorchModel(Model):
     # -- optimiser --------------------------------------------------------------------------------
     @property
     def learning_rate(self) -> float:
-        return float(self.optimizer.param_groups[0]["lr"])
+        return self.optimizer.lr
 
     @learning_rate.setter
     def learning_rate(self, value: float) -> None:
         value = float(value)
         if not value > 0:
             raise ValueError(f"learning_rate must be positive, got {value}")
-        for group in self.optimizer.param_groups:
-            group["lr"] = value
-
-    def _trainable_names(self) -> list[str]:
-        return [name for name, tensor in self._tensors.items() if tensor.requires_grad]
+        self.optimizer.lr = value
 
     def optimizer_state(self) -> dict[str, np.ndarray]:
-        """{'step': int64, 'exp_avg/<name>', 'exp_avg_sq/<name>'} (kernels HWIO, probe complex)."""
-        step = 0
-        state: dict[str, np.ndarray] = {}
-        for name in self._trainable_names():
-            param_state = self.optimizer.state.get(self._tensors[name])
-            if not param_state:
-                continue
-            step = int(param_state["step"])
-            for key in MOMENT_KEYS:
-                tensor = param_state[key]
-                state[f"{key}/{name}"] = (_oihw_to_hwio(tensor) if name.endswith("/kernel")
-                                          else tensor.detach().numpy().copy())
-        state[STEP_KEY] = np.array(step, dtype=np.int64)
+        """{'iterations': int64, 'm/<name>', 'v/<name>'} per trainable parameter (kernels HWIO,
+        the probe's moments complex64), the same arrays the TensorFlow backend writes."""
+        state: dict[str, np.ndarray] = {ITERATIONS_KEY: np.asarray(self.optimizer.iterations, dtype=np.int64)}
+        for name, m, v in zip(self._trainable, self.optimizer.m, self.optimizer.v):
+            state[f"m/{name}"] = self._export(name, m)
+            state[f"v/{name}"] = self._export(name, v)
         return state
 
     def set_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
-        if STEP_KEY not in state:
-            raise KeyError(f"optimizer state misses {STEP_KEY!r}")
-        step = int(np.asarray(state[STEP_KEY]))
-        names = self._trainable_names()
-        expected = {f"{key}/{name}" for name in names for key in MOMENT_KEYS} if step > 0 else set()
-        given = set(state) - {STEP_KEY}
-        if given != expected:
-            raise KeyError(f"optimizer state does not match the trainable parameters: missing "
-                           f"{sorted(expected - given)}, unexpected {sorted(given - expected)}")
-        restored: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
-        for name in names if step > 0 else []:
-            param = self._tensors[name]
-            entry = {"step": torch.tensor(float(step), dtype=torch.float32)}
-            for key in MOMENT_KEYS:
-                value = np.asarray(state[f"{key}/{name}"])
-                shape = self._shapes[name]
-                if value.shape != tuple(shape):
-                    raise ValueError(f"optimizer state {key}/{name} has shape {value.shape}, expected {shape}")
-                tensor = (_hwio_to_oihw(value.astype(np.float32)) if name.endswith("/kernel")
-                          else torch.from_numpy(value.astype(np.complex64 if name == "probe" else np.float32)))
-                entry[key] = _like(param, tensor)
-            restored[param] = entry
-        self.optimizer.state.clear()
-        for param, entry in restored.items():
-            self.optimizer.state[param] = entry
+        expected = {ITERATIONS_KEY} | {f"{kind}/{name}" for name in self._trainable for kind in ("m", "v")}
+        missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+        if missing or extra:
+            raise KeyError(f"optimizer state does not match the trainable parameters of this model: "
+                           f"missing {missing}, unexpected {extra}")
+        iterations = np.asarray(state[ITERATIONS_KEY])
+        if iterations.shape != () or not np.issubdtype(iterations.dtype, np.number) or iterations < 0:
+            raise ValueError(f"optimizer state {ITERATIONS_KEY!r} must be a non-negative scalar, got {iterations}")
+        moments = {}
+        for kind in ("m", "v"):
+            for name in self._trainable:
+                value = np.asarray(state[f"{kind}/{name}"])
+                if value.shape != tuple(self._shapes[name]):
+                    raise ValueError(f"optimizer state {kind}/{name} has shape {value.shape}, "
+                                     f"expected {tuple(self._shapes[name])}")
+                moments[kind, name] = self._import(name, value)
+        with torch.no_grad():  # all checked first: nothing is half-loaded
+            for kind, slots in (("m", self.optimizer.m), ("v", self.optimizer.v)):
+                for name, slot in zip(self._trainable, slots):
+                    slot.copy_(moments[kind, name])
+        self.optimizer.iterations = int(iterations)
+
+    def _export(self, name: str, slot: torch.Tensor) -> np.ndarray:
+        """An optimiser slot (shaped like the torch parameter; the probe's as (N, N, 2)) as a contract array."""
+        if name.endswith("/kernel"):
+            return _oihw_to_hwio(slot)
+        if name == "probe":
+            return torch.view_as_complex(slot.detach().contiguous()).numpy().copy()
+        return slot.detach().numpy().astype(np.float32, copy=True)
+
+    def _import(self, name: str, value: np.ndarray) -> torch.Tensor:
+        if name == "probe":
+            return torch.view_as_real(torch.from_numpy(value.astype(np.complex64)))
+        if np.iscomplexobj(value):
+            raise ValueError(f"optimizer state for {name!r} must be real, got dtype {value.dtype}")
+        value = value.astype(np.float32)
+        return _hwio_to_oihw(value) if name.endswith("/kernel") else torch.from_numpy(value)
 
     # -- steps ------------------------------------------------------------------------------------
     def _inputs(self, x: np.ndarray, rel: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,7 +237,7 @@ class TorchModel(Model):
     def train_step(self, x: np.ndarray, rel: np.ndarray) -> float:
         xt, relt = self._inputs(x, rel)
         self.network.train()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad()
         loss = self.network.loss(xt, relt)
         loss.backward()
         self.optimizer.step()
@@ -222,11 +264,4 @@ def _to_complex(planes: torch.Tensor) -> np.ndarray:
     planes = planes.numpy()
     out = np.empty(planes[:, 0].shape, dtype=np.complex64)
     out.real, out.imag = planes[:, 0], planes[:, 1]
-    return out
-
-
-def _like(param: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """`value` with the parameter's memory format (channels_last kernels stay channels_last)."""
-    out = torch.empty_like(param)
-    out.copy_(value)
     return out

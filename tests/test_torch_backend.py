@@ -1,0 +1,379 @@
+"""The PyTorch backend: physics layers against physics.py, the full forward pass against the NumPy
+reference, training through the shared loop, determinism, several geometries in one process, and
+the weight/optimiser boundary (names, HWIO layout, clear errors)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from fly64_train import architecture, config, legacy, physics  # noqa: E402
+from fly64_train.backends.base import get_backend  # noqa: E402
+from fly64_train.backends.pytorch import PyTorchBackend  # noqa: E402
+from fly64_train.backends.pytorch import model as tm  # noqa: E402
+from fly64_train.training import LoopSettings, run_training  # noqa: E402
+
+VIEW_FOR_GRIDSIZE = {1: "baseline", 2: "dense"}
+
+
+def make_params(gridsize: int = 2, N: int = 64, padded_size: int | None = None, **model) -> dict:
+    cfg = config.validate(config.TrainingConfig(view=VIEW_FOR_GRIDSIZE[gridsize],
+                                                model=config.ModelConfig(N=N, **model)))
+    params = legacy.update_legacy_dict(legacy.new_params(), cfg)
+    if padded_size is None:
+        padded_size = architecture.padded_size_for(N, np.full((1, 2), 6.0) if gridsize > 1 else np.zeros((1, 2)))
+    return legacy.set_runtime(params, padded_size=padded_size)
+
+
+def smooth_probe(N: int, seed: int = 0) -> np.ndarray:
+    """A focused, complex probe (Gaussian amplitude, quadratic phase), normalised as the model expects."""
+    idx = np.arange(N) - N / 2 + 0.5
+    r2 = idx[:, None] ** 2 + idx[None, :] ** 2
+    probe = np.exp(-r2 / (2 * (N / 8) ** 2)) * np.exp(1j * 0.002 * r2 * (1 + seed))
+    return architecture.model_probe(probe, N, object_amplitude=0.5, probe_mask=False)
+
+
+def synthetic_groups(N: int, gridsize: int, n_groups: int, seed: int = 0):
+    """Diffraction amplitudes (B, N, N, C) of a smooth complex object, member offsets rel (B, C, 2)."""
+    rng = np.random.default_rng(seed)
+    size = 3 * N
+    yy, xx = np.mgrid[:size, :size] / size
+    obj = ((0.5 + 0.3 * np.sin(7 * xx) * np.cos(5 * yy))
+           * np.exp(1j * 0.8 * np.sin(4 * xx + 3 * yy))).astype(np.complex64)
+    probe = smooth_probe(N)
+    C = gridsize * gridsize
+    centres = rng.uniform(N, 2 * N, size=(n_groups, 2))
+    rel = rng.uniform(-5, 5, size=(n_groups, C, 2)) if C > 1 else np.zeros((n_groups, 1, 2))
+    rel = rel - rel.mean(axis=1, keepdims=True)
+    positions = (centres[:, None, :] + rel).reshape(-1, 2)
+    patches = physics.extract_patches(obj, positions[:, 0], positions[:, 1], N)
+    amp = physics.far_field_amplitude(physics.illuminate(patches, probe)).astype(np.float32)
+    x = np.moveaxis(amp.reshape(n_groups, C, N, N), 1, -1)
+    return np.ascontiguousarray(x), rel.astype(np.float32), probe
+
+
+@pytest.fixture(scope="module")
+def backend():
+    b = get_backend("pytorch")
+    b.configure(threads=0, deterministic=False, seed=0)
+    return b
+
+
+# ---------------------------------------------------------------------------------------------
+# Physics layers against physics.py
+
+def test_sampling_matrix_matches_numpy_reference():
+    centres = np.array([0.0, 3.25, 39.0, 38.5, -2.7, 80.9, 41.999])
+    for n_out, n_in in ((64, 78), (8, 5)):
+        ours = tm.sampling_matrix(torch.from_numpy(centres), n_out, n_in).numpy()
+        np.testing.assert_array_equal(ours, physics.sampling_matrix(centres, n_out, n_in))
+
+
+def test_extract_and_place_match_numpy_reference():
+    rng = np.random.default_rng(1)
+    B, C, N, P = 3, 4, 16, 26
+    rel = rng.uniform(-4.5, 4.5, size=(B, C, 2))
+    rows, cols = tm.member_sampling(torch.from_numpy(rel), N, P)
+    centres = (P // 2 + rel).reshape(-1, 2)
+
+    canvas = rng.normal(size=(B, 2, P, P)).astype(np.float32)
+    ours = tm.extract_members(torch.from_numpy(canvas), rows, cols).numpy()  # (B, 2, C, N, N)
+    for k in range(2):
+        ref = physics.extract(np.repeat(canvas[:, k], C, axis=0), centres, N).reshape(B, C, N, N)
+        np.testing.assert_allclose(ours[:, k], ref, atol=1e-5)
+
+    parts = rng.normal(size=(B, 2, C, N, N)).astype(np.float32)
+    ours = tm.place_sum(torch.from_numpy(parts), rows, cols).numpy()  # (B, 2, P, P)
+    for k in range(2):
+        ref = physics.place(parts[:, k].reshape(B * C, N, N), centres, (P, P)).reshape(B, C, P, P).sum(1)
+        np.testing.assert_allclose(ours[:, k], ref, atol=1e-5)
+
+    cover = tm.coverage(rows, cols).numpy()
+    ref = physics.place(np.ones((B * C, N, N)), centres, (P, P)).reshape(B, C, P, P).sum(1)
+    np.testing.assert_allclose(cover, ref, atol=1e-5)
+
+
+def test_far_field_matches_numpy_reference():
+    rng = np.random.default_rng(2)
+    psi = (rng.normal(size=(2, 3, 64, 64)) + 1j * rng.normal(size=(2, 3, 64, 64))).astype(np.complex64)
+    ours = tm.far_field_amplitude(torch.from_numpy(psi.real.copy()), torch.from_numpy(psi.imag.copy())).numpy()
+    ref = physics.far_field_amplitude(psi)
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
+    # Parseval: Σ A² = Σ |ψ|².
+    np.testing.assert_allclose((ours ** 2).sum(axis=(-2, -1)), (np.abs(psi) ** 2).sum(axis=(-2, -1)), rtol=1e-4)
+
+
+def test_translation_direction_delta_lands_at_offset(backend):
+    """A delta at the patch centre placed with rel=(+3, −2) lands at canvas [row P//2−2, col P//2+3],
+    and extracting at the same offset brings it back to the patch centre."""
+    params = make_params(gridsize=2)
+    model = backend.build(params, smooth_probe(64), seed=0)
+    N, P = 64, params["padded_size"]
+    amp = torch.zeros(1, 4, N, N)
+    amp[0, 0, N // 2, N // 2] = 1.0
+    rel = torch.tensor([[[3.0, -2.0], [-3.0, 0.0], [0.0, 3.0], [1.0, -1.0]]])
+    with torch.no_grad():
+        canvas, patches = model.network.canvas_and_patches(amp, torch.zeros_like(amp), rel)
+    real = canvas[0, 0].numpy()
+    peak = np.unravel_index(np.argmax(real), real.shape)
+    assert peak == (P // 2 - 2, P // 2 + 3)
+    assert np.count_nonzero(real) == 1
+    assert real[peak] == pytest.approx(0.25, abs=1e-6)  # coverage 4: every member covers that pixel
+    np.testing.assert_allclose(patches[0, 0, 0].numpy(), 0.25 * amp[0, 0].numpy(), atol=1e-6)
+    # Numpy reference agrees on where the member lands.
+    ref = physics.place(amp[0, :1].numpy(), np.array([[P // 2 + 3, P // 2 - 2]]), (P, P))[0]
+    assert np.unravel_index(np.argmax(ref), ref.shape) == peak
+
+
+# ---------------------------------------------------------------------------------------------
+# The full model against the NumPy reference
+
+@pytest.mark.parametrize("gridsize,object_big", [(1, True), (2, True), (2, False)])
+def test_full_model_matches_numpy_physics(backend, gridsize, object_big):
+    params = make_params(gridsize=gridsize, object_big=object_big)
+    N, P, C = 64, params["padded_size"], gridsize * gridsize
+    x, rel, probe = synthetic_groups(N, gridsize, 3, seed=gridsize)
+    model = backend.build(params, probe, seed=3)
+    prediction = model.predict(x, rel)
+    assert prediction.trimmed.shape == (3, N, N) and prediction.trimmed.dtype == np.complex64
+    assert prediction.patches.shape == (3, C, N, N) and prediction.patches.dtype == np.complex64
+    assert prediction.amplitude.shape == (3, N, N, C) and prediction.amplitude.dtype == np.float32
+
+    # Object heads → canvas → trimmed object and member patches, in NumPy.
+    with torch.no_grad():
+        amp, phase = model.network.object_planes(torch.from_numpy(x).permute(0, 3, 1, 2))
+    obj = (amp.numpy() * np.exp(1j * phase.numpy())).astype(np.complex128)  # (B, C_out, N, N)
+    assert obj.shape[1] == (C if object_big else 1)
+    centres = P // 2 + rel.astype(np.float64)
+    canvases = []
+    for b in range(3):
+        if object_big:
+            total = physics.place(obj[b], centres[b], (P, P)).sum(0)
+            cover = physics.place(np.ones((C, N, N)), centres[b], (P, P)).sum(0)
+            canvases.append(total / np.where(cover > architecture.COVERAGE_EPSILON, cover, 1.0))
+        else:
+            canvases.append(physics.place(obj[b], np.array([[P // 2, P // 2]]), (P, P))[0])
+    canvases = np.stack(canvases)
+    trimmed = physics.extract(canvases, np.full((3, 2), P // 2), N)
+    np.testing.assert_allclose(prediction.trimmed, trimmed, atol=2e-5)
+    patches = np.stack([physics.extract(np.repeat(canvases[b:b + 1], C, 0), centres[b], N) for b in range(3)])
+    np.testing.assert_allclose(prediction.patches, patches, atol=2e-5)
+
+    # Diffraction of the predicted patches through the NumPy physics.
+    log_scale = float(model.get_weights()["log_scale"])
+    reference = physics.far_field_amplitude(physics.illuminate(prediction.patches, probe)) * math.exp(log_scale)
+    np.testing.assert_allclose(np.moveaxis(prediction.amplitude, -1, 1), reference, rtol=1e-4, atol=1e-4)
+
+    # Loss per architecture.py from the predicted amplitude.
+    s = params["intensity_scale"]
+    intensity = prediction.amplitude.astype(np.float64) ** 2
+    counts = (s * x.astype(np.float64)) ** 2
+    expected = np.mean(intensity - counts * np.log(intensity + architecture.NLL_EPSILON))
+    assert model.loss(x, rel) == pytest.approx(expected, rel=1e-4)
+
+
+def test_loss_with_mae_weight(backend):
+    params = make_params(gridsize=1)
+    params.update(nll_weight=0.5, mae_weight=0.25)
+    x, rel, probe = synthetic_groups(64, 1, 2, seed=5)
+    model = backend.build(params, probe, seed=0)
+    amplitude = model.predict(x, rel).amplitude.astype(np.float64)
+    s = params["intensity_scale"]
+    nll = np.mean(amplitude ** 2 - (s * x) ** 2 * np.log(amplitude ** 2 + architecture.NLL_EPSILON))
+    mae = np.mean(np.abs(amplitude - s * x))
+    assert model.loss(x, rel) == pytest.approx(0.5 * nll + 0.25 * mae, rel=1e-4)
+
+
+def test_input_scaling_and_trainable_flags(backend):
+    params = make_params(gridsize=1)
+    params["probe.trainable"] = True
+    params["intensity_scale.trainable"] = False
+    model = backend.build(params, smooth_probe(64), seed=0)
+    assert model.network.probe.requires_grad and not model.network.log_scale.requires_grad
+    assert float(model.get_weights()["log_scale"]) == pytest.approx(math.log(params["intensity_scale"]), rel=1e-6)
+    state = model.optimizer_state()
+    assert "m/probe" in state and "m/log_scale" not in state and state["m/probe"].dtype == np.complex64
+    x, rel, _ = synthetic_groups(64, 1, 4, seed=0)
+    before = model.get_weights()
+    model.train_step(x, rel)
+    after = model.get_weights()
+    assert not np.array_equal(before["probe"], after["probe"])
+    assert np.array_equal(before["log_scale"], after["log_scale"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Training through the shared loop
+
+@pytest.mark.parametrize("gridsize", [1, 2])
+def test_training_loss_falls(backend, tmp_path, gridsize):
+    params = make_params(gridsize=gridsize, n_filters_scale=1)
+    x, rel, probe = synthetic_groups(64, gridsize, 40, seed=10 + gridsize)
+    model = backend.build(params, probe, seed=1)
+    settings = LoopSettings(epochs=3, batch_size=8, validation_fraction=0.1, checkpoint=False, seed=4)
+    result = run_training(model, x, rel, settings, tmp_path)
+    losses = [row["loss"] for row in result.history]
+    assert result.epochs_completed == 3 and all(math.isfinite(v) for v in losses)
+    assert losses[-1] < losses[0], losses
+    assert (tmp_path / "history.csv").is_file()
+
+
+def _deterministic_run(backend, tmp_path, name: str) -> dict[str, np.ndarray]:
+    backend.configure(threads=2, deterministic=True, seed=7)
+    params = make_params(gridsize=2, n_filters_scale=1)
+    x, rel, probe = synthetic_groups(64, 2, 12, seed=3)
+    model = backend.build(params, probe, seed=11)
+    run_dir = tmp_path / name
+    run_dir.mkdir()
+    run_training(model, x, rel, LoopSettings(epochs=2, batch_size=4, checkpoint=False), run_dir)
+    return model.get_weights()
+
+
+def test_deterministic_training_gives_identical_weight_bytes(backend, tmp_path):
+    try:
+        first = _deterministic_run(backend, tmp_path, "a")
+        second = _deterministic_run(backend, tmp_path, "b")
+    finally:
+        backend.configure(threads=0, deterministic=False, seed=0)
+    assert first.keys() == second.keys()
+    for name in first:
+        assert first[name].tobytes() == second[name].tobytes(), name
+
+
+def test_optimizer_state_resume_is_exact(backend):
+    backend.configure(threads=2, deterministic=True, seed=0)
+    try:
+        params = make_params(gridsize=2, n_filters_scale=1)
+        x, rel, probe = synthetic_groups(64, 2, 8, seed=6)
+        a = backend.build(params, probe, seed=2)
+        a.train_step(x[:4], rel[:4])
+        a.learning_rate = 5e-4
+        weights, state = a.get_weights(), a.optimizer_state()
+        assert int(state["iterations"]) == 1
+        loss_a = a.train_step(x[4:], rel[4:])
+
+        b = backend.build(params, probe, seed=99)
+        b.set_weights(weights)
+        b.set_optimizer_state(state)
+        b.learning_rate = 5e-4
+        loss_b = b.train_step(x[4:], rel[4:])
+    finally:
+        backend.configure(threads=0, deterministic=False, seed=0)
+    assert loss_a == loss_b
+    for name, value in a.get_weights().items():
+        assert value.tobytes() == b.get_weights()[name].tobytes(), name
+    assert b.learning_rate == pytest.approx(5e-4)
+    with pytest.raises(KeyError, match="m/log_scale"):
+        b.set_optimizer_state({k: v for k, v in state.items() if k != "m/log_scale"})
+    bad = dict(state)
+    bad["v/log_scale"] = np.zeros(3, np.float32)
+    with pytest.raises(ValueError, match="v/log_scale"):
+        b.set_optimizer_state(bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# Several geometries in one process, weights boundary
+
+def test_several_gridsizes_and_sizes_in_one_process(backend):
+    models = {}
+    for gridsize, N in ((1, 64), (2, 64), (2, 128), (1, 128)):
+        models[gridsize, N] = backend.build(make_params(gridsize=gridsize, N=N, n_filters_scale=1),
+                                            smooth_probe(N), seed=0)
+    for (gridsize, N), model in models.items():  # interleaved use after all were built
+        C = gridsize * gridsize
+        x = np.random.default_rng(N + C).random((2, N, N, C)).astype(np.float32)
+        rel = np.zeros((2, C, 2), np.float32)
+        out = model.predict(x, rel)
+        assert out.amplitude.shape == (2, N, N, C) and out.trimmed.shape == (2, N, N)
+        assert set(model.get_weights()) == set(model.geometry.parameter_shapes())
+        assert math.isfinite(model.train_step(x, rel))
+
+
+def test_weight_names_layout_and_seeded_init(backend):
+    params = make_params(gridsize=2)
+    geometry = architecture.geometry_from_params(params)
+    a = backend.build(params, smooth_probe(64), seed=5)
+    weights = a.get_weights()
+    shapes = geometry.parameter_shapes()
+    assert list(weights) == list(shapes)
+    for name, shape in shapes.items():
+        assert weights[name].shape == tuple(shape), name
+    assert weights["probe"].dtype == np.complex64 and weights["log_scale"].dtype == np.float32
+    # HWIO at the boundary: the torch OIHW kernel transposed.
+    conv = geometry.encoder()[0][0]
+    torch_kernel = a.network.named_conv(conv).weight.detach().numpy()
+    np.testing.assert_array_equal(weights[f"{conv.name}/kernel"], np.transpose(torch_kernel, (2, 3, 1, 0)))
+    # Glorot-uniform kernels, zero biases; same seed → same weights, another seed → others.
+    for conv in geometry.convs():
+        limit = math.sqrt(6.0 / (9 * conv.in_channels + 9 * conv.out_channels))
+        kernel = weights[f"{conv.name}/kernel"]
+        assert np.abs(kernel).max() <= limit and np.abs(kernel).max() > 0.8 * limit
+        assert not weights[f"{conv.name}/bias"].any()
+    same = backend.build(params, smooth_probe(64), seed=5).get_weights()
+    other = backend.build(params, smooth_probe(64), seed=6).get_weights()
+    assert all(np.array_equal(weights[k], same[k]) for k in weights)
+    assert not np.array_equal(weights[f"{conv.name}/kernel"], other[f"{conv.name}/kernel"])
+
+
+def test_weight_round_trip_and_errors(backend):
+    params = make_params(gridsize=2)
+    x, rel, probe = synthetic_groups(64, 2, 2, seed=8)
+    a = backend.build(params, probe, seed=1)
+    b = backend.build(params, smooth_probe(64, seed=3), seed=2)
+    weights = a.get_weights()
+    b.set_weights(weights)
+    for name, value in b.get_weights().items():
+        assert value.tobytes() == weights[name].tobytes(), name
+    pa, pb = a.predict(x, rel), b.predict(x, rel)
+    np.testing.assert_array_equal(pa.amplitude, pb.amplitude)
+    np.testing.assert_array_equal(pa.patches, pb.patches)
+
+    untouched = b.get_weights()
+    missing = {k: v for k, v in weights.items() if k != "decoder_phase/head/bias"}
+    with pytest.raises(KeyError, match="decoder_phase/head/bias"):
+        b.set_weights(missing)
+    with pytest.raises(KeyError, match="unexpected.*extra/kernel"):
+        b.set_weights({**weights, "extra/kernel": np.zeros(1)})
+    wrong = dict(weights)
+    wrong["encoder/block0/conv0/kernel"] = np.transpose(weights["encoder/block0/conv0/kernel"], (3, 2, 0, 1))
+    with pytest.raises(ValueError, match=r"encoder/block0/conv0/kernel.*\(3, 3, 4, 64\)"):
+        b.set_weights(wrong)
+    with pytest.raises(ValueError, match="must be real"):
+        b.set_weights({**weights, "log_scale": np.complex64(1 + 1j)})
+    gs1 = backend.build(make_params(gridsize=1), probe, seed=0)
+    with pytest.raises(ValueError, match="encoder/block0/conv0/kernel"):
+        gs1.set_weights(weights)  # a gridsize-2 bundle into a gridsize-1 network
+    # A failed load leaves the model as it was.
+    for name, value in b.get_weights().items():
+        assert value.tobytes() == untouched[name].tobytes(), name
+
+
+def test_input_and_build_errors(backend):
+    params = make_params(gridsize=2)
+    model = backend.build(params, smooth_probe(64), seed=0)
+    with pytest.raises(ValueError, match=r"x must have shape \(B, 64, 64, 4\)"):
+        model.predict(np.zeros((2, 64, 64, 1), np.float32), np.zeros((2, 4, 2), np.float32))
+    with pytest.raises(ValueError, match=r"rel must have shape \(2, 4, 2\)"):
+        model.predict(np.zeros((2, 64, 64, 4), np.float32), np.zeros((2, 1, 2), np.float32))
+    with pytest.raises(ValueError, match="probe"):
+        backend.build(params, smooth_probe(128), seed=0)
+    with pytest.raises(KeyError, match="padded_size"):
+        backend.build({k: v for k, v in params.items() if k != "padded_size"}, smooth_probe(64), seed=0)
+
+
+def test_backend_identity_and_configure(backend):
+    assert isinstance(backend, PyTorchBackend) and backend.name == "pytorch"
+    assert backend.versions() == {"torch": torch.__version__}
+    backend.configure(threads=1, deterministic=True, seed=3)
+    assert torch.get_num_threads() == 1 and torch.are_deterministic_algorithms_enabled()
+    first = torch.rand(3)
+    backend.configure(threads=1, deterministic=True, seed=3)
+    assert torch.equal(first, torch.rand(3))  # torch seeded
+    backend.configure(threads=0, deterministic=False, seed=0)
+    assert not torch.are_deterministic_algorithms_enabled()
+    from fly64_train.backends.pytorch import machine_threads
+    assert torch.get_num_threads() == machine_threads()
+    with pytest.raises(ValueError, match="threads"):
+        backend.configure(threads=-1, deterministic=False, seed=0)
