@@ -143,8 +143,8 @@ def _oversample(rng: np.random.Generator, groups: np.ndarray, pools: np.ndarray,
     seen = {tuple(sorted(row)) for row in groups.tolist()}
     extra: list[list[int]] = []
     stale_rounds = 0
-    while len(seen) < n_groups:
-        missing = n_groups - len(seen)
+    while n + len(extra) < n_groups:
+        missing = n_groups - n - len(extra)
         seeds = rng.integers(0, n, size=max(2 * missing, 64))
         candidates = _draw(rng, seeds, pools[seeds], C)
         before = len(seen)
@@ -153,12 +153,12 @@ def _oversample(rng: np.random.Generator, groups: np.ndarray, pools: np.ndarray,
             if key not in seen:
                 seen.add(key)
                 extra.append(row)
-                if len(seen) == n_groups:
+                if n + len(extra) == n_groups:
                     break
         stale_rounds = stale_rounds + 1 if len(seen) == before else 0
         if stale_rounds >= 20:
-            raise ValueError(f"oversampling found only {len(seen)} distinct groups of {C} (at most {limit} "
-                             f"seed/neighbour combinations exist); lower n_groups below {len(seen)}")
+            raise ValueError(f"oversampling found only {n + len(extra)} distinct groups of {C} (at most "
+                             f"{limit} seed/neighbour combinations exist); lower n_groups")
     return np.concatenate([groups, np.asarray(extra, dtype=np.int64).reshape(-1, C)], axis=0)
 
 

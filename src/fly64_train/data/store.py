@@ -1,0 +1,528 @@
+"""Content-addressed cache of the study datasets, shared safely by parallel jobs.
+
+Layout (cache_dir is `DatasetConfig.cache_dir`, relative to the current directory):
+
+    <cache_dir>/<key[:16]>/study.json                       what the entry was made from (readable)
+    <cache_dir>/<key[:16]>/builds.jsonl                     one line per build (unit, pid, seconds)
+    <cache_dir>/<key[:16]>/phase_c/dose_<d>/patched_{train,test}.npz        + complete.json
+    <cache_dir>/<key[:16]>/phase_d/dose_<d>/{view}_{split}.npz              + complete.json
+    <cache_dir>/<key[:16]>/phase_d/dose_<d>/{view}_{split}_metrics.json
+
+`key` is the SHA-256 of everything that shapes the data — source, object_size, n_positions, the
+probe/object file paths and the SHA-256 of their contents, the simulation and subsampling seeds, N
+and the format version. Each `phase_c/dose_<d>` and `phase_d/dose_<d>` directory is one *unit*
+with its own key (the entry key + phase + dose [+ the views' spacings]) recorded in its
+`complete.json`, which lists every file with its size and SHA-256 and is written last. A unit
+without a valid marker, with another key, or with a file whose hash does not match is partial or
+corrupt and is rebuilt.
+
+A unit is built under a `filelock.FileLock` (`<unit>.lock`), into a temporary directory next to
+it that is renamed into place once complete, so two processes asking at once build it once and
+both get the complete copy, and a killed build leaves nothing that looks complete. Lock order is
+always phase D before phase C (never the reverse), so jobs cannot deadlock.
+
+Dataset files are written with fixed archive timestamps: the same config gives the same bytes.
+Phase C files hold every scan position of a split; phase D files hold the positions of a view
+(kept at least (1 − f)·N apart). The measured overlap uses discs of diameter N/2 — the synthetic
+probe's central spot (≈ 95 % of its energy lies within radius N/4) — and, for reference, of the
+N-pixel patch on which the spacing rule is defined.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+import numpy as np
+from filelock import FileLock, Timeout
+
+from fly64_train import physics, study
+from fly64_train.config import TrainingConfig
+from fly64_train.data import simulate
+from fly64_train.data.contract import ContractError, StudyData, load_array, load_dataset, save_dataset
+from fly64_train.data.overlap import overlap_metrics, spaced_subset
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1  # bump whenever the simulation or the file layout changes
+MARKER = "complete.json"
+SPLITS = ("train", "test")
+PROBE_DIAMETER_FRACTION = 0.5  # disc diameter of the overlap metric: N/2 (the probe's central spot)
+METRIC_NEIGHBOURS = study.NEIGHBOR_COUNT - 1  # k nearest others per position in the overlap metric
+
+
+# ----------------------------------------------------------------------------------------------
+# keys and paths
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while True:
+            block = handle.read(1 << 23)
+            if not block:
+                break
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _sha256_array(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def _user_file(value: Optional[str], field: str) -> Optional[Path]:
+    if not value:
+        return None
+    path = Path(value).expanduser().resolve()
+    if not path.is_file():
+        raise ContractError(f"{path}: dataset.{field} file not found (expected an NPZ archive)")
+    return path
+
+
+def _dose_dir(dose: float) -> str:
+    return f"dose_{study.format_number(dose)}"
+
+
+class _Plan:
+    """Everything the cache needs to know about one config (no data is touched)."""
+
+    def __init__(self, config: TrainingConfig):
+        dataset = config.dataset
+        self.config = config
+        self.N = int(config.model.N)
+        self.dose = float(config.dose)
+        self.view = config.view
+        self.probe_path = _user_file(dataset.probe_path, "probe_path")
+        self.object_path = _user_file(dataset.object_path, "object_path")
+        self.params = {
+            "format_version": FORMAT_VERSION,
+            "source": "synthetic",
+            "object_size": int(dataset.object_size),
+            "n_positions": int(dataset.n_positions),
+            "probe_path": str(self.probe_path) if self.probe_path else None,
+            "probe_sha256": _sha256_file(self.probe_path) if self.probe_path else None,
+            "object_path": str(self.object_path) if self.object_path else None,
+            "object_sha256": _sha256_file(self.object_path) if self.object_path else None,
+            "simulation_seed": int(dataset.simulation_seed),
+            "subsampling_seed": int(dataset.subsampling_seed),
+            "N": self.N,
+        }
+        self.key = study.config_fingerprint(self.params)
+        self.root = Path(dataset.cache_dir).expanduser().resolve() / self.key[:16]
+
+    def phase_c_dir(self, dose: float) -> Path:
+        return self.root / "phase_c" / _dose_dir(dose)
+
+    def phase_d_dir(self, dose: float) -> Path:
+        return self.root / "phase_d" / _dose_dir(dose)
+
+    def phase_c_key(self, dose: float) -> str:
+        return study.config_fingerprint({"entry": self.key, "phase": "C", "dose": float(dose)})
+
+    def spacings(self) -> dict:
+        return {name: study.VIEWS[name].spacing(self.N) for name in study.SPACED_VIEWS}
+
+    def phase_d_key(self, dose: float) -> str:
+        return study.config_fingerprint({"entry": self.key, "phase": "D", "dose": float(dose),
+                                         "spacings": self.spacings(),
+                                         "probe_diameter_px": PROBE_DIAMETER_FRACTION * self.N,
+                                         "metric_neighbours": METRIC_NEIGHBOURS})
+
+
+def _phase_c_files() -> list[str]:
+    return [f"patched_{split}.npz" for split in SPLITS]
+
+
+def _phase_d_files() -> list[str]:
+    return [f"{view}_{split}{suffix}" for view in study.SPACED_VIEWS for split in SPLITS
+            for suffix in (".npz", "_metrics.json")]
+
+
+# ----------------------------------------------------------------------------------------------
+# units: verify, lock, build atomically
+
+def _read_marker(unit: Path) -> Optional[dict]:
+    try:
+        marker = json.loads((unit / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) else None
+
+
+def _check_unit(unit: Path, key: str, deep: bool = True) -> tuple[bool, str]:
+    """(complete?, why not). deep=False checks sizes only (no hashing) — for dry runs."""
+    if not unit.is_dir():
+        return False, "missing"
+    marker = _read_marker(unit)
+    if marker is None:
+        return False, f"partial (no valid {MARKER})"
+    if marker.get("key") != key or marker.get("format_version") != FORMAT_VERSION:
+        return False, "stale (built from other parameters)"
+    files = marker.get("files")
+    if not isinstance(files, dict) or not files:
+        return False, f"corrupt ({MARKER} lists no files)"
+    for name, record in files.items():
+        path = unit / name
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return False, f"partial ({name} is missing)"
+        if size != record.get("bytes"):
+            return False, f"corrupt ({name} has {size} bytes, expected {record.get('bytes')})"
+        if deep and _sha256_file(path) != record.get("sha256"):
+            return False, f"corrupt ({name} does not match its SHA-256)"
+    return True, "complete"
+
+
+@contextlib.contextmanager
+def _locked(unit: Path):
+    unit.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(unit) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        logger.info("waiting for another process building %s", unit)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    """Atomic JSON write (temp file in the same directory, then os.replace)."""
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(payload, stream, indent=2, sort_keys=True, default=str)
+            stream.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _build_unit(unit: Path, key: str, plan: _Plan, write: Callable[[Path], None]) -> None:
+    """Under the unit's lock: build into a temp dir, write the marker last, rename into place."""
+    name = f"{unit.parent.name}/{unit.name}"
+    if unit.exists():
+        shutil.rmtree(unit)
+    for stale in unit.parent.glob(f".tmp-{unit.name}-*"):
+        shutil.rmtree(stale, ignore_errors=True)  # left by a killed build (we hold the lock)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{unit.name}-", dir=unit.parent))
+    started = time.perf_counter()
+    try:
+        write(tmp)
+        files = {}
+        for path in sorted(tmp.iterdir()):
+            files[path.name] = {"bytes": path.stat().st_size, "sha256": _sha256_file(path)}
+        seconds = time.perf_counter() - started
+        _write_json(tmp / MARKER, {"format_version": FORMAT_VERSION, "unit": name, "key": key,
+                                   "entry_key": plan.key, "files": files,
+                                   "built": {"pid": os.getpid(), "host": socket.gethostname(),
+                                             "seconds": round(seconds, 3),
+                                             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}})
+        os.rename(tmp, unit)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    with open(plan.root / "builds.jsonl", "a") as log:
+        log.write(json.dumps({"unit": name, "key": key, "pid": os.getpid(), "seconds": round(seconds, 3),
+                              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
+    logger.info("built %s in %.1f s: %s", name, seconds, unit)
+
+
+def _init_root(plan: _Plan) -> None:
+    plan.root.mkdir(parents=True, exist_ok=True)
+    info = plan.root / "study.json"
+    if not info.exists():
+        _write_json(info, {"key": plan.key, **plan.params})
+
+
+# ----------------------------------------------------------------------------------------------
+# phase C
+
+def _base_arrays(plan: _Plan) -> tuple[np.ndarray, np.ndarray, dict, dict]:
+    """Object, probe and how they were made."""
+    N = plan.N
+    if plan.probe_path:
+        probe = load_array(plan.probe_path, ("probeGuess", "probe"), "the probe")
+        if probe.shape != (N, N):
+            raise ContractError(f"{plan.probe_path}: key 'probeGuess': expected a ({N}, {N}) probe for "
+                                f"model.N={N}; found shape {probe.shape}")
+        probe_info = {"source": str(plan.probe_path), "file_sha256": plan.params["probe_sha256"]}
+    else:
+        probe = simulate.make_probe(N)
+        probe_info = {"source": f"synthetic make_probe(N={N})", "pupil_radius_px": simulate.PUPIL_RADIUS,
+                      "defocus_rad": simulate.DEFOCUS, "astigmatism_rad": simulate.ASTIGMATISM}
+    if plan.object_path:
+        obj = load_array(plan.object_path, ("objectGuess", "object"), "the object")
+        obj_info = {"source": str(plan.object_path), "file_sha256": plan.params["object_sha256"]}
+    else:
+        size, seed = plan.params["object_size"], plan.params["simulation_seed"]
+        obj = simulate.make_object(size, seed)
+        obj_info = {"source": f"synthetic make_object(size={size}, seed={seed})"}
+    probe_info["sha256"], obj_info["sha256"] = _sha256_array(probe), _sha256_array(obj)
+    obj_info["shape"] = list(obj.shape)
+    return obj, probe, obj_info, probe_info
+
+
+def _positions(plan: _Plan, obj: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        return simulate.scan_positions(plan.params["n_positions"], obj.shape, plan.N,
+                                       plan.params["simulation_seed"])
+    except ValueError as error:
+        if plan.object_path:
+            raise ContractError(f"{plan.object_path}: key 'objectGuess': {error}") from None
+        raise
+
+
+def _simulate_phase_c(plan: _Plan, doses: list[float]) -> dict[float, dict[str, StudyData]]:
+    """Phase C data of several doses from one far-field pass: {dose: {split: StudyData}}."""
+    obj, probe, obj_info, probe_info = _base_arrays(plan)
+    xcoords, ycoords = _positions(plan, obj)
+    masks = dict(zip(SPLITS, simulate.split_y(ycoords)))
+    split = simulate.split_point(ycoords)
+    seed = plan.params["simulation_seed"]
+    logger.info("simulating %d patterns at N=%d for dose(s) %s", xcoords.size, plan.N,
+                ", ".join(study.format_number(d) for d in doses))
+    amplitude, energy = simulate.far_field(obj, probe, xcoords, ycoords)
+    mean_energy = float(energy.mean())
+    result = {}
+    for dose in doses:
+        scale = physics.dose_scale(mean_energy, dose)
+        diffraction = simulate.add_noise(amplitude, scale, seed, dose)
+        result[dose] = {}
+        for name, mask in masks.items():
+            part = diffraction[mask]
+            counts = np.square(part.reshape(part.shape[0], -1), dtype=np.float64).sum(axis=1) * scale**2
+            metadata = {
+                "format": "fly64-train study dataset", "format_version": FORMAT_VERSION,
+                "phase": "C", "view": "baseline", "split": name, "dose": dose, "N": plan.N,
+                "photon_scale": scale, "counts_rule": "counts = (diffraction * photon_scale)**2",
+                "mean_counts_per_pattern": float(counts.mean()),
+                "seeds": {"simulation": seed, "subsampling": plan.params["subsampling_seed"],
+                          "noise": f"SeedSequence([{seed}, {simulate.NOISE_TAG}, float64 bits of dose])"},
+                "object": obj_info, "probe": probe_info,
+                "n_positions": int(xcoords.size), "n_patterns": int(mask.sum()),
+                "split_rule": {"axis": "y", "split_point": split, "train": "y < split_point",
+                               "test": "y >= split_point"},
+                "entry_key": plan.key,
+            }
+            result[dose][name] = StudyData(diffraction=part, xcoords=xcoords[mask], ycoords=ycoords[mask],
+                                           probe=probe, obj=obj, metadata=metadata,
+                                           scan_index=np.flatnonzero(mask))
+        del diffraction
+    return result
+
+
+def _ensure_phase_c(plan: _Plan, doses: Iterable[float]) -> dict[float, Optional[dict[str, StudyData]]]:
+    """Find or build the phase C units of `doses` (one simulation pass for all missing ones).
+
+    Returns {dose: in-memory data if it was just built, else None}.
+    """
+    doses = sorted({float(d) for d in doses})
+    _init_root(plan)
+    built: dict[float, Optional[dict[str, StudyData]]] = {dose: None for dose in doses}
+    with contextlib.ExitStack() as stack:
+        for dose in doses:  # sorted order: no deadlock between processes asking for several
+            stack.enter_context(_locked(plan.phase_c_dir(dose)))
+        missing = []
+        for dose in doses:
+            unit = plan.phase_c_dir(dose)
+            complete, why = _check_unit(unit, plan.phase_c_key(dose))
+            if complete:
+                logger.info("found phase C dose=%s: %s", study.format_number(dose), unit)
+            else:
+                if why != "missing":
+                    logger.warning("cache unit %s is %s: rebuilding it", unit, why)
+                missing.append(dose)
+        if missing:
+            data = _simulate_phase_c(plan, missing)
+            for dose in missing:
+                def write(tmp: Path, splits=data[dose]) -> None:
+                    for name, part in splits.items():
+                        save_dataset(tmp / f"patched_{name}.npz", part)
+                _build_unit(plan.phase_c_dir(dose), plan.phase_c_key(dose), plan, write)
+                built[dose] = data[dose]
+    return built
+
+
+# ----------------------------------------------------------------------------------------------
+# phase D
+
+def _view_data(plan: _Plan, source: StudyData, view: str, split: str, dose: float) -> tuple[StudyData, dict]:
+    spacing = study.VIEWS[view].spacing(plan.N)
+    keep = spaced_subset(source.xcoords, source.ycoords, spacing, plan.params["subsampling_seed"])
+    diameter = PROBE_DIAMETER_FRACTION * plan.N
+    measured = overlap_metrics(source.xcoords[keep], source.ycoords[keep], diameter, METRIC_NEIGHBOURS)
+    patch = overlap_metrics(source.xcoords[keep], source.ycoords[keep], float(plan.N), METRIC_NEIGHBOURS)
+    n_candidates = int(source.n)
+    summary = {
+        "view": view, "split": split, "dose": float(dose), "N": plan.N,
+        "overlap_fraction": study.VIEWS[view].overlap,
+        "spacing_threshold_px": spacing,
+        "n_candidates": n_candidates, "n_accepted": int(keep.size),
+        "acceptance_rate": keep.size / n_candidates if n_candidates else 0.0,
+        "selection": "seeded minimum-degree greedy packing (data.overlap.spaced_subset)",
+        "probe_diameter_px": diameter,
+        "probe_diameter_rule": "N/2: the synthetic probe's central spot (about 95 % of its energy "
+                               "lies within radius N/4)",
+        "measured_overlap_fraction": measured["mean_overlap_fraction"],
+        "patch_overlap_fraction": patch["mean_overlap_fraction"],
+    }
+    metrics = {**summary, "measured": measured,
+               "patch_metrics": {**patch, "note": "discs of diameter N (the patch the spacing rule uses)"}}
+    metadata = {**source.metadata, **summary, "phase": "D"}
+    return source.subset(keep, metadata=metadata), metrics
+
+
+def _ensure_phase_d(plan: _Plan, dose: float,
+                    phase_c: Optional[dict[str, StudyData]] = None) -> Path:
+    unit, key = plan.phase_d_dir(dose), plan.phase_d_key(dose)
+    _init_root(plan)
+    with _locked(unit):  # phase D lock first, phase C lock (if needed) inside it
+        complete, why = _check_unit(unit, key)
+        if complete:
+            logger.info("found phase D dose=%s: %s", study.format_number(dose), unit)
+            return unit
+        if why != "missing":
+            logger.warning("cache unit %s is %s: rebuilding it", unit, why)
+        if phase_c is None:
+            phase_c = _ensure_phase_c(plan, [dose])[float(dose)]
+        if phase_c is None:
+            source_dir = plan.phase_c_dir(dose)
+            phase_c = {split: load_dataset(source_dir / f"patched_{split}.npz") for split in SPLITS}
+
+        def write(tmp: Path) -> None:
+            for view in study.SPACED_VIEWS:
+                for split in SPLITS:
+                    data, metrics = _view_data(plan, phase_c[split], view, split, dose)
+                    save_dataset(tmp / f"{view}_{split}.npz", data)
+                    _write_json(tmp / f"{view}_{split}_metrics.json", metrics)
+                    logger.info("phase D dose=%s %s/%s: %d of %d positions ≥ %.1f px apart, overlap %.3f",
+                                study.format_number(dose), view, split, metrics["n_accepted"],
+                                metrics["n_candidates"], metrics["spacing_threshold_px"],
+                                metrics["measured_overlap_fraction"] or 0.0)
+
+        _build_unit(unit, key, plan, write)
+    return unit
+
+
+# ----------------------------------------------------------------------------------------------
+# public API
+
+def _npz_paths(config: TrainingConfig) -> tuple[Path, Path]:
+    train, test = config.dataset.train_path, config.dataset.test_path
+    if not train or not test:
+        raise ContractError("dataset=npz needs dataset.train_path and dataset.test_path "
+                            f"(got train_path={train!r}, test_path={test!r})")
+    return Path(train), Path(test)
+
+
+def _view_files(plan: _Plan) -> tuple[Path, Path, Path]:
+    """(unit dir, train, test) a job of this config reads."""
+    if study.VIEWS[plan.view].overlap is None:
+        unit = plan.phase_c_dir(plan.dose)
+        return unit, unit / "patched_train.npz", unit / "patched_test.npz"
+    unit = plan.phase_d_dir(plan.dose)
+    return unit, unit / f"{plan.view}_train.npz", unit / f"{plan.view}_test.npz"
+
+
+def dataset_paths(config: TrainingConfig) -> tuple[Path, Path]:
+    """(train, test) NPZ paths for this job, building the synthetic data if it is not cached.
+
+    source=synthetic: phase C `patched_{train,test}.npz` for the baseline view, phase D
+    `{view}_{train,test}.npz` for dense/sparse, at config.dose and config.model.N.
+    source=npz: the user's files, validated with `load_dataset` (patterns must be model.N wide)
+    and returned unchanged.
+    """
+    if config.dataset.source == "npz":
+        paths = _npz_paths(config)
+        for path in paths:
+            data = load_dataset(path)
+            if data.N != config.model.N:
+                raise ContractError(f"{path}: key 'diffraction': expected {config.model.N}×{config.model.N} "
+                                    f"patterns (model.N={config.model.N}); found {data.N}×{data.N}")
+        return paths
+    if config.dataset.source != "synthetic":
+        raise ValueError(f"dataset.source={config.dataset.source!r} is not allowed: expected synthetic or npz")
+    plan = _Plan(config)
+    if study.VIEWS[plan.view].overlap is None:
+        _ensure_phase_c(plan, [plan.dose])
+    else:
+        _ensure_phase_d(plan, plan.dose)
+    _, train, test = _view_files(plan)
+    return train, test
+
+
+def planned_paths(config: TrainingConfig) -> dict:
+    """What `dataset_paths` would return or build, without building anything (dry runs).
+
+    Keys: source, train, test, cache_entry (the unit directory, None for npz), exists (bool: the
+    files are there and the marker matches; hashes are not re-checked), key (entry key or None),
+    phase_c / phase_d (unit directories). Paths are strings.
+    """
+    if config.dataset.source == "npz":
+        train, test = _npz_paths(config)
+        return {"source": "npz", "train": str(train), "test": str(test), "cache_entry": None,
+                "exists": train.is_file() and test.is_file(), "key": None, "phase_c": None, "phase_d": None}
+    plan = _Plan(config)
+    unit, train, test = _view_files(plan)
+    key = plan.phase_c_key(plan.dose) if unit == plan.phase_c_dir(plan.dose) else plan.phase_d_key(plan.dose)
+    exists, _ = _check_unit(unit, key, deep=False)
+    return {"source": "synthetic", "train": str(train), "test": str(test), "cache_entry": str(unit),
+            "exists": exists, "key": plan.key, "phase_c": str(plan.phase_c_dir(plan.dose)),
+            "phase_d": str(plan.phase_d_dir(plan.dose))}
+
+
+def _dose_summary(plan: _Plan, dose: float) -> dict:
+    c_dir, d_dir = plan.phase_c_dir(dose), plan.phase_d_dir(dose)
+    views = {view: {split: str(d_dir / f"{view}_{split}.npz") for split in SPLITS}
+             | {f"{split}_metrics": str(d_dir / f"{view}_{split}_metrics.json") for split in SPLITS}
+             for view in study.SPACED_VIEWS}
+    return {"source": "synthetic", "dose": dose, "N": plan.N, "cache_entry": str(plan.root),
+            "phase_c": {"dir": str(c_dir), **{split: str(c_dir / f"patched_{split}.npz") for split in SPLITS}},
+            "phase_d": {"dir": str(d_dir), **views}}
+
+
+def prepare_dose(config: TrainingConfig) -> dict:
+    """Build (or find) phase C and both phase D views for config.dose; return every path (strings).
+
+    {"source", "dose", "N", "cache_entry", "phase_c": {"dir", "train", "test"},
+     "phase_d": {"dir", "dense": {"train", "test", "train_metrics", "test_metrics"}, "sparse": {...}}}
+    source=npz: validates the user's files and returns {"source": "npz", "train", "test"}.
+    """
+    if config.dataset.source == "npz":
+        train, test = dataset_paths(config)
+        return {"source": "npz", "train": str(train), "test": str(test)}
+    plan = _Plan(config)
+    built = _ensure_phase_c(plan, [plan.dose])[plan.dose]
+    _ensure_phase_d(plan, plan.dose, phase_c=built)
+    return _dose_summary(plan, plan.dose)
+
+
+def prepare_study(config: TrainingConfig, doses: Iterable[float] = study.DOSES) -> dict:
+    """Build (or find) phase C and both views for several doses, sharing one far-field pass.
+
+    Returns {format_number(dose): prepare_dose-style summary}.
+    """
+    if config.dataset.source == "npz":
+        return {"npz": prepare_dose(config)}
+    plan = _Plan(config)
+    doses = sorted({float(d) for d in doses})
+    built = _ensure_phase_c(plan, doses)
+    result = {}
+    for dose in doses:
+        _ensure_phase_d(plan, dose, phase_c=built[dose])
+        built[dose] = None  # release the memory of this dose
+        result[study.format_number(dose)] = _dose_summary(plan, dose)
+    return result
