@@ -1,0 +1,137 @@
+"""Analytic checks of the NumPy reference forward model (physics.py) and the synthetic probe."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fly64_train import physics
+from fly64_train.data import simulate
+
+
+def _random_complex(rng, shape):
+    return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+
+
+def test_parseval_far_field_conserves_energy():
+    rng = np.random.default_rng(0)
+    waves = _random_complex(rng, (5, 32, 32))
+    amplitude = physics.far_field_amplitude(waves)
+    assert amplitude.shape == waves.shape
+    np.testing.assert_allclose((amplitude.astype(np.float64) ** 2).sum(axis=(1, 2)),
+                               (np.abs(waves.astype(np.complex128)) ** 2).sum(axis=(1, 2)), rtol=1e-5)
+
+
+def test_plane_wave_focuses_to_the_centre_pixel_and_delta_spreads_flat():
+    N = 16
+    plane = np.full((1, N, N), 2.0 + 0j, dtype=np.complex64)
+    amplitude = physics.far_field_amplitude(plane)[0]
+    expected = np.zeros((N, N))
+    expected[N // 2, N // 2] = 2.0 * N  # Σ A² = Σ|ψ|² = 4 N²; all of it in the zero frequency (fftshifted)
+    np.testing.assert_allclose(amplitude, expected, atol=1e-4)
+
+    delta = np.zeros((1, N, N), dtype=np.complex64)
+    delta[0, 3, 5] = 1.0
+    np.testing.assert_allclose(physics.far_field_amplitude(delta)[0], np.full((N, N), 1.0 / N), rtol=1e-5)
+
+
+def test_dose_scale_sets_expected_total_counts():
+    assert physics.dose_scale(4.0, 100.0) == pytest.approx(5.0)
+    with pytest.raises(ValueError):
+        physics.dose_scale(0.0, 100.0)
+
+
+@pytest.fixture(scope="module")
+def small_scene():
+    N = 32
+    obj = simulate.make_object(160, seed=3)
+    probe = simulate.make_probe(N)
+    x, y = simulate.scan_positions(300, obj.shape, N, seed=3)
+    return obj, probe, x, y
+
+
+@pytest.mark.parametrize("dose", [1e3, 1e4, 1e5])
+def test_poisson_counts_have_mean_dose_and_variance_equal_to_mean(small_scene, dose):
+    obj, probe, x, y = small_scene
+    diffraction, scale = simulate.simulate_phase_c(obj, probe, x, y, dose, seed=11)
+    counts = (diffraction.astype(np.float64) * scale) ** 2
+    # integer counts up to float32 rounding
+    np.testing.assert_allclose(counts, np.round(counts), atol=1e-3 * max(1.0, counts.max()) ** 0.5 + 1e-3,
+                               rtol=1e-5)
+    counts = np.round(counts)
+    totals = counts.sum(axis=(1, 2))
+    # mean total per pattern = dose (std of the mean ≈ sqrt(dose / n))
+    assert totals.mean() == pytest.approx(dose, rel=5 * np.sqrt(1 / (dose * len(totals))) + 1e-3)
+    # Poisson: variance = mean, pixel by pixel (pooled over all pixels)
+    expected = (physics.forward_amplitude(obj, probe, x, y) * scale) ** 2
+    assert expected.sum(axis=(1, 2)).mean() == pytest.approx(dose, rel=1e-4)
+    ratio = ((counts - expected) ** 2).sum() / expected.sum()
+    assert ratio == pytest.approx(1.0, abs=0.03)
+
+
+def test_integer_and_half_integer_shifts_move_the_patch():
+    rng = np.random.default_rng(1)
+    obj = _random_complex(rng, (64, 64))
+    N = 16
+    x, y = np.array([30.0, 31.0, 30.5, 30.0]), np.array([28.0, 28.0, 28.0, 29.0])
+    patches = physics.extract_patches(obj, x, y, N)
+    # pixel i of a patch centred at c is image pixel c − N//2 + i
+    np.testing.assert_array_equal(patches[0], obj[28 - N // 2: 28 + N // 2, 30 - N // 2: 30 + N // 2])
+    np.testing.assert_allclose(patches[1][:, :-1], patches[0][:, 1:])  # +1 px in x: content moves left
+    np.testing.assert_allclose(patches[3][:-1, :], patches[0][1:, :])  # +1 px in y: content moves up
+    np.testing.assert_allclose(patches[2], 0.5 * (patches[0] + patches[1]), rtol=1e-5, atol=1e-6)
+    probe = simulate.make_probe(N)
+    waves = physics.illuminate(patches, probe)
+    np.testing.assert_allclose(waves[2], 0.5 * (waves[0] + waves[1]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(waves[1][:, :-1], patches[0][:, 1:] * probe[:, :-1], rtol=1e-6)
+
+
+def test_integer_shift_of_a_periodic_object_keeps_the_far_field_under_a_flat_probe():
+    rng = np.random.default_rng(2)
+    N = 16
+    tile = _random_complex(rng, (N, N))
+    obj = np.tile(tile, (4, 4))
+    flat = np.ones((N, N), dtype=np.complex64)
+    amplitude = physics.forward_amplitude(obj, flat, np.array([24.0, 27.0]), np.array([24.0, 22.0]))
+    np.testing.assert_allclose(amplitude[0], amplitude[1], rtol=1e-4, atol=1e-4)
+
+
+def test_extract_equals_extract_patches():
+    rng = np.random.default_rng(4)
+    obj = _random_complex(rng, (50, 60))
+    x = rng.uniform(8, 51, 7)
+    y = rng.uniform(8, 41, 7)
+    fast = physics.extract_patches(obj, x, y, 16)
+    slow = physics.extract(obj, np.column_stack([x, y]), 16)
+    np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-5)
+
+
+def test_place_is_the_adjoint_of_extract():
+    rng = np.random.default_rng(5)
+    image = _random_complex(rng, (40, 44))
+    centres = np.column_stack([rng.uniform(0, 44, 6), rng.uniform(0, 40, 6)])  # some leave the image
+    patches = _random_complex(rng, (6, 12, 12))
+    lhs = np.vdot(patches.astype(np.complex128), physics.extract(image, centres, 12).astype(np.complex128))
+    canvases = physics.place(patches, centres, image.shape)  # (B, H, W): one canvas per patch
+    rhs = np.vdot(canvases.sum(axis=0).astype(np.complex128), image.astype(np.complex128))
+    assert lhs == pytest.approx(rhs, rel=1e-4)
+
+
+@pytest.mark.parametrize("N", [64, 128])
+def test_probe_is_a_focused_spot_with_rings_and_phase(N):
+    probe = simulate.make_probe(N)
+    assert probe.shape == (N, N) and probe.dtype == np.complex64
+    assert np.abs(probe).max() == pytest.approx(1.0)
+    intensity = np.abs(probe.astype(np.complex128)) ** 2
+    rows, cols = np.indices((N, N))
+    radius = np.hypot(rows - N // 2, cols - N // 2)
+    assert intensity[radius <= N / 4].sum() / intensity.sum() >= 0.8
+    # not real-valued, not a flat disc: the phase varies across the bright part
+    bright = np.abs(probe) > 0.2
+    assert np.abs(probe.imag).max() > 0.2
+    assert np.std(np.angle(probe[bright])) > 0.3
+    # rings: the azimuthally averaged amplitude has a dip followed by a secondary maximum
+    profile = np.array([np.abs(probe)[(radius >= r) & (radius < r + 1)].mean() for r in range(N // 2)])
+    inner = profile[: N // 3]
+    dips = [i for i in range(1, len(inner) - 1) if inner[i] < inner[i - 1] and inner[i] < inner[i + 1]]
+    assert dips, "expected at least one ring (a dip then a rise in the radial profile)"
+    np.testing.assert_array_equal(probe, simulate.make_probe(N))  # deterministic
