@@ -1,0 +1,331 @@
+"""PtychoPINN in TensorFlow: the network and the physics layers of architecture.py's forward pass.
+
+Plain `tf.Variable`s and `tf.nn` ops (no Keras layers): every parameter lives under its
+backend-neutral architecture.py name, kernels in HWIO (TensorFlow's own layout), so weights move
+between backends without renaming or transposing. Nothing is built at import time; a
+`PtychoPINN` holds all of its state, so models of different N/gridsize coexist in one process.
+
+Physics conventions are those of physics.py: images [row, col] = [y, x], offsets (x, y), a patch
+"centred at" c takes pixel N//2 from coordinate c, bilinear sampling matrices, `place` = adjoint
+of `extract`, far field A = sqrt(fftshift(|FFT2 ψ|²)/N²).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from fly64_train import architecture
+from fly64_train.architecture import Conv, Geometry
+
+PROBE_NAME = "probe"
+LOG_SCALE_NAME = "log_scale"
+
+
+# --------------------------------------------------------------------------------------------
+# Initial values (NumPy, seeded: the same seed gives the same weights on every machine)
+# --------------------------------------------------------------------------------------------
+
+def initial_weights(geometry: Geometry, probe: np.ndarray, intensity_scale: float, seed: int) -> dict[str, np.ndarray]:
+    """Glorot-uniform kernels, zero biases, log_scale = ln(intensity_scale), the given probe."""
+    rng = np.random.default_rng([int(seed), 0x9E3779B9])
+    weights: dict[str, np.ndarray] = {}
+    for conv in geometry.convs():
+        fan_in, fan_out = 9 * conv.in_channels, 9 * conv.out_channels
+        limit = math.sqrt(6.0 / (fan_in + fan_out))
+        kernel = rng.uniform(-limit, limit, size=(3, 3, conv.in_channels, conv.out_channels))
+        weights[f"{conv.name}/kernel"] = kernel.astype(np.float32)
+        weights[f"{conv.name}/bias"] = np.zeros((conv.out_channels,), dtype=np.float32)
+    if not intensity_scale > 0:
+        raise ValueError(f"params['intensity_scale'] must be positive, got {intensity_scale}")
+    weights[LOG_SCALE_NAME] = np.asarray(math.log(intensity_scale), dtype=np.float32)
+    weights[PROBE_NAME] = check_probe(probe, geometry.N)
+    return weights
+
+
+def check_probe(probe: np.ndarray, N: int) -> np.ndarray:
+    probe = np.asarray(probe)
+    if probe.shape != (N, N):
+        raise ValueError(f"the model probe must have shape ({N}, {N}) for N={N}, got {probe.shape}")
+    if not np.all(np.isfinite(probe)):
+        raise ValueError("the model probe contains NaN or infinite values")
+    return probe.astype(np.complex64)
+
+
+# --------------------------------------------------------------------------------------------
+# Physics layers (graph-safe: everything from `rel` is built inside TensorFlow)
+# --------------------------------------------------------------------------------------------
+
+def sampling_matrix(centres: tf.Tensor, n_out: int, n_in: int) -> tf.Tensor:
+    """Bilinear sampling rows (..., n_out, n_in) for output i = centres − n_out//2 + i (physics.py).
+
+    Rows that leave the input are zero (tf.one_hot gives zeros for out-of-range indices).
+    """
+    coords = centres[..., None] + tf.constant(np.arange(n_out) - n_out // 2, dtype=tf.float32)
+    lower = tf.floor(coords)
+    frac = (coords - lower)[..., None]
+    lower = tf.cast(lower, tf.int32)
+    return (tf.one_hot(lower, n_in, dtype=tf.float32) * (1.0 - frac)
+            + tf.one_hot(lower + 1, n_in, dtype=tf.float32) * frac)
+
+
+def member_sampling(rel: tf.Tensor, N: int, P: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """Row (y) and column (x) sampling matrices (B, C, N, P) of members at canvas P//2 + rel."""
+    centres = rel + float(P // 2)
+    rows = sampling_matrix(centres[..., 1], N, P)
+    cols = sampling_matrix(centres[..., 0], N, P)
+    return rows, cols
+
+
+def extract(canvas: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor) -> tf.Tensor:
+    """Patches rows @ canvas @ colsᵀ. canvas (B, ..., P, P), rows/cols broadcastable (B, ..., N, P)."""
+    return tf.linalg.matmul(tf.linalg.matmul(rows, canvas), cols, transpose_b=True)
+
+
+def place(patches: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor) -> tf.Tensor:
+    """Adjoint of `extract`: rowsᵀ @ patches @ cols (B, ..., P, P)."""
+    return tf.linalg.matmul(tf.linalg.matmul(rows, patches, transpose_a=True), cols)
+
+
+def reassemble(parts: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor) -> tf.Tensor:
+    """Coverage-normalised canvas from member patches.
+
+    parts (B, C, K, N, N): K real planes per member (real, imag); rows/cols (B, C, N, P).
+    Returns (B, K, P, P) = Σ_c place(parts_c) / coverage where coverage > COVERAGE_EPSILON.
+    """
+    placed = tf.reduce_sum(place(parts, rows[:, :, None], cols[:, :, None]), axis=1)
+    # coverage = Σ_c place(ones) = Σ_c (column sums of rows_c) ⊗ (column sums of cols_c)
+    coverage = tf.linalg.matmul(tf.reduce_sum(rows, axis=2), tf.reduce_sum(cols, axis=2),
+                                transpose_a=True)  # (B, P, P)
+    denominator = tf.where(coverage > architecture.COVERAGE_EPSILON, coverage, tf.ones_like(coverage))
+    return placed / denominator[:, None]
+
+
+def centre_crop(canvas: tf.Tensor, N: int, P: int) -> tf.Tensor:
+    """The N×N patch centred at P//2 (extract at an integer centre)."""
+    start = P // 2 - N // 2
+    return canvas[..., start:start + N, start:start + N]
+
+
+@tf.custom_gradient
+def safe_sqrt(value: tf.Tensor):
+    """sqrt with a finite gradient at 0 (forward unchanged)."""
+    root = tf.sqrt(value)
+
+    def grad(upstream):
+        return upstream * 0.5 / tf.maximum(root, 1e-12)
+
+    return root, grad
+
+
+def far_field_amplitude(psi_re: tf.Tensor, psi_im: tf.Tensor) -> tf.Tensor:
+    """A = sqrt(fftshift(|FFT2 ψ|²)/N²) over the last two axes (float32 in, float32 out)."""
+    n_pixels = float(psi_re.shape[-1] * psi_re.shape[-2])
+    spectrum = tf.signal.fft2d(tf.complex(psi_re, psi_im))
+    intensity = tf.math.real(spectrum) ** 2 + tf.math.imag(spectrum) ** 2
+    return safe_sqrt(tf.signal.fftshift(intensity, axes=(-2, -1)) / n_pixels)
+
+
+# --------------------------------------------------------------------------------------------
+# The network
+# --------------------------------------------------------------------------------------------
+
+def _swish(x: tf.Tensor) -> tf.Tensor:
+    return x * tf.sigmoid(x)
+
+
+AMP_ACTIVATIONS = {
+    "sigmoid": tf.sigmoid,
+    "swish": _swish,
+    "softplus": tf.nn.softplus,
+    "relu": tf.nn.relu,
+}
+
+
+@tf.custom_gradient
+def _upsample2(x: tf.Tensor):
+    """Nearest-neighbour upsampling ×2 of NHWC; its gradient (2×2 sum pooling) as avg-pool·4,
+    exact and several times faster than the gradient of broadcast_to."""
+    shape = tf.shape(x)
+    h, w, c = x.shape[1], x.shape[2], x.shape[3]
+    y = tf.reshape(tf.broadcast_to(x[:, :, None, :, None, :], [shape[0], h, 2, w, 2, c]),
+                   [shape[0], 2 * h, 2 * w, c])
+
+    def grad(upstream):
+        return tf.nn.avg_pool2d(upstream, ksize=2, strides=2, padding="VALID") * 4.0
+
+    return y, grad
+
+
+class PtychoPINN(tf.Module):
+    """Variables and forward pass of one PtychoPINN (architecture.py)."""
+
+    def __init__(self, params: dict[str, Any], probe: np.ndarray, seed: int, name: str = "ptychopinn"):
+        super().__init__(name=name)
+        self.geometry = architecture.geometry_from_params(params)
+        g = self.geometry
+        for key in ("intensity_scale", "nll_weight", "mae_weight"):
+            if key not in params:
+                raise KeyError(f"legacy params miss {key!r}: call legacy.update_legacy_dict(params, config) first")
+        if g.amp_activation not in AMP_ACTIVATIONS:
+            raise ValueError(f"amp_activation={g.amp_activation!r} is not supported; expected one of "
+                             f"{', '.join(AMP_ACTIVATIONS)}")
+        if g.N not in (64, 128):
+            raise ValueError(f"N={g.N} is not supported by the architecture; expected 64 or 128")
+        if g.padded_size < g.N:
+            raise ValueError(f"padded_size={g.padded_size} must be at least N={g.N}")
+        self.intensity_scale = float(params["intensity_scale"])
+        self.nll_weight = float(params["nll_weight"])
+        self.mae_weight = float(params["mae_weight"])
+        self.probe_trainable = bool(params.get("probe.trainable", False))
+        self.log_scale_trainable = bool(params.get("intensity_scale.trainable", False))
+
+        initial = initial_weights(g, probe, self.intensity_scale, seed)
+        self.shapes = g.parameter_shapes()
+        self.conv_vars: dict[str, tf.Variable] = {}
+        with self.name_scope:
+            for key, value in initial.items():
+                if key in (PROBE_NAME, LOG_SCALE_NAME):
+                    continue
+                self.conv_vars[key] = tf.Variable(value, name=key.replace("/", "_"), trainable=True)
+            self.log_scale = tf.Variable(initial[LOG_SCALE_NAME], name=LOG_SCALE_NAME,
+                                         trainable=self.log_scale_trainable)
+            self.probe_re = tf.Variable(initial[PROBE_NAME].real, name="probe_real",
+                                        trainable=self.probe_trainable)
+            self.probe_im = tf.Variable(initial[PROBE_NAME].imag, name="probe_imag",
+                                        trainable=self.probe_trainable)
+        self.border_mask = tf.constant(g.border_mask()[None, :, :, None])
+        self.amp_activation = AMP_ACTIVATIONS[g.amp_activation]
+
+    # ---- parameters by backend-neutral name -------------------------------------------------
+    def trainable_parameters(self) -> dict[str, list[tf.Variable]]:
+        """Neutral name → the real variables that hold it (probe: [real, imag])."""
+        out: dict[str, list[tf.Variable]] = {key: [var] for key, var in self.conv_vars.items()}
+        if self.log_scale_trainable:
+            out[LOG_SCALE_NAME] = [self.log_scale]
+        if self.probe_trainable:
+            out[PROBE_NAME] = [self.probe_re, self.probe_im]
+        return out
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        weights = {key: var.numpy().copy() for key, var in self.conv_vars.items()}
+        weights[LOG_SCALE_NAME] = np.asarray(self.log_scale.numpy(), dtype=np.float32)
+        weights[PROBE_NAME] = (self.probe_re.numpy() + 1j * self.probe_im.numpy()).astype(np.complex64)
+        return {key: weights[key] for key in self.shapes}  # architecture order
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        checked = check_weights(weights, self.shapes)
+        for key, var in self.conv_vars.items():
+            var.assign(checked[key].astype(np.float32))
+        self.log_scale.assign(np.float32(np.real(checked[LOG_SCALE_NAME])))
+        probe = checked[PROBE_NAME]
+        self.probe_re.assign(np.real(probe).astype(np.float32))
+        self.probe_im.assign(np.imag(probe).astype(np.float32))
+
+    # ---- forward --------------------------------------------------------------------------
+    def _conv(self, x: tf.Tensor, conv: Conv, relu: bool = True, scale: tf.Tensor | None = None) -> tf.Tensor:
+        kernel = self.conv_vars[f"{conv.name}/kernel"]
+        if scale is not None:
+            # conv(x·a, W) = conv(x, a·W): the input scaling's gradient then needs no backprop to x.
+            kernel = kernel * scale
+        y = tf.nn.conv2d(x, kernel, strides=1, padding="SAME")
+        y = tf.nn.bias_add(y, self.conv_vars[f"{conv.name}/bias"])
+        return tf.nn.relu(y) if relu else y
+
+    def _decoder(self, h: tf.Tensor, branch: str) -> tf.Tensor:
+        g = self.geometry
+        layers = g.decoder(branch)
+        for block in layers["blocks"]:
+            for conv in block:
+                h = self._conv(h, conv)
+            h = _upsample2(h)
+        act = self.amp_activation if branch == "amp" else (lambda t: math.pi * tf.tanh(t))
+        border = architecture.BORDER_CHANNELS
+        trunk, x2 = tf.split(h, [h.shape[-1] - border, border], axis=-1)  # concat gradient (no slice grads)
+        x1 = act(self._conv(trunk, layers["head"], relu=False))
+        q = g.N // 4
+        x1 = tf.pad(x1, [[0, 0], [q, q], [q, q], [0, 0]])
+        if g.probe_big:
+            for conv in layers["border_block"]:
+                x2 = self._conv(x2, conv)
+            x2 = _upsample2(x2)
+            x1 = x1 + _swish(self._conv(x2, layers["border_out"], relu=False)) * self.border_mask
+        return x1
+
+    def network(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Amplitude and phase (B, N, N, C_out) of the object from x (B, N, N, C)."""
+        # h = (x·s)/exp(log_scale), applied to the first kernel (the same product, reassociated)
+        scale = self.intensity_scale * tf.exp(-self.log_scale)
+        h = x
+        for i, block in enumerate(self.geometry.encoder()):
+            for j, conv in enumerate(block):
+                h = self._conv(h, conv, scale=scale if i == j == 0 else None)
+            h = tf.nn.max_pool2d(h, ksize=2, strides=2, padding="VALID")
+        return self._decoder(h, "amp"), self._decoder(h, "phase")
+
+    def forward(self, x: tf.Tensor, rel: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Every output of the model for x (B, N, N, C) float32, rel (B, C, 2) float32 (x, y).
+
+        trimmed_re/im (B, N, N), patches_re/im (B, C, N, N), amplitude (B, N, N, C) = pred_amp_scaled.
+        """
+        g = self.geometry
+        N, P = g.N, g.padded_size
+        amp, phase = self.network(x)
+        amp = tf.transpose(amp, [0, 3, 1, 2])  # (B, C_out, N, N)
+        phase = tf.transpose(phase, [0, 3, 1, 2])
+        obj = tf.stack([amp * tf.cos(phase), amp * tf.sin(phase)], axis=2)  # (B, C_out, 2, N, N)
+        rows, cols = member_sampling(rel, N, P)  # (B, C, N, P)
+        if g.object_big:
+            canvas = reassemble(obj, rows, cols)  # (B, 2, P, P)
+        else:
+            lo = P // 2 - N // 2
+            canvas = tf.pad(obj[:, 0], [[0, 0], [0, 0], [lo, P - N - lo], [lo, P - N - lo]])
+        trimmed = centre_crop(canvas, N, P)  # (B, 2, N, N)
+        patches = extract(canvas[:, None], rows[:, :, None], cols[:, :, None])  # (B, C, 2, N, N)
+        o_re, o_im = patches[:, :, 0], patches[:, :, 1]
+        psi_re = self.probe_re * o_re - self.probe_im * o_im
+        psi_im = self.probe_re * o_im + self.probe_im * o_re
+        amplitude = far_field_amplitude(psi_re, psi_im) * tf.exp(self.log_scale)  # (B, C, N, N)
+        return {"trimmed_re": trimmed[:, 0], "trimmed_im": trimmed[:, 1],
+                "patches_re": o_re, "patches_im": o_im,
+                "amplitude": tf.transpose(amplitude, [0, 2, 3, 1])}
+
+    def loss(self, x: tf.Tensor, amplitude: tf.Tensor) -> tf.Tensor:
+        """nll_weight·mean(I − counts·log(I + ε)) + mae_weight·mean|A − s·x|, counts = (s·x)²."""
+        target = x * self.intensity_scale
+        total = tf.constant(0.0, tf.float32)
+        if self.nll_weight:
+            intensity = tf.square(amplitude)
+            nll = tf.reduce_mean(intensity - tf.square(target) * tf.math.log(intensity + architecture.NLL_EPSILON))
+            total = total + self.nll_weight * nll
+        if self.mae_weight:
+            total = total + self.mae_weight * tf.reduce_mean(tf.abs(amplitude - target))
+        return total
+
+
+def check_weights(weights: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """Validate a weights dict against architecture.py's names and shapes (clear errors)."""
+    if not isinstance(weights, dict):
+        raise TypeError(f"weights must be a dict of name → array, got {type(weights).__name__}")
+    missing = [key for key in shapes if key not in weights]
+    extra = [key for key in weights if key not in shapes]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:8]}{' ...' if len(missing) > 8 else ''}")
+        if extra:
+            parts.append(f"unexpected {extra[:8]}{' ...' if len(extra) > 8 else ''}")
+        raise KeyError("weights do not match this model's architecture: " + "; ".join(parts))
+    checked = {}
+    for key, shape in shapes.items():
+        value = np.asarray(weights[key])
+        if value.shape != tuple(shape):
+            raise ValueError(f"weight {key!r} has shape {value.shape}, expected {tuple(shape)}")
+        if key != PROBE_NAME and np.iscomplexobj(value):
+            raise ValueError(f"weight {key!r} must be real, got {value.dtype}")
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"weight {key!r} contains NaN or infinite values")
+        checked[key] = value
+    return checked
