@@ -40,7 +40,8 @@ def module_key(name: str) -> str:
 # ----------------------------------------------------------------------------------------------
 # Physics layers (pure functions on tensors; physics.py is the reference).
 
-def sampling_matrix(centres: torch.Tensor, n_out: int, n_in: int) -> torch.Tensor:
+def sampling_matrix(centres: torch.Tensor, n_out: int, n_in: int,
+                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Bilinear sampling rows like physics.sampling_matrix: (M, n_out, n_in) float32 for centres (M,).
 
     Row i samples input coordinate centres − n_out//2 + i; samples leaving the input get weight 0.
@@ -52,15 +53,16 @@ def sampling_matrix(centres: torch.Tensor, n_out: int, n_in: int) -> torch.Tenso
     frac = coords - lower
     k = torch.arange(n_in, dtype=torch.float64).view(1, 1, n_in)
     matrix = (k == lower) * (1.0 - frac) + (k == lower + 1.0) * frac
-    return matrix.to(torch.float32)
+    return matrix.to(dtype)
 
 
-def member_sampling(rel: torch.Tensor, n: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def member_sampling(rel: torch.Tensor, n: int, size: int,
+                    dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     """Row and column sampling matrices (B, C, n, size) for members at size//2 + rel (x, y)."""
     batch, members = rel.shape[:2]
     centres = rel.to(torch.float64) + float(size // 2)
-    rows = sampling_matrix(centres[..., 1], n, size).view(batch, members, n, size)
-    cols = sampling_matrix(centres[..., 0], n, size).view(batch, members, n, size)
+    rows = sampling_matrix(centres[..., 1], n, size, dtype).view(batch, members, n, size)
+    cols = sampling_matrix(centres[..., 0], n, size, dtype).view(batch, members, n, size)
     return rows, cols
 
 
@@ -209,7 +211,7 @@ class PtychoPINN(nn.Module):
         geometry = self.geometry
         size = geometry.padded_size
         obj = torch.stack((amp * torch.cos(phase), amp * torch.sin(phase)), dim=1)  # (B, 2, C_out, N, N)
-        rows, cols = member_sampling(rel, geometry.N, size)
+        rows, cols = member_sampling(rel, geometry.N, size, amp.dtype)
         if geometry.object_big:
             total = place_sum(obj, rows, cols)
             cover = coverage(rows, cols)
