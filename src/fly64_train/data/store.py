@@ -39,7 +39,7 @@ import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 from filelock import FileLock, Timeout
@@ -285,25 +285,40 @@ def _positions(plan: _Plan, obj: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise
 
 
-def _simulate_phase_c(plan: _Plan, doses: list[float]) -> dict[float, dict[str, StudyData]]:
-    """Phase C data of several doses from one far-field pass: {dose: {split: StudyData}}."""
+def _simulate_phase_c(plan: _Plan, doses: list[float]) -> Iterator[tuple[float, dict[str, StudyData]]]:
+    """Phase C data of several doses from one far-field pass, one dose at a time: (dose, {split: data}).
+
+    The scan is simulated in split order (train positions, then test positions, each in scan
+    order), so each split is a view of the simulated stack, not a copy; `scan_index` gives each
+    pattern's index in the scan.
+    """
     obj, probe, obj_info, probe_info = _base_arrays(plan)
     xcoords, ycoords = _positions(plan, obj)
     masks = dict(zip(SPLITS, simulate.split_y(ycoords)))
+    members = {name: np.flatnonzero(mask) for name, mask in masks.items()}
+    order = np.concatenate([members[name] for name in SPLITS])
+    bounds, start = {}, 0
+    for name in SPLITS:
+        bounds[name] = (start, start + members[name].size)
+        start += members[name].size
     split = simulate.split_point(ycoords)
     seed = plan.params["simulation_seed"]
     logger.info("simulating %d patterns at N=%d for dose(s) %s", xcoords.size, plan.N,
                 ", ".join(study.format_number(d) for d in doses))
     started = time.perf_counter()
-    amplitude, energy = simulate.far_field(obj, probe, xcoords, ycoords)
+    amplitude, energy = simulate.far_field(obj, probe, xcoords[order], ycoords[order])
     mean_energy = float(energy.mean())
-    result = {}
     for dose in doses:
         scale = physics.dose_scale(mean_energy, dose)
         diffraction = simulate.add_noise(amplitude, scale, seed, dose)
-        result[dose] = {}
-        for name, mask in masks.items():
-            part = diffraction[mask]
+        seconds = time.perf_counter() - started
+        logger.info("simulated dose=%s: %d patterns, %.1f s since the start (%.0f patterns/s)",
+                    study.format_number(dose), xcoords.size, seconds,
+                    xcoords.size * (doses.index(dose) + 1) / max(seconds, 1e-9))
+        splits = {}
+        for name in SPLITS:
+            lo, hi = bounds[name]
+            part = diffraction[lo:hi]
             flat = part.reshape(part.shape[0], -1)
             counts = np.einsum("ij,ij->i", flat, flat).astype(np.float64) * scale**2
             metadata = {
@@ -312,27 +327,26 @@ def _simulate_phase_c(plan: _Plan, doses: list[float]) -> dict[float, dict[str, 
                 "photon_scale": scale, "counts_rule": "counts = (diffraction * photon_scale)**2",
                 "mean_counts_per_pattern": float(counts.mean()),
                 "seeds": {"simulation": seed, "subsampling": plan.params["subsampling_seed"],
-                          "noise": f"SeedSequence([{seed}, {simulate.NOISE_TAG}, float64 bits of dose])"},
+                          "noise": f"SeedSequence([{seed}, {simulate.NOISE_TAG}, float64 bits of dose]), "
+                                   "one child per chunk of the split-ordered scan"},
                 "object": obj_info, "probe": probe_info,
-                "n_positions": int(xcoords.size), "n_patterns": int(mask.sum()),
+                "n_positions": int(xcoords.size), "n_patterns": int(hi - lo),
                 "split_rule": {"axis": "y", "split_point": split, "train": "y < split_point",
                                "test": "y >= split_point"},
                 "entry_key": plan.key,
             }
-            result[dose][name] = StudyData(diffraction=part, xcoords=xcoords[mask], ycoords=ycoords[mask],
-                                           probe=probe, obj=obj, metadata=metadata,
-                                           scan_index=np.flatnonzero(mask))
-        del diffraction
-    seconds = time.perf_counter() - started
-    logger.info("simulated %d patterns × %d dose(s) in %.1f s (%.0f patterns/s)", xcoords.size, len(doses),
-                seconds, xcoords.size * len(doses) / max(seconds, 1e-9))
-    return result
+            index = members[name]
+            splits[name] = StudyData(diffraction=part, xcoords=xcoords[index], ycoords=ycoords[index],
+                                     probe=probe, obj=obj, metadata=metadata, scan_index=index)
+        yield dose, splits
+        del diffraction, splits
 
 
-def _ensure_phase_c(plan: _Plan, doses: Iterable[float]) -> dict[float, Optional[dict[str, StudyData]]]:
+def _ensure_phase_c(plan: _Plan, doses: Iterable[float], keep: bool = True) -> dict[float, Optional[dict[str, StudyData]]]:
     """Find or build the phase C units of `doses` (one simulation pass for all missing ones).
 
-    Returns {dose: in-memory data if it was just built, else None}.
+    Returns {dose: in-memory data if it was just built and `keep`, else None}. With keep=False
+    only one dose's diffraction is in memory at a time.
     """
     doses = sorted({float(d) for d in doses})
     _init_root(plan)
@@ -350,14 +364,12 @@ def _ensure_phase_c(plan: _Plan, doses: Iterable[float]) -> dict[float, Optional
                 if why != "missing":
                     logger.warning("cache unit %s is %s: rebuilding it", unit, why)
                 missing.append(dose)
-        if missing:
-            data = _simulate_phase_c(plan, missing)
-            for dose in missing:
-                def write(tmp: Path, splits=data[dose]) -> None:
-                    for name, part in splits.items():
-                        save_dataset(tmp / f"patched_{name}.npz", part)
-                _build_unit(plan.phase_c_dir(dose), plan.phase_c_key(dose), plan, write)
-                built[dose] = data[dose]
+        for dose, splits in (_simulate_phase_c(plan, missing) if missing else ()):
+            def write(tmp: Path, splits=splits) -> None:
+                for name, part in splits.items():
+                    save_dataset(tmp / f"patched_{name}.npz", part)
+            _build_unit(plan.phase_c_dir(dose), plan.phase_c_key(dose), plan, write)
+            built[dose] = splits if keep else None
     return built
 
 
@@ -524,10 +536,9 @@ def prepare_study(config: TrainingConfig, doses: Iterable[float] = study.DOSES) 
         return {"npz": prepare_dose(config)}
     plan = _Plan(config)
     doses = sorted({float(d) for d in doses})
-    built = _ensure_phase_c(plan, doses)
+    _ensure_phase_c(plan, doses, keep=False)  # one dose in memory at a time; phase D reads the files
     result = {}
     for dose in doses:
-        _ensure_phase_d(plan, dose, phase_c=built[dose])
-        built[dose] = None  # release the memory of this dose
+        _ensure_phase_d(plan, dose)
         result[study.format_number(dose)] = _dose_summary(plan, dose)
     return result
