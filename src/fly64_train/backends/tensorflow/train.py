@@ -156,12 +156,14 @@ class TensorFlowModel(base.Model):
                 if value.shape != tuple(group[0].shape):
                     raise ValueError(f"optimizer state {kind}/{name} has shape {value.shape}, "
                                      f"expected {tuple(group[0].shape)}")
+                if name != PROBE_NAME and np.iscomplexobj(value):
+                    raise ValueError(f"optimizer state {kind}/{name} must be real, got dtype {value.dtype}")
                 parts = [np.real(value), np.imag(value)] if name == PROBE_NAME else [value]
                 for k, part in enumerate(parts):
                     updates.append((slots[i + k], part.astype(np.float32)))
             i += len(group)
         iterations = np.asarray(state["iterations"])
-        if iterations.shape != () or iterations < 0:
+        if iterations.shape != () or not np.issubdtype(iterations.dtype, np.number) or iterations < 0:
             raise ValueError(f"optimizer state 'iterations' must be a non-negative scalar, got {iterations}")
         for slot, value in updates:
             slot.assign(value)
