@@ -30,6 +30,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 
+def _busy_seconds() -> float:
+    """CPU-seconds all processes have spent busy since boot (Linux /proc/stat; 0 elsewhere)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
@@ -56,8 +71,12 @@ def case_sim(N: int, repeat: int) -> dict:
     n = x.size
     (wall, cpu), _ = _timed(lambda: simulate.simulate_phase_c(obj, probe, x, y, 1e4, 42), repeat)
     (wall3, cpu3), _ = _timed(lambda: simulate.simulate_doses(obj, probe, x, y, study.DOSES, 42), 1)
+    workers = simulate.default_workers()
     return {
-        "N": N, "n_patterns": n, "object_size": defaults.object_size, "workers": simulate.default_workers(),
+        "N": N, "n_patterns": n, "object_size": defaults.object_size, "workers": workers,
+        # what the measured CPU cost gives when `workers` cores are free (threads release the GIL)
+        "cpu_bound_estimate_patterns_per_s": {"one_dose": round(workers * n / cpu),
+                                              "three_doses": round(workers * 3 * n / cpu3)},
         "one_dose": {"dose": 1e4, "seconds": round(wall, 3), "cpu_seconds": round(cpu, 3),
                      "patterns_per_s": round(n / wall), "patterns_per_cpu_s": round(n / cpu)},
         "three_doses_shared_far_field": {"seconds": round(wall3, 3), "cpu_seconds": round(cpu3, 3),
@@ -123,12 +142,22 @@ def main() -> None:
               "load_average_before": [round(v, 2) for v in os.getloadavg()],
               "targets": {"patterns_per_s_N64": 10000, "whole_default_dataset_seconds": 30}}
     for name in args.cases:
+        busy, wall = _busy_seconds(), time.perf_counter()
         result = subprocess.run([sys.executable, __file__, "--case", name, "--repeat", str(args.repeat)],
                                 capture_output=True, text=True, check=False)
+        wall = time.perf_counter() - wall
+        others = _busy_seconds() - busy - (resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
+                                            + resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime
+                                            - report.get("_children_cpu", 0.0))
+        report["_children_cpu"] = (resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
+                                   + resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime)
         if result.returncode != 0:
             report[name] = {"error": result.stderr.strip().splitlines()[-1:]}
             continue
         report[name] = json.loads(result.stdout.strip().splitlines()[-1])
+        # share of the machine other processes used meanwhile (wall times suffer when it is high)
+        report[name]["other_processes_cpu_share"] = round(max(others, 0.0) / (wall * (os.cpu_count() or 1)), 2)
+    report.pop("_children_cpu", None)
     report["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
     print(json.dumps(report, indent=2))
 

@@ -76,7 +76,7 @@ def test_several_doses_share_one_far_field_and_match_single_dose_runs(scene):
 def test_noise_does_not_depend_on_chunking_or_dose_spelling():
     assert simulate.noise_seed_sequence(42, 1000).entropy == simulate.noise_seed_sequence(42, 1e3).entropy
     assert simulate.noise_seed_sequence(42, 1000).entropy != simulate.noise_seed_sequence(42, 1000.5).entropy
-    assert simulate.chunk_size(64) == 256 and simulate.chunk_size(128) == 64
+    assert simulate.chunk_size(64) == 16 and simulate.chunk_size(128) == 4
 
 
 def test_split_y_is_disjoint_and_at_the_middle_of_the_span():
@@ -90,7 +90,7 @@ def test_split_y_is_disjoint_and_at_the_middle_of_the_span():
 
 def test_chunked_far_field_equals_the_reference_forward_model(scene, monkeypatch):
     obj, probe, x, y = scene
-    monkeypatch.setattr(simulate, "PIXELS_PER_CHUNK", 16 * 32 * 32)  # 8 chunks of 16 patterns
+    monkeypatch.setattr(simulate, "PIXELS_PER_CHUNK", 7 * 32 * 32)  # 18 chunks of 7 patterns
     amplitude, energy = simulate.far_field(obj, probe, x, y, workers=2)
     reference = simulate.physics.forward_amplitude(obj, probe, x, y)
     np.testing.assert_array_equal(amplitude, reference)
