@@ -229,3 +229,17 @@ def test_default_dataset_views_are_large_enough(tmp_path):
     assert min(sizes["dense", s] for s in ("train", "test")) >= 1000, sizes
     train = load_dataset(paths["phase_c"]["train"])
     assert train.obj.shape == (1408, 1408) and train.N == 64
+
+
+def test_a_complete_entry_is_used_without_locking_or_writing(tmp_path, monkeypatch):
+    config = _config(tmp_path, view="sparse")
+    paths = store.dataset_paths(config)
+    before = sorted(p for p in (tmp_path / "cache").rglob("*"))
+
+    def no_lock(*args, **kwargs):
+        raise AssertionError("a complete entry must not need its lock (read-only caches work)")
+
+    monkeypatch.setattr(store, "FileLock", no_lock)
+    assert store.dataset_paths(config) == paths
+    assert store.dataset_paths(dataclasses.replace(config, view="baseline"))[0].name == "patched_train.npz"
+    assert sorted(p for p in (tmp_path / "cache").rglob("*")) == before

@@ -181,6 +181,16 @@ def _check_unit(unit: Path, key: str, deep: bool = True) -> tuple[bool, str]:
     return True, "complete"
 
 
+def _found(unit: Path, key: str, phase: str, dose: float, warn: bool = False) -> bool:
+    """Is the unit complete? (logs what was found; with warn, why an existing unit is rebuilt)."""
+    complete, why = _check_unit(unit, key)
+    if complete:
+        logger.info("found phase %s dose=%s: %s", phase, study.format_number(dose), unit)
+    elif warn and why != "missing":
+        logger.warning("cache unit %s is %s: rebuilding it", unit, why)
+    return complete
+
+
 @contextlib.contextmanager
 def _locked(unit: Path):
     unit.parent.mkdir(parents=True, exist_ok=True)
@@ -349,21 +359,18 @@ def _ensure_phase_c(plan: _Plan, doses: Iterable[float], keep: bool = True) -> d
     only one dose's diffraction is in memory at a time.
     """
     doses = sorted({float(d) for d in doses})
-    _init_root(plan)
     built: dict[float, Optional[dict[str, StudyData]]] = {dose: None for dose in doses}
+    # A complete unit is used without taking its lock (so a read-only cache works); the others
+    # are re-checked under their locks, since another process may have built them meanwhile.
+    pending = [dose for dose in doses if not _found(plan.phase_c_dir(dose), plan.phase_c_key(dose), "C", dose)]
+    if not pending:
+        return built
+    _init_root(plan)
     with contextlib.ExitStack() as stack:
-        for dose in doses:  # sorted order: no deadlock between processes asking for several
+        for dose in pending:  # sorted order: no deadlock between processes asking for several
             stack.enter_context(_locked(plan.phase_c_dir(dose)))
-        missing = []
-        for dose in doses:
-            unit = plan.phase_c_dir(dose)
-            complete, why = _check_unit(unit, plan.phase_c_key(dose))
-            if complete:
-                logger.info("found phase C dose=%s: %s", study.format_number(dose), unit)
-            else:
-                if why != "missing":
-                    logger.warning("cache unit %s is %s: rebuilding it", unit, why)
-                missing.append(dose)
+        missing = [dose for dose in pending
+                   if not _found(plan.phase_c_dir(dose), plan.phase_c_key(dose), "C", dose, warn=True)]
         for dose, splits in (_simulate_phase_c(plan, missing) if missing else ()):
             def write(tmp: Path, splits=splits) -> None:
                 for name, part in splits.items():
@@ -405,14 +412,12 @@ def _view_data(plan: _Plan, source: StudyData, view: str, split: str, dose: floa
 def _ensure_phase_d(plan: _Plan, dose: float,
                     phase_c: Optional[dict[str, StudyData]] = None) -> Path:
     unit, key = plan.phase_d_dir(dose), plan.phase_d_key(dose)
+    if _found(unit, key, "D", dose):
+        return unit
     _init_root(plan)
     with _locked(unit):  # phase D lock first, phase C lock (if needed) inside it
-        complete, why = _check_unit(unit, key)
-        if complete:
-            logger.info("found phase D dose=%s: %s", study.format_number(dose), unit)
+        if _found(unit, key, "D", dose, warn=True):
             return unit
-        if why != "missing":
-            logger.warning("cache unit %s is %s: rebuilding it", unit, why)
         if phase_c is None:
             phase_c = _ensure_phase_c(plan, [dose])[float(dose)]
         if phase_c is None:
