@@ -181,13 +181,28 @@ def split_point(ycoords: np.ndarray) -> float:
 # ----------------------------------------------------------------------------------------------
 # diffraction
 
-def _progress(total: int, desc: str, enabled: Optional[bool]):
-    from tqdm import tqdm
+class _NoProgress:
+    def __enter__(self):
+        return self
 
+    def __exit__(self, *exc_info):
+        return False
+
+    def update(self, count: int) -> None:
+        pass
+
+
+def _progress(total: int, desc: str, enabled: Optional[bool]):
+    """A tqdm bar on stderr when it is a terminal (or when enabled=True); a no-op otherwise."""
     if enabled is None:
         enabled = sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, unit="pattern", unit_scale=True, disable=not enabled,
-                file=sys.stderr, leave=False)
+    if not enabled:
+        return _NoProgress()
+    try:
+        from tqdm import tqdm
+    except ImportError:  # progress is a nicety: simulate without it
+        return _NoProgress()
+    return tqdm(total=total, desc=desc, unit="pattern", unit_scale=True, file=sys.stderr, leave=False)
 
 
 def _run_chunks(task: Callable[[int], int], n_chunks: int, workers: int, bar) -> None:
