@@ -169,6 +169,10 @@ def _load_splits(config: TrainingConfig, record: dict):
 def _inputs(config: TrainingConfig, data, n_groups: Optional[int]):
     from fly64_train.inputs import model_inputs
 
+    if n_groups is not None and n_groups > data.n and not config.trainer.enable_oversampling:
+        # trainer.n_groups is a cap: a view with fewer positions trains on all it provides.
+        log.info("trainer.n_groups=%d caps the groups; this view provides %d", n_groups, data.n)
+        n_groups = data.n
     return model_inputs(data, config.gridsize, config.trainer.neighbor_count, config.dataset.grouping_seed,
                         n_groups=n_groups, enable_oversampling=config.trainer.enable_oversampling)
 
@@ -222,6 +226,7 @@ def _train(config: TrainingConfig, params: dict, run_dir: Path, record: dict) ->
         with _Stage(record, "Evaluation"):
             record["metrics"] = _score(model, test_inputs, test_data, config.evaluate.batch_size, run_dir)
     (run_dir / training.CHECKPOINT_NAME).unlink(missing_ok=True)
+    record.pop("stage", None)
     record["status"] = "success"
     print(f"{study.job_name(config.dose, config.view)} ({config.backend.name}, gridsize {config.gridsize}): "
           f"{result.epochs_completed} epochs, loss {result.final_loss:.5g} → {run_dir / BUNDLE_NAME}")
@@ -262,6 +267,7 @@ def _evaluate_bundle(config: TrainingConfig, run_dir: Path, record: dict) -> Non
         model.set_weights(weights)
     with _Stage(record, "Evaluation"):
         record["metrics"] = _score(model, test_inputs, test_data, config.evaluate.batch_size, run_dir)
+    record.pop("stage", None)
     record["status"] = "success"
     m = record["metrics"]
     print(f"evaluated {bundle_path} with {config.backend.name}: amplitude SSIM {m['amplitude']['ssim']:.4f}, "
