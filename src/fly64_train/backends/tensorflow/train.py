@@ -47,8 +47,7 @@ class TensorFlowModel(base.Model):
         C, N = g.channels, g.N
         signature = [tf.TensorSpec([None, N, N, C], tf.float32), tf.TensorSpec([None, C, 2], tf.float32)]
         if compile_steps:
-            self._train_fn = tf.function(self._train_step, input_signature=signature, jit_compile=jit,
-                                         reduce_retracing=True)
+            self._train_fn = tf.function(self._train_step, input_signature=signature, jit_compile=jit)
             self._loss_fn = tf.function(self._loss, input_signature=signature, jit_compile=jit)
             self._predict_fn = tf.function(self._predict, input_signature=signature, jit_compile=jit)
         else:
