@@ -284,7 +284,7 @@ class PtychoPINN(tf.Module):
             canvas = tf.pad(obj[:, 0], [[0, 0], [0, 0], [lo, P - N - lo], [lo, P - N - lo]])
         trimmed = centre_crop(canvas, N, P)  # (B, 2, N, N)
         patches = extract(canvas[:, None], rows[:, :, None], cols[:, :, None])  # (B, C, 2, N, N)
-        o_re, o_im = patches[:, :, 0], patches[:, :, 1]
+        o_re, o_im = tf.unstack(patches, axis=2)  # gradient: a stack, not two zero-padded slices
         psi_re = self.probe_re * o_re - self.probe_im * o_im
         psi_im = self.probe_re * o_im + self.probe_im * o_re
         amplitude = far_field_amplitude(psi_re, psi_im) * tf.exp(self.log_scale)  # (B, C, N, N)
