@@ -314,6 +314,19 @@ def test_trainable_flags(backend):
     assert not np.array_equal(before["log_scale"], after["log_scale"])
 
 
+def test_eager_mode_matches_compiled(backend):
+    params = make_params(gridsize=2, n_filters_scale=1)
+    x, rel, probe, _ = synthetic_groups(64, 2, 3, seed=9)
+    compiled = backend.build(params, probe, seed=0)
+    eager = backend.build({**params, "compile": False}, probe, seed=0)
+    assert not isinstance(eager._train_fn, tf.types.experimental.PolymorphicFunction)
+    a, b = compiled.predict(x, rel), eager.predict(x, rel)
+    np.testing.assert_allclose(a.amplitude, b.amplitude, rtol=1e-5, atol=1e-5)
+    assert compiled.train_step(x, rel) == pytest.approx(eager.train_step(x, rel), rel=1e-5)
+    for name, value in compiled.get_weights().items():
+        np.testing.assert_allclose(eager.get_weights()[name], value, atol=1e-5, err_msg=name)
+
+
 # ---------------------------------------------------------------------------------------------
 # Training through the shared loop
 
