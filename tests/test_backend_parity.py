@@ -106,10 +106,10 @@ def test_reassembly_extraction_and_far_field_agree(tfm):
     patches_tf = tfm.extract(tf.constant(canvas_tf)[:, None], rows_tf[:, :, None], cols_tf[:, :, None]).numpy()
 
     rows, cols = ptm.member_sampling(torch.from_numpy(rel), N, P)
-    total = ptm.place_sum(torch.from_numpy(parts).transpose(1, 2), rows, cols)
+    total = ptm.place_sum(torch.from_numpy(parts), rows, cols)
     cover = ptm.coverage(rows, cols)
     canvas_pt = (total / torch.where(cover > architecture.COVERAGE_EPSILON, cover, 1.0).unsqueeze(1))
-    patches_pt = ptm.extract_members(canvas_pt, rows, cols).transpose(1, 2).numpy()  # (B, C, 2, N, N)
+    patches_pt = ptm.extract_members(canvas_pt, rows, cols).numpy()  # (B, C, 2, N, N)
     close(canvas_tf, canvas_pt.numpy(), 1e-5, "canvas")
     close(patches_tf, patches_pt, 1e-5, "extracted patches")
 
@@ -139,7 +139,7 @@ def test_every_member_is_placed_identically(tfm):
     rows_tf, cols_tf = tfm.member_sampling(tf.constant(rel), N, P)
     placed_tf = tf.reduce_sum(tfm.place(tf.constant(parts), rows_tf[:, :, None], cols_tf[:, :, None]), axis=1)
     rows, cols = ptm.member_sampling(torch.from_numpy(rel), N, P)
-    placed_pt = ptm.place_sum(torch.from_numpy(parts).transpose(1, 2), rows, cols).numpy()
+    placed_pt = ptm.place_sum(torch.from_numpy(parts), rows, cols).numpy()
     np.testing.assert_array_equal(placed_tf.numpy(), placed_pt)
 
     expected = np.zeros((P, P))
@@ -154,7 +154,7 @@ def test_every_member_is_placed_identically(tfm):
     # Extracting at the same offsets returns each member's delta at its own patch position.
     canvas = np.asarray(placed_pt)
     patches_tf = tfm.extract(tf.constant(canvas)[:, None], rows_tf[:, :, None], cols_tf[:, :, None]).numpy()
-    patches_pt = ptm.extract_members(torch.from_numpy(canvas), rows, cols).transpose(1, 2).numpy()
+    patches_pt = ptm.extract_members(torch.from_numpy(canvas), rows, cols).numpy()
     np.testing.assert_array_equal(patches_tf, patches_pt)
     for c, (dy, dx) in enumerate(in_patch):
         assert patches_pt[0, c, 0, N // 2 + dy, N // 2 + dx] == c + 1.0

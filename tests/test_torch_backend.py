@@ -80,15 +80,15 @@ def test_extract_and_place_match_numpy_reference():
     centres = (P // 2 + rel).reshape(-1, 2)
 
     canvas = rng.normal(size=(B, 2, P, P)).astype(np.float32)
-    ours = tm.extract_members(torch.from_numpy(canvas), rows, cols).numpy()  # (B, 2, C, N, N)
+    ours = tm.extract_members(torch.from_numpy(canvas), rows, cols).numpy()  # (B, C, 2, N, N)
     for k in range(2):
         ref = physics.extract(np.repeat(canvas[:, k], C, axis=0), centres, N).reshape(B, C, N, N)
-        np.testing.assert_allclose(ours[:, k], ref, atol=1e-5)
+        np.testing.assert_allclose(ours[:, :, k], ref, atol=1e-5)
 
-    parts = rng.normal(size=(B, 2, C, N, N)).astype(np.float32)
+    parts = rng.normal(size=(B, C, 2, N, N)).astype(np.float32)
     ours = tm.place_sum(torch.from_numpy(parts), rows, cols).numpy()  # (B, 2, P, P)
     for k in range(2):
-        ref = physics.place(parts[:, k].reshape(B * C, N, N), centres, (P, P)).reshape(B, C, P, P).sum(1)
+        ref = physics.place(parts[:, :, k].reshape(B * C, N, N), centres, (P, P)).reshape(B, C, P, P).sum(1)
         np.testing.assert_allclose(ours[:, k], ref, atol=1e-5)
 
     cover = tm.coverage(rows, cols).numpy()
@@ -104,6 +104,24 @@ def test_far_field_matches_numpy_reference():
     np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
     # Parseval: Σ A² = Σ |ψ|².
     np.testing.assert_allclose((ours ** 2).sum(axis=(-2, -1)), (np.abs(psi) ** 2).sum(axis=(-2, -1)), rtol=1e-4)
+
+
+@pytest.mark.parametrize("out_channels", [1, 4])
+def test_upsampled_border_conv_matches_conv_of_upsampled_input(out_channels):
+    """The border head's projection-first form equals conv3×3(nearest-upsample×2(x)), gradients too."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 64, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_()
+    weight = torch.randn(out_channels, 64, 3, 3, requires_grad=True)
+    bias = torch.randn(out_channels, requires_grad=True)
+    ours = tm.upsampled_conv3x3(x, weight, bias)
+    ref = torch.nn.functional.conv2d(torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest"),
+                                     weight, bias, padding=1)
+    np.testing.assert_allclose(ours.detach().numpy(), ref.detach().numpy(), atol=1e-4)
+    probe = torch.randn_like(ref)
+    grads = torch.autograd.grad((ours * probe).sum(), (x, weight, bias))
+    ref_grads = torch.autograd.grad((ref * probe).sum(), (x, weight, bias))
+    for g, r in zip(grads, ref_grads):
+        np.testing.assert_allclose(g.numpy(), r.numpy(), rtol=1e-4, atol=1e-3)
 
 
 def test_translation_direction_delta_lands_at_offset(backend):
@@ -122,7 +140,7 @@ def test_translation_direction_delta_lands_at_offset(backend):
     assert peak == (P // 2 - 2, P // 2 + 3)
     assert np.count_nonzero(real) == 1
     assert real[peak] == pytest.approx(0.25, abs=1e-6)  # coverage 4: every member covers that pixel
-    np.testing.assert_allclose(patches[0, 0, 0].numpy(), 0.25 * amp[0, 0].numpy(), atol=1e-6)
+    np.testing.assert_allclose(patches[0, 0, 0].numpy(), 0.25 * amp[0, 0].numpy(), atol=1e-6)  # (B, C, 2, N, N)
     # Numpy reference agrees on where the member lands.
     ref = physics.place(amp[0, :1].numpy(), np.array([[P // 2 + 3, P // 2 - 2]]), (P, P))[0]
     assert np.unravel_index(np.argmax(ref), ref.shape) == peak

@@ -254,14 +254,15 @@ class TorchModel(Model):
             out = self.network(xt, relt)
         return Prediction(
             trimmed=_to_complex(out["trimmed"]),
-            patches=_to_complex(out["patches"]),
+            patches=_to_complex(out["patches"], axis=2),
             amplitude=np.ascontiguousarray(out["amplitude"].permute(0, 2, 3, 1).numpy(), dtype=np.float32),
         )
 
 
-def _to_complex(planes: torch.Tensor) -> np.ndarray:
-    """(B, 2, ...) real/imaginary planes → (B, ...) complex64."""
+def _to_complex(planes: torch.Tensor, axis: int = 1) -> np.ndarray:
+    """Real/imaginary planes along `axis` (size 2) → complex64 without that axis."""
     planes = planes.numpy()
-    out = np.empty(planes[:, 0].shape, dtype=np.complex64)
-    out.real, out.imag = planes[:, 0], planes[:, 1]
+    real, imag = np.take(planes, 0, axis=axis), np.take(planes, 1, axis=axis)
+    out = np.empty(real.shape, dtype=np.complex64)
+    out.real, out.imag = real, imag
     return out
