@@ -207,7 +207,7 @@ class PtychoPINN(nn.Module):
         g = h
         for block in layers["blocks"]:
             for key in block:
-                g = F.relu(self._conv(key, g))
+                g = F.relu(self._conv(key, g), inplace=True)
             g = F.interpolate(g, scale_factor=2, mode="nearest")
         activation = self.amp_activation if branch == "amp" else _pi_tanh
         x1 = activation(self._conv(layers["head"], g[:, :-BORDER_CHANNELS]))
@@ -216,7 +216,7 @@ class PtychoPINN(nn.Module):
         if self.geometry.probe_big:
             x2 = g[:, -BORDER_CHANNELS:]
             for key in layers["border_block"]:
-                x2 = F.relu(self._conv(key, x2))
+                x2 = F.relu(self._conv(key, x2), inplace=True)
             out = self.convs[layers["border_out"]]
             x1 = x1 + F.silu(upsampled_conv3x3(x2, out.weight, out.bias)) * self.border_mask
         return x1
@@ -231,9 +231,9 @@ class PtychoPINN(nn.Module):
             for j, key in enumerate(block):
                 if i == j == 0:
                     conv = self.convs[key]
-                    h = F.relu(F.conv2d(h, conv.weight * scale, conv.bias, padding=1))
+                    h = F.relu(F.conv2d(h, conv.weight * scale, conv.bias, padding=1), inplace=True)
                 else:
-                    h = F.relu(self._conv(key, h))
+                    h = F.relu(self._conv(key, h), inplace=True)
             h = F.max_pool2d(h, 2)
         return self._decode("amp", h), self._decode("phase", h)
 
