@@ -23,18 +23,24 @@ log = logging.getLogger(__name__)
 BUNDLE_NAME = "wts.h5.zip"
 # Fields that do not change what a job produces (so a resumed sweep may reuse its bundle).
 _NON_RESULT_FIELDS = ("dry_run", "force")
+_LOCATION_KEYS = ("output_prefix", "train_data_file_path", "test_data_file_path")
 
 
 class JobFailed(RuntimeError):
     """A stage of the job failed; the manifest holds `<Stage> failed: Type: message`."""
 
 
-def fingerprint(config: TrainingConfig) -> str:
+def result_config(config: TrainingConfig) -> dict:
+    """The config without the fields that do not change what the job produces."""
     payload = to_dict(config)
     for key in _NON_RESULT_FIELDS:
         payload.pop(key, None)
     payload["evaluate"].pop("bundle", None)
-    return study.config_fingerprint(payload)
+    return payload
+
+
+def fingerprint(config: TrainingConfig) -> str:
+    return study.config_fingerprint(result_config(config))
 
 
 class _Stage:
@@ -217,8 +223,10 @@ def _train(config: TrainingConfig, params: dict, run_dir: Path, record: dict) ->
                       validation_groups=result.validation_groups, training_time_s=round(result.seconds, 3))
     with _Stage(record, "Bundle"):
         geometry = architecture.geometry_from_params(params)
-        content = {"backend": config.backend.name, "versions": record["versions"], "legacy_params": params,
-                   "config": to_dict(config), "geometry": geometry.to_dict(),
+        # Where the run happened is not part of the model: same config → same bundle bytes.
+        portable = {k: v for k, v in params.items() if k not in _LOCATION_KEYS}
+        content = {"backend": config.backend.name, "versions": record["versions"], "legacy_params": portable,
+                   "config": result_config(config), "geometry": geometry.to_dict(),
                    "intensity_scale": params["intensity_scale"], "config_fingerprint": record["config_fingerprint"]}
         info = bundle.write_bundle(run_dir / BUNDLE_NAME, model.get_weights(), content)
         record.update(bundle_path=BUNDLE_NAME, bundle_sha256=info.sha256, bundle_size_bytes=info.size_bytes)

@@ -1,0 +1,120 @@
+"""Whole jobs through the console script: training with each backend, byte-identical deterministic
+bundles, cross-backend evaluation of bundles, job=prepare, a user's own NPZ files, a corrupt bundle."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+SMOKE = ["job=smoke", "backend.threads=1", "deterministic=true"]
+
+
+def train(cwd: Path, name: str, *args: str) -> dict:
+    run_dir = cwd / name
+    result = run_cli([*SMOKE, f"hydra.run.dir={run_dir}", *args], cwd, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((run_dir / "training_manifest.json").read_text())
+    record["_dir"] = run_dir
+    return record
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("e2e")
+
+
+@pytest.fixture(scope="module")
+def tf_run(workdir):
+    return train(workdir, "tf_a", "view=dense")
+
+
+@pytest.fixture(scope="module")
+def torch_run(workdir):
+    return train(workdir, "torch_a", "view=dense", "backend=pytorch")
+
+
+@pytest.mark.parametrize("run", ["tf_run", "torch_run"])
+def test_a_training_job_leaves_a_complete_run_directory(run, request):
+    record = request.getfixturevalue(run)
+    run_dir = record["_dir"]
+    assert record["status"] == "success" and record["gridsize"] == 2
+    for name in ("wts.h5.zip", "metrics.json", "reconstruction.png", "history.csv", "legacy_params.json",
+                 "resolved_config.json", "cli.log"):
+        assert (run_dir / name).is_file(), name
+    assert not (run_dir / "checkpoint.npz").exists()
+    bundle = run_dir / "wts.h5.zip"
+    assert record["bundle_sha256"] == hashlib.sha256(bundle.read_bytes()).hexdigest()
+    assert record["bundle_size_bytes"] == bundle.stat().st_size
+    assert record["epochs_completed"] == 2 and len((run_dir / "history.csv").read_text().splitlines()) == 3
+    assert "epoch 2/2 loss=" in (run_dir / "cli.log").read_text()
+    assert set(record["metrics"]["amplitude"]) >= {"mae", "psnr", "ssim", "frc50", "data_range"}
+    framework = "tensorflow" if run == "tf_run" else "torch"
+    assert framework in record["versions"]
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "pytorch"])
+def test_deterministic_runs_give_the_same_bundle_bytes(workdir, backend, tf_run, torch_run):
+    first = tf_run if backend == "tensorflow" else torch_run
+    second = train(workdir, f"{backend}_b", "view=dense", f"backend={backend}")
+    assert second["bundle_sha256"] == first["bundle_sha256"]
+
+
+@pytest.mark.parametrize("source,evaluator", [("tf_run", "pytorch"), ("torch_run", "tensorflow"),
+                                              ("tf_run", "tensorflow")])
+def test_job_evaluate_scores_a_bundle_from_either_backend_the_same(workdir, source, evaluator, request):
+    trained = request.getfixturevalue(source)
+    out = workdir / f"eval_{source}_{evaluator}"
+    result = run_cli(["job=evaluate", f"evaluate.bundle={trained['_dir'] / 'wts.h5.zip'}", f"backend={evaluator}",
+                      "backend.threads=1", f"hydra.run.dir={out}"], workdir, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((out / "training_manifest.json").read_text())
+    assert record["status"] == "success" and record["trained_backend"] == trained["backend"]
+    for part in ("amplitude", "phase"):
+        for name in ("ssim", "mae", "psnr"):
+            assert record["metrics"][part][name] == pytest.approx(trained["metrics"][part][name], rel=1e-3, abs=1e-4)
+
+
+def test_a_corrupt_bundle_fails_evaluation_clearly(workdir, tf_run):
+    broken = workdir / "broken" / "wts.h5.zip"
+    broken.parent.mkdir()
+    data = (tf_run["_dir"] / "wts.h5.zip").read_bytes()
+    broken.write_bytes(data[: len(data) // 2])
+    result = run_cli(["job=evaluate", f"evaluate.bundle={broken}", f"hydra.run.dir={workdir / 'eval_broken'}"],
+                     workdir, timeout=300)
+    assert result.returncode == 1
+    assert str(broken) in result.stderr and "Traceback" not in result.stderr
+
+
+def test_prepare_builds_every_view_of_a_dose(workdir):
+    result = run_cli(["job=prepare", "job.name=prepare", "dataset.object_size=384", "dataset.n_positions=1200",
+                      "dose=1e4", f"hydra.run.dir={workdir / 'prep'}"], workdir, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = result.stdout
+    for name in ("patched_train.npz", "patched_test.npz", "dense_train.npz", "sparse_test.npz"):
+        assert name in printed
+    paths = [Path(line.split(": ", 1)[1]) for line in printed.splitlines() if line.endswith(".npz")]
+    assert paths and all(p.is_file() for p in paths)
+
+
+def test_a_users_own_npz_files_train_and_stay_untouched(workdir, tf_run):
+    train_file = Path(tf_run["train_data_path"])
+    test_file = Path(tf_run["test_data_path"])
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (train_file, test_file)}
+    record = train(workdir, "user_npz", "dataset=npz", f"dataset.train_path={train_file}",
+                   f"dataset.test_path={test_file}", "view=dense")
+    assert record["train_data_path"] == str(train_file)
+    assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (train_file, test_file)} == before
+
+
+def test_missing_user_file_is_a_clear_error(workdir):
+    result = run_cli([*SMOKE, "dataset=npz", "dataset.train_path=/nonexistent/train.npz",
+                      "dataset.test_path=/nonexistent/test.npz", f"hydra.run.dir={workdir / 'missing'}"],
+                     workdir, timeout=300)
+    assert result.returncode == 1
+    assert "/nonexistent/train.npz" in result.stderr.splitlines()[0]
