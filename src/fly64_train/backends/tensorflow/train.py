@@ -63,6 +63,8 @@ class TensorFlowModel(base.Model):
         beta1_power = tf.pow(tf.constant(BETA_1, tf.float32), t)
         beta2_power = tf.pow(tf.constant(BETA_2, tf.float32), t)
         for var, m, v, grad in zip(self._vars, self._m, self._v, grads):
+            if grad is None:  # a parameter the loss does not reach (none in architecture.py)
+                continue
             tf.raw_ops.ResourceApplyAdam(var=var.handle, m=m.handle, v=v.handle, beta1_power=beta1_power,
                                          beta2_power=beta2_power, lr=self._lr, beta1=BETA_1, beta2=BETA_2,
                                          epsilon=EPSILON, grad=grad, use_locking=False)
