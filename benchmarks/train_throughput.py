@@ -147,12 +147,12 @@ def _rate(seconds: list[float], groups: int) -> dict:
 # One backend, in its own process
 
 def run_worker(name: str, threads: int, steps: int, repeats: int) -> dict:
+    from fly64_train import architecture
     from fly64_train.backends.base import get_backend
 
     backend = get_backend(name)
     backend.configure(threads=threads, deterministic=False, seed=0)
-    result: dict = {"backend": name, "versions": backend.versions(), "load_before": machine_load(),
-                    "matmul_peak_gflops_float32": round(matmul_peak_gflops(), 1)}
+    result: dict = {"backend": name, "versions": backend.versions(), "load_before": machine_load()}
     n_pool = 4 * BATCH  # 4 distinct batches, cycled
 
     for gridsize in (1, 2):
@@ -179,23 +179,16 @@ def run_worker(name: str, threads: int, steps: int, repeats: int) -> dict:
             model.predict(x, rel)
             times.append(time.perf_counter() - start)
         result[f"inference_groups_per_s_gs{gridsize}"] = _rate(times, n_pool)
+        geometry = architecture.geometry_from_params(params)
         if gridsize == 1:
-            from fly64_train import architecture
-
-            geometry = architecture.geometry_from_params(params)
             shapes = geometry.parameter_shapes()
             result["parameters"] = int(sum(np.prod(s) for k, s in shapes.items() if k != "probe"))
             result["probe_values"] = int(np.prod(shapes["probe"]))
-            flops = conv_flops(geometry)
-            result["flops_gs1"] = {k: round(v / 1e9, 3) for k, v in flops.items()}
             result["flops_unit"] = "GFLOP"
-        else:
-            from fly64_train import architecture
-
-            flops = conv_flops(architecture.geometry_from_params(params))
-            result["flops_gs2"] = {k: round(v / 1e9, 3) for k, v in flops.items()}
+        result[f"flops_gs{gridsize}"] = {k: round(v / 1e9, 3) for k, v in conv_flops(geometry).items()}
         del model
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    result["matmul_peak_gflops_float32"] = round(matmul_peak_gflops(), 1)  # after: not in first_step_s
     result["load_after"] = machine_load()
     return result
 
@@ -248,7 +241,7 @@ def main(argv=None) -> int:
                     "n_filters_scale": N_FILTERS_SCALE, "gs2_rel_spread_px": REL_SPREAD,
                     "threads": args.threads or os.cpu_count(), "matmul_peak_gflops_float32": round(peak, 1),
                     "matmul_peak_method": "numpy float32 2048x2048 @ 2048x2048, best of 10 (here and at the "
-                                          "start of each worker; fractions use the highest)",
+                                          "end of each worker; fractions use the highest)",
                     "matmul_peak_note": "oneDNN's AVX-512 convolutions can beat NumPy's sgemm, so a fraction "
                                         "above 1 is possible; a busy machine lowers every number",
                     "targets": TARGETS, "backends": {}}
