@@ -207,7 +207,10 @@ def run_in_subprocess(name: str, args) -> dict:
 def summarise(result: dict, peak: float) -> None:
     if "error" in result or "skipped" in result:
         return
-    peak = max(peak, result.get("matmul_peak_gflops_float32", 0.0))
+    own = result.get("matmul_peak_gflops_float32", 0.0)
+    # The worker's own matmul well below the machine's best: other processes took CPU meanwhile.
+    result["contended"] = bool(own < 0.8 * peak or result["load_after"].get("cpu_pressure_some_avg10", 0) > 50)
+    peak = max(peak, own)
     for gridsize in (1, 2):
         rate = result[f"train_groups_per_s_gs{gridsize}"]["best"]
         achieved = rate * result[f"flops_gs{gridsize}"]["train_per_group"]  # GFLOP/s
