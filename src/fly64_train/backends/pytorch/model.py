@@ -127,6 +127,55 @@ def far_field_amplitude(real: torch.Tensor, imag: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 # The network.
 
+_TAP_OFFSETS = [divmod(tap, 3) for tap in range(9)]  # (dy, dx) of kernel tap t = 3·dy + dx
+
+
+class _ShiftedTapSum2x(torch.autograd.Function):
+    """out[b, o, i, j] = Σ_t up(taps)[b, t, o, i + dy_t − 1, j + dx_t − 1] (zero outside) for taps
+    (B, 9, C, h, w), up = nearest upsampling ×2: the tap-summing half of a 3×3 'same' convolution
+    of an upsampled input, computed without materialising the upsampled taps.
+
+    With Z on a (2h + 2)² grid, every tap is added into one stride-2 sub-grid of Z (tap (dy, dx)
+    at rows 2a + 2 − dy, columns 2b + 2 − dx), and out is the 2×2 box sum of Z. The backward is
+    the exact adjoint: the 2×2 box sum of the padded gradient, read back at the same sub-grids.
+    """
+
+    @staticmethod
+    def _subgrid(grid: torch.Tensor, dy: int, dx: int, h: int, w: int) -> torch.Tensor:
+        """The (B, C, h, w) stride-2 view of grid (B, C, 2h + 2, 2w + 2) holding tap (dy, dx)."""
+        batch, channels = grid.shape[:2]
+        cells = grid.view(batch, channels, h + 1, 2, w + 1, 2)
+        rows, row_parity = _SUBGRID[dy]
+        cols, col_parity = _SUBGRID[dx]
+        return cells[:, :, rows(h), row_parity, cols(w), col_parity]
+
+    @staticmethod
+    def forward(ctx, taps: torch.Tensor) -> torch.Tensor:
+        batch, _, channels, h, w = taps.shape
+        height, width = 2 * h, 2 * w
+        grid = taps.new_zeros(batch, channels, height + 2, width + 2)
+        for tap, (dy, dx) in enumerate(_TAP_OFFSETS):
+            _ShiftedTapSum2x._subgrid(grid, dy, dx, h, w).add_(taps[:, tap])
+        out = grid[:, :, 1:height + 1, 1:width + 1] + grid[:, :, :height, 1:width + 1]
+        out += grid[:, :, 1:height + 1, :width]
+        out += grid[:, :, :height, :width]
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = grad_out.shape
+        h, w = height // 2, width // 2
+        padded = F.pad(grad_out, (1, 2, 1, 2))  # (B, C, H + 3, W + 3)
+        box = padded[:, :, :-1, :-1] + padded[:, :, 1:, :-1]
+        box += padded[:, :, :-1, 1:]
+        box += padded[:, :, 1:, 1:]  # (B, C, H + 2, W + 2)
+        return torch.stack([_ShiftedTapSum2x._subgrid(box, dy, dx, h, w) for dy, dx in _TAP_OFFSETS], dim=1)
+
+
+# Kernel offset d ∈ {0, 1, 2} → (cell rows as a function of h, parity) of grid rows 2a + 2 − d.
+_SUBGRID = {0: (lambda n: slice(1, n + 1), 0), 1: (lambda n: slice(0, n), 1), 2: (lambda n: slice(0, n), 0)}
+
+
 def upsampled_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """conv3×3 'same'(nearest-upsample×2(x)) for a conv with few output channels (the border head).
 
@@ -138,15 +187,10 @@ def upsampled_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor)
     """
     out_channels, in_channels = weight.shape[:2]
     projection = weight.permute(1, 2, 3, 0).reshape(in_channels, 9 * out_channels)  # [c, (dy, dx, o)]
-    taps = torch.matmul(x.permute(0, 2, 3, 1), projection)  # (B, H, W, 9·C_out)
-    taps = F.interpolate(taps.permute(0, 3, 1, 2).contiguous(), scale_factor=2, mode="nearest")
-    batch, _, height, width = taps.shape
-    taps = F.pad(taps, (1, 1, 1, 1)).view(batch, 9, out_channels, height + 2, width + 2)
-    out = taps[:, 0, :, :height, :width]
-    for tap in range(1, 9):
-        dy, dx = divmod(tap, 3)
-        out = out + taps[:, tap, :, dy:dy + height, dx:dx + width]
-    return out + bias.view(1, -1, 1, 1)
+    taps = torch.matmul(x.permute(0, 2, 3, 1), projection)  # (B, h, w, 9·C_out)
+    batch, h, w, _ = taps.shape
+    taps = taps.permute(0, 3, 1, 2).contiguous().view(batch, 9, out_channels, h, w)
+    return _ShiftedTapSum2x.apply(taps) + bias.view(1, -1, 1, 1)
 
 
 class PtychoPINN(nn.Module):
@@ -210,7 +254,10 @@ class PtychoPINN(nn.Module):
                 g = F.relu(self._conv(key, g), inplace=True)
             g = F.interpolate(g, scale_factor=2, mode="nearest")
         activation = self.amp_activation if branch == "amp" else _pi_tanh
-        x1 = activation(self._conv(layers["head"], g[:, :-BORDER_CHANNELS]))
+        # The head reads all but the last BORDER_CHANNELS channels: convolve all of g with the
+        # kernel zero-padded over those channels (exactly the same sums; saves copying the slice).
+        head = self.convs[layers["head"]]
+        x1 = activation(F.conv2d(g, F.pad(head.weight, (0, 0, 0, 0, 0, BORDER_CHANNELS)), head.bias, padding=1))
         q = self.geometry.N // 4
         x1 = F.pad(x1, (q, q, q, q))
         if self.geometry.probe_big:
