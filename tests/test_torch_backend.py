@@ -368,6 +368,22 @@ def test_weight_round_trip_and_errors(backend):
         assert value.tobytes() == untouched[name].tobytes(), name
 
 
+def test_predict_in_chunks_and_empty_batch(backend, monkeypatch):
+    from fly64_train.backends.pytorch import train as torch_train
+
+    params = make_params(gridsize=2, n_filters_scale=1)
+    x, rel, probe = synthetic_groups(64, 2, 5, seed=2)
+    model = backend.build(params, probe, seed=0)
+    whole = model.predict(x, rel)
+    monkeypatch.setattr(torch_train, "PREDICT_CHUNK", 2)
+    chunked = model.predict(x, rel)
+    for key in ("trimmed", "patches", "amplitude"):
+        np.testing.assert_allclose(getattr(chunked, key), getattr(whole, key), rtol=1e-6, atol=1e-6)
+    empty = model.predict(x[:0], rel[:0])
+    assert empty.trimmed.shape == (0, 64, 64) and empty.patches.shape == (0, 4, 64, 64)
+    assert empty.amplitude.shape == (0, 64, 64, 4) and empty.amplitude.dtype == np.float32
+
+
 def test_input_and_build_errors(backend):
     params = make_params(gridsize=2)
     model = backend.build(params, smooth_probe(64), seed=0)

@@ -21,6 +21,7 @@ BETA_1 = 0.9
 BETA_2 = 0.999
 EPSILON = 1e-7  # Keras' default
 ITERATIONS_KEY = "iterations"
+PREDICT_CHUNK = 128  # groups per forward call in predict
 REQUIRED_PARAMS = ("intensity_scale", "learning_rate", "probe.trainable", "intensity_scale.trainable",
                    "nll_weight", "mae_weight")
 
@@ -249,14 +250,21 @@ class TorchModel(Model):
             return float(self.network.loss(xt, relt))
 
     def predict(self, x: np.ndarray, rel: np.ndarray) -> Prediction:
+        """Forward pass in chunks of PREDICT_CHUNK groups (bounded memory on whole test sets)."""
         xt, relt = self._inputs(x, rel)
+        g = self.geometry
+        if len(xt) == 0:
+            return Prediction(trimmed=np.zeros((0, g.N, g.N), np.complex64),
+                              patches=np.zeros((0, g.channels, g.N, g.N), np.complex64),
+                              amplitude=np.zeros((0, g.N, g.N, g.channels), np.float32))
+        pieces: dict[str, list[np.ndarray]] = {"trimmed": [], "patches": [], "amplitude": []}
         with torch.inference_mode():
-            out = self.network(xt, relt)
-        return Prediction(
-            trimmed=_to_complex(out["trimmed"]),
-            patches=_to_complex(out["patches"], axis=2),
-            amplitude=np.ascontiguousarray(out["amplitude"].permute(0, 2, 3, 1).numpy(), dtype=np.float32),
-        )
+            for start in range(0, len(xt), PREDICT_CHUNK):
+                out = self.network(xt[start:start + PREDICT_CHUNK], relt[start:start + PREDICT_CHUNK])
+                pieces["trimmed"].append(_to_complex(out["trimmed"], axis=1))
+                pieces["patches"].append(_to_complex(out["patches"], axis=2))
+                pieces["amplitude"].append(out["amplitude"].permute(0, 2, 3, 1).numpy())
+        return Prediction(**{key: np.ascontiguousarray(np.concatenate(value)) for key, value in pieces.items()})
 
 
 def _to_complex(planes: torch.Tensor, axis: int = 1) -> np.ndarray:
