@@ -377,8 +377,9 @@ def test_predict_in_chunks_and_empty_batch(backend, monkeypatch):
     whole = model.predict(x, rel)
     monkeypatch.setattr(torch_train, "PREDICT_CHUNK", 2)
     chunked = model.predict(x, rel)
-    for key in ("trimmed", "patches", "amplitude"):
-        np.testing.assert_allclose(getattr(chunked, key), getattr(whole, key), rtol=1e-6, atol=1e-6)
+    for key in ("trimmed", "patches", "amplitude"):  # oneDNN may block a smaller batch differently
+        reference = getattr(whole, key)
+        np.testing.assert_allclose(getattr(chunked, key), reference, atol=1e-5 * np.abs(reference).max())
     empty = model.predict(x[:0], rel[:0])
     assert empty.trimmed.shape == (0, 64, 64) and empty.patches.shape == (0, 4, 64, 64)
     assert empty.amplitude.shape == (0, 64, 64, 4) and empty.amplitude.dtype == np.float32
