@@ -205,6 +205,14 @@ def test_loss_with_mae_weight(backend):
     assert model.loss(x, rel) == pytest.approx(0.5 * nll + 0.25 * mae, rel=1e-4)
 
 
+def test_amplitude_sqrt_has_finite_gradient_at_zero():
+    power = torch.tensor([0.0, 4.0], requires_grad=True)
+    root = tm.safe_sqrt(power)
+    root.sum().backward()
+    assert root.tolist() == [0.0, 2.0]
+    assert torch.isfinite(power.grad).all() and power.grad[1] == pytest.approx(0.25)
+
+
 def test_input_scaling_and_trainable_flags(backend):
     params = make_params(gridsize=1)
     params["probe.trainable"] = True
@@ -360,6 +368,8 @@ def test_weight_round_trip_and_errors(backend):
         b.set_weights(wrong)
     with pytest.raises(ValueError, match="must be real"):
         b.set_weights({**weights, "log_scale": np.complex64(1 + 1j)})
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        b.set_weights({**weights, "decoder_amp/head/bias": np.full(4, np.nan, np.float32)})
     gs1 = backend.build(make_params(gridsize=1), probe, seed=0)
     with pytest.raises(ValueError, match="encoder/block0/conv0/kernel"):
         gs1.set_weights(weights)  # a gridsize-2 bundle into a gridsize-1 network
@@ -394,6 +404,8 @@ def test_input_and_build_errors(backend):
         model.predict(np.zeros((2, 64, 64, 4), np.float32), np.zeros((2, 1, 2), np.float32))
     with pytest.raises(ValueError, match="probe"):
         backend.build(params, smooth_probe(128), seed=0)
+    with pytest.raises(ValueError, match="both 0"):
+        backend.build({**params, "nll_weight": 0.0, "mae_weight": 0.0}, smooth_probe(64), seed=0)
     with pytest.raises(KeyError, match="padded_size"):
         backend.build({k: v for k, v in params.items() if k != "padded_size"}, smooth_probe(64), seed=0)
 

@@ -1,6 +1,6 @@
 """PtychoPINN as a torch nn.Module: exactly the forward pass of architecture.py.
 
-Channels-first internally (NCHW tensors, optionally channels_last in memory); the Model
+Channels-first internally (NCHW tensors, channels_last in memory by default); the Model
 boundary (train.py) converts from/to the NHWC NumPy arrays of the backend contract. Conv
 weights stay in torch's OIHW layout here; only train.py converts to the HWIO bundle layout.
 
@@ -119,9 +119,28 @@ def far_field_power(real: torch.Tensor, imag: torch.Tensor) -> torch.Tensor:
     return torch.fft.fftshift(power, dim=(-2, -1)) / n_pixels
 
 
+class _SafeSqrt(torch.autograd.Function):
+    """sqrt with a finite gradient at 0 (0.5/max(√x, 1e-12)); the forward is torch.sqrt."""
+
+    @staticmethod
+    def forward(ctx, value: torch.Tensor) -> torch.Tensor:
+        root = torch.sqrt(value)
+        ctx.save_for_backward(root)
+        return root
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (root,) = ctx.saved_tensors
+        return grad * 0.5 / torch.clamp_min(root, 1e-12)
+
+
+def safe_sqrt(value: torch.Tensor) -> torch.Tensor:
+    return _SafeSqrt.apply(value)
+
+
 def far_field_amplitude(real: torch.Tensor, imag: torch.Tensor) -> torch.Tensor:
     """A = sqrt(fftshift(|FFT2 ψ|²) / N²) (physics.far_field_amplitude)."""
-    return torch.sqrt(far_field_power(real, imag))
+    return safe_sqrt(far_field_power(real, imag))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -181,9 +200,10 @@ def upsampled_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor)
 
     A 3×3 convolution is a per-pixel channel projection onto 9·C_out tap planes followed by
     summing the taps shifted by their offsets; the projection commutes with nearest upsampling, so
-    it runs at the input resolution and only 9·C_out planes are upsampled. For C_out ≤ 4 this is
-    several times faster than oneDNN's convolution of the wide upsampled input (64 → 1..4
-    channels at N×N), forward and backward. Same sums as the convolution, in another order.
+    it runs at the input resolution, and the shifted sum of the upsampled taps is done without
+    upsampling them (_ShiftedTapSum2x). For C_out ≤ 4 this is several times faster than
+    oneDNN's convolution of the wide upsampled input (64 → 1..4 channels at N×N), forward and
+    backward. Same sums as the convolution, in another order.
     """
     out_channels, in_channels = weight.shape[:2]
     projection = weight.permute(1, 2, 3, 0).reshape(in_channels, 9 * out_channels)  # [c, (dy, dx, o)]
@@ -209,6 +229,8 @@ class PtychoPINN(nn.Module):
                              f"got {probe.shape}")
         if not intensity_scale > 0:
             raise ValueError(f"intensity_scale must be positive, got {intensity_scale}")
+        if not (nll_weight or mae_weight):
+            raise ValueError("nll_weight and mae_weight are both 0: the loss would be empty")
         self.geometry = geometry
         self.input_scale = float(intensity_scale)
         self.nll_weight = float(nll_weight)
@@ -311,7 +333,7 @@ class PtychoPINN(nn.Module):
         amp, phase = self.object_planes(x)
         canvas, patches = self.canvas_and_patches(amp, phase, rel)
         power = self.diffraction(patches)
-        amplitude = torch.sqrt(power) * torch.exp(self.log_scale)
+        amplitude = safe_sqrt(power) * torch.exp(self.log_scale)
         return {"trimmed": centre_crop(canvas, self.geometry.N), "patches": patches,
                 "amplitude": amplitude}
 
@@ -321,16 +343,15 @@ class PtychoPINN(nn.Module):
         _, patches = self.canvas_and_patches(amp, phase, rel)
         power = self.diffraction(patches)
         target = x * self.input_scale
-        total: Optional[torch.Tensor] = None
+        total: Optional[torch.Tensor] = None  # at least one weight is non-zero (checked at build)
         if self.nll_weight:
             intensity = power * torch.exp(2.0 * self.log_scale)  # = pred_amp², without sqrt
             nll = torch.mean(intensity - target.square() * torch.log(intensity + NLL_EPSILON))
             total = self.nll_weight * nll
         if self.mae_weight:
-            amplitude = torch.sqrt(power) * torch.exp(self.log_scale)
+            amplitude = safe_sqrt(power) * torch.exp(self.log_scale)
             mae = self.mae_weight * torch.mean(torch.abs(amplitude - target))
             total = mae if total is None else total + mae
-        assert total is not None, "nll_weight and mae_weight are both 0"
         return total
 
 

@@ -53,19 +53,22 @@ class KerasAdam:
 
     @torch.no_grad()
     def step(self) -> None:
-        if not self.params:
-            return
+        """One update of every parameter that received a gradient (Keras skips the others too)."""
         self.iterations += 1
         t = self.iterations
         alpha = self.lr * math.sqrt(1.0 - BETA_2 ** t) / (1.0 - BETA_1 ** t)
-        params = [self._real(p) for p in self.params]
-        grads = [self._real(p.grad) if p.grad is not None else torch.zeros_like(q)
-                 for p, q in zip(self.params, params)]
-        torch._foreach_lerp_(self.m, grads, 1.0 - BETA_1)
-        torch._foreach_lerp_(self.v, torch._foreach_mul(grads, grads), 1.0 - BETA_2)
-        denominators = torch._foreach_sqrt(self.v)
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]
+        if not live:
+            return
+        params = [self._real(self.params[i]) for i in live]
+        grads = [self._real(self.params[i].grad) for i in live]
+        m = [self.m[i] for i in live]
+        v = [self.v[i] for i in live]
+        torch._foreach_lerp_(m, grads, 1.0 - BETA_1)
+        torch._foreach_lerp_(v, torch._foreach_mul(grads, grads), 1.0 - BETA_2)
+        denominators = torch._foreach_sqrt(v)
         torch._foreach_add_(denominators, EPSILON)
-        torch._foreach_addcdiv_(params, self.m, denominators, value=-alpha)
+        torch._foreach_addcdiv_(params, m, denominators, value=-alpha)
 
 
 def _oihw_to_hwio(kernel: torch.Tensor) -> np.ndarray:
@@ -139,6 +142,8 @@ class TorchModel(Model):
             if value.shape != tuple(expected):
                 raise ValueError(f"weight {name!r} has shape {value.shape}, expected {tuple(expected)} "
                                  f"(kernels are HWIO) for geometry {self.geometry.to_dict()}")
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"weight {name!r} contains NaN or infinite values")
             if name == "probe":
                 converted[name] = torch.from_numpy(value.astype(np.complex64))
             else:
