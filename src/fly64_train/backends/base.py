@@ -7,6 +7,7 @@ backend only through these two classes, so both backends share schedule, checkpo
 from __future__ import annotations
 
 import importlib
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -93,6 +94,8 @@ def get_backend(name: str) -> Backend:
         raise ValueError(f"backend.name={name!r} is not a backend; expected one of {', '.join(_BACKENDS)}")
     module_name, class_name, requirement = _BACKENDS[name]
     framework = "tensorflow" if name == "tensorflow" else "torch"
+    # TensorFlow's C++ start-up chatter (oneDNN, CPU features) is noise in a job log.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         importlib.import_module(framework)
     except ImportError as exc:
