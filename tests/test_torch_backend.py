@@ -410,6 +410,23 @@ def test_input_and_build_errors(backend):
         backend.build({k: v for k, v in params.items() if k != "padded_size"}, smooth_probe(64), seed=0)
 
 
+def test_get_backend_limits_openmp_spinning_before_torch_loads():
+    """libgomp reads GOMP_SPINCOUNT once, when torch is imported: get_backend sets it first unless the
+    user chose an OpenMP wait policy."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os, sys; from fly64_train.backends.base import get_backend; "
+            "assert 'torch' not in sys.modules; get_backend('pytorch'); print(os.environ.get('GOMP_SPINCOUNT'))")
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "1000", out.stderr
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "None", out.stderr
+
+
 def test_backend_identity_and_configure(backend):
     assert isinstance(backend, PyTorchBackend) and backend.name == "pytorch"
     assert backend.versions() == {"torch": torch.__version__}

@@ -96,6 +96,11 @@ def get_backend(name: str) -> Backend:
     framework = "tensorflow" if name == "tensorflow" else "torch"
     # TensorFlow's C++ start-up chatter (oneDNN, CPU features) is noise in a job log.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if framework == "torch" and "OMP_WAIT_POLICY" not in os.environ:
+        # torch's OpenMP (libgomp) reads this once, at import. By default idle threads spin ~300k
+        # iterations at every barrier: on a busy machine (parallel sweep jobs) that makes a torch
+        # step 2-10x slower; 1000 spins cost nothing measurable on an idle machine.
+        os.environ.setdefault("GOMP_SPINCOUNT", "1000")
     try:
         importlib.import_module(framework)
     except ImportError as exc:
