@@ -36,6 +36,7 @@ def test_bridge_renames_keys_and_sets_nphotons_to_the_dose():
         assert old_name not in params
     assert params["nepochs"] == config.trainer.epochs and params["batch_size"] == config.trainer.batch_size
     assert params["neighbor_count"] == 7
+    assert params["compile"] is True and bridged("backend.compile=false")[1]["compile"] is False
 
 
 @pytest.mark.parametrize("dose,N,expected", [(1e3, 64, 0.9882), (1e4, 64, 3.125), (1e5, 64, 9.8821),

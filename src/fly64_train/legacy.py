@@ -82,6 +82,7 @@ def dataclass_to_legacy_dict(config: TrainingConfig, output_dir: str = "", train
         "validation_fraction": trainer.validation_fraction,
         "nphotons": float(config.dose),
         "backend": config.backend.name,
+        "compile": config.backend.compile,
         "npseed": config.seed,
         "output_dir": str(output_dir),
         "train_data_file": str(train_data_file),
