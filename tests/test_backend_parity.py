@@ -163,12 +163,12 @@ def test_every_member_is_placed_identically(tfm):
 # ---------------------------------------------------------------------------------------------
 # The full forward pass on shared weights
 
-def _forward_pair(backends, gridsize: int, source: str, seed: int):
-    params = make_params(gridsize)
-    probe = focused_probe(64)
+def _forward_pair(backends, gridsize: int, source: str, seed: int, N: int = 64, **model):
+    params = make_params(gridsize, N=N, **model)
+    probe = focused_probe(N)
     target = "pytorch" if source == "tensorflow" else "tensorflow"
     a = backends[source].build(params, probe, seed=seed)
-    b = backends[target].build(params, focused_probe(64) * 0.5, seed=seed + 100)
+    b = backends[target].build(params, focused_probe(N) * 0.5, seed=seed + 100)
     b.set_weights(a.get_weights())
     return a, b
 
@@ -189,6 +189,18 @@ def test_forward_pass_agrees_on_shared_weights(backends, gridsize, source):
     # The weights survive the trip unchanged (bundles written by either backend load in the other).
     for name, value in a.get_weights().items():
         np.testing.assert_array_equal(b.get_weights()[name], value, err_msg=name)
+
+
+@pytest.mark.parametrize("amp_activation,object_big", [("swish", True), ("softplus", False)])
+def test_forward_pass_agrees_at_N128_and_other_heads(backends, amp_activation, object_big):
+    """N = 128 (the original study's size), another amplitude activation, the object_big=False path."""
+    a, b = _forward_pair(backends, 2, "pytorch", seed=7, N=128, n_filters_scale=1,
+                         amp_activation=amp_activation, object_big=object_big)
+    x, rel = batch(128, 2, 2, seed=3)
+    rel[0] = ASYMMETRIC_REL
+    pa, pb = a.predict(x, rel), b.predict(x, rel)
+    for key in ("trimmed", "patches", "amplitude"):
+        close(getattr(pa, key), getattr(pb, key), 1e-4, f"N=128 {amp_activation} {key}")
 
 
 def test_training_step_agrees(backends):
