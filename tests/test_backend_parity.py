@@ -191,6 +191,26 @@ def test_forward_pass_agrees_on_shared_weights(backends, gridsize, source):
         np.testing.assert_array_equal(b.get_weights()[name], value, err_msg=name)
 
 
+@pytest.mark.parametrize("source", ["tensorflow", "pytorch"])
+def test_bundle_from_one_backend_loads_into_the_other(backends, tmp_path, source):
+    """wts.h5.zip written from one backend's weights, read back, loaded into the other: same outputs."""
+    from fly64_train import bundle
+
+    target = "pytorch" if source == "tensorflow" else "tensorflow"
+    params = make_params(2)
+    a = backends[source].build(params, focused_probe(64), seed=11)
+    info = bundle.write_bundle(tmp_path / "wts.h5.zip", a.get_weights(), {"backend": source})
+    weights, manifest = bundle.read_bundle(info.path, expected_sha256=info.sha256)
+    assert manifest["backend"] == source
+    b = backends[target].build(params, focused_probe(64) * 0.5, seed=12)
+    b.set_weights(weights)
+    x, rel = batch(64, 2, 3, seed=4)
+    rel[0] = ASYMMETRIC_REL
+    pa, pb = a.predict(x, rel), b.predict(x, rel)
+    for key in ("trimmed", "patches", "amplitude"):
+        close(getattr(pa, key), getattr(pb, key), 1e-4, f"bundle {source}→{target} {key}")
+
+
 @pytest.mark.parametrize("amp_activation,object_big", [("swish", True), ("softplus", False)])
 def test_forward_pass_agrees_at_N128_and_other_heads(backends, amp_activation, object_big):
     """N = 128 (the original study's size), another amplitude activation, the object_big=False path."""
