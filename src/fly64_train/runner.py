@@ -159,8 +159,18 @@ def _prepare(config: TrainingConfig, record: dict) -> None:
     with _Stage(record, "Data preparation"):
         paths = store.prepare_dose(config)
     record.update(status="success", datasets=paths)
-    for key, value in paths.items():
+    for key, value in _flatten(paths):
         print(f"{key}: {value}")
+
+
+def _flatten(tree: dict, prefix: str = ""):
+    """('phase_d.dense.train', path) pairs of a nested dict, one printable line each."""
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from _flatten(value, name + ".")
+        else:
+            yield name, value
 
 
 def _load_splits(config: TrainingConfig, record: dict):
