@@ -17,24 +17,18 @@ import numpy as np
 import pytest
 
 from fly64_train import architecture, config, legacy, physics
+from tests.backend_support import make_params, smooth_probe
+
+
+def focused_probe(N: int) -> np.ndarray:
+    return smooth_probe(N, chirp=0.003)
 
 # Asymmetric member offsets (x, y): a sign flip or an x/y swap moves every member somewhere else.
 ASYMMETRIC_REL = np.array([[3.0, -2.0], [-5.5, 1.25], [2.0, 6.0], [-1.0, -4.75]])
 
 
-def make_params(gridsize: int, N: int = 64, **model) -> dict:
-    view = {1: "baseline", 2: "dense"}[gridsize]
-    cfg = config.validate(config.TrainingConfig(view=view, model=config.ModelConfig(N=N, **model)))
-    params = legacy.update_legacy_dict(legacy.new_params(), cfg)
-    reach = np.full((1, 2), 7.0) if gridsize > 1 else np.zeros((1, 2))
-    return legacy.set_runtime(params, padded_size=architecture.padded_size_for(N, reach))
 
 
-def focused_probe(N: int) -> np.ndarray:
-    idx = np.arange(N) - N / 2 + 0.5
-    r2 = idx[:, None] ** 2 + idx[None, :] ** 2
-    probe = np.exp(-r2 / (2 * (N / 8) ** 2)) * np.exp(1j * 0.003 * r2)
-    return architecture.model_probe(probe, N, object_amplitude=0.5, probe_mask=False)
 
 
 def batch(N: int, gridsize: int, n: int, seed: int):
@@ -164,7 +158,7 @@ def test_every_member_is_placed_identically(tfm):
 # The full forward pass on shared weights
 
 def _forward_pair(backends, gridsize: int, source: str, seed: int, N: int = 64, **model):
-    params = make_params(gridsize, N=N, **model)
+    params = make_params(gridsize, N=N, reach=7.0, **model)
     probe = focused_probe(N)
     target = "pytorch" if source == "tensorflow" else "tensorflow"
     a = backends[source].build(params, probe, seed=seed)
@@ -197,7 +191,7 @@ def test_bundle_from_one_backend_loads_into_the_other(backends, tmp_path, source
     from fly64_train import bundle
 
     target = "pytorch" if source == "tensorflow" else "tensorflow"
-    params = make_params(2)
+    params = make_params(2, reach=7.0)
     a = backends[source].build(params, focused_probe(64), seed=11)
     info = bundle.write_bundle(tmp_path / "wts.h5.zip", a.get_weights(), {"backend": source})
     weights, manifest = bundle.read_bundle(info.path, expected_sha256=info.sha256)

@@ -16,25 +16,12 @@ from fly64_train.backends.base import Prediction, get_backend  # noqa: E402
 from fly64_train.backends.tensorflow import TensorFlowBackend  # noqa: E402
 from fly64_train.backends.tensorflow import model as tfm  # noqa: E402
 from fly64_train.training import LoopSettings, run_training  # noqa: E402
-
-VIEW_FOR_GRIDSIZE = {1: "baseline", 2: "dense"}
-
-
-def make_params(gridsize: int = 2, N: int = 64, padded_size: int | None = None, **model) -> dict:
-    cfg = config.validate(config.TrainingConfig(view=VIEW_FOR_GRIDSIZE[gridsize],
-                                                model=config.ModelConfig(N=N, **model)))
-    params = legacy.update_legacy_dict(legacy.new_params(), cfg)
-    if padded_size is None:
-        padded_size = architecture.padded_size_for(N, np.full((1, 2), 6.0) if gridsize > 1 else np.zeros((1, 2)))
-    return legacy.set_runtime(params, padded_size=padded_size)
+from tests.backend_support import deterministic_weights, make_params, smooth_probe  # noqa: E402
 
 
-def smooth_probe(N: int, seed: int = 0) -> np.ndarray:
-    """A focused complex probe (Gaussian amplitude, quadratic phase), normalised as the model expects."""
-    idx = np.arange(N) - N / 2 + 0.5
-    r2 = idx[:, None] ** 2 + idx[None, :] ** 2
-    probe = np.exp(-r2 / (2 * (N / 8) ** 2)) * np.exp(1j * 0.002 * r2 * (1 + seed))
-    return architecture.model_probe(probe, N, object_amplitude=0.5, probe_mask=False)
+
+
+
 
 
 def smooth_object(size: int, seed: int = 0) -> np.ndarray:
@@ -353,21 +340,13 @@ def test_training_loss_falls_and_fit_improves(backend, tmp_path, gridsize):
     assert _amplitude_error(model, x, rel, s) < error_before
 
 
-def _deterministic_run(backend, tmp_path, name: str) -> dict[str, np.ndarray]:
-    backend.configure(threads=0, deterministic=True, seed=7)
-    params = make_params(gridsize=2, n_filters_scale=1)
-    x, rel, probe, _ = synthetic_groups(64, 2, 12, seed=3)
-    model = backend.build(params, probe, seed=11)
-    run_dir = tmp_path / name
-    run_dir.mkdir()
-    run_training(model, x, rel, LoopSettings(epochs=2, batch_size=4, checkpoint=False), run_dir)
-    return model.get_weights()
 
 
 def test_deterministic_training_gives_identical_weight_bytes(backend, tmp_path):
     try:
-        first = _deterministic_run(backend, tmp_path, "a")
-        second = _deterministic_run(backend, tmp_path, "b")
+        x, rel, probe, _ = synthetic_groups(64, 2, 12, seed=3)
+        first = deterministic_weights(backend, tmp_path / "a", x, rel, probe, threads=0)
+        second = deterministic_weights(backend, tmp_path / "b", x, rel, probe, threads=0)
     finally:
         backend.configure(threads=0, deterministic=False, seed=0)
     assert first.keys() == second.keys()
