@@ -16,19 +16,15 @@ import textwrap
 import numpy as np
 import pytest
 
-from fly64_train import architecture, config, legacy, physics
+from fly64_train import architecture, physics
 from tests.backend_support import make_params, smooth_probe
-
-
-def focused_probe(N: int) -> np.ndarray:
-    return smooth_probe(N, chirp=0.003)
 
 # Asymmetric member offsets (x, y): a sign flip or an x/y swap moves every member somewhere else.
 ASYMMETRIC_REL = np.array([[3.0, -2.0], [-5.5, 1.25], [2.0, 6.0], [-1.0, -4.75]])
 
 
-
-
+def focused_probe(N: int) -> np.ndarray:
+    return smooth_probe(N, chirp=0.003)
 
 
 def batch(N: int, gridsize: int, n: int, seed: int):
@@ -77,11 +73,11 @@ def test_sampling_matrices_agree(tfm):
     rel = np.random.default_rng(0).uniform(-7, 7, size=(3, 4, 2)).astype(np.float32)
     rel[0] = ASYMMETRIC_REL
     rows_tf, cols_tf = (t.numpy() for t in tfm.member_sampling(tfm.tf.constant(rel), 64, 78))
-    rows_pt, cols_pt = (t.numpy() for t in ptm.member_sampling(torch.from_numpy(rel), 64, 78))
+    from tests.test_torch_backend import window_matrices
+
+    rows_pt, cols_pt = window_matrices(ptm.member_windows(torch.from_numpy(rel), 64, 78))
     close(rows_tf, rows_pt, 1e-5, "row sampling")
     close(cols_tf, cols_pt, 1e-5, "column sampling")
-    centres = 78 // 2 + rel.astype(np.float64)
-    close(rows_pt, physics.sampling_matrix(centres[..., 1], 64, 78).reshape(3, 4, 64, 78), 1e-6, "rows vs NumPy")
 
 
 def test_reassembly_extraction_and_far_field_agree(tfm):
@@ -99,11 +95,11 @@ def test_reassembly_extraction_and_far_field_agree(tfm):
     canvas_tf = tfm.reassemble(tf.constant(parts), rows_tf, cols_tf).numpy()  # (B, 2, P, P)
     patches_tf = tfm.extract(tf.constant(canvas_tf)[:, None], rows_tf[:, :, None], cols_tf[:, :, None]).numpy()
 
-    rows, cols = ptm.member_sampling(torch.from_numpy(rel), N, P)
-    total = ptm.place_sum(torch.from_numpy(parts), rows, cols)
-    cover = ptm.coverage(rows, cols)
+    windows = ptm.member_windows(torch.from_numpy(rel), N, P)
+    total = ptm.place_sum(torch.from_numpy(parts), windows)
+    cover = ptm.coverage(windows)
     canvas_pt = (total / torch.where(cover > architecture.COVERAGE_EPSILON, cover, 1.0).unsqueeze(1))
-    patches_pt = ptm.extract_members(canvas_pt, rows, cols).numpy()  # (B, C, 2, N, N)
+    patches_pt = ptm.extract_members(canvas_pt, windows).numpy()  # (B, C, 2, N, N)
     close(canvas_tf, canvas_pt.numpy(), 1e-5, "canvas")
     close(patches_tf, patches_pt, 1e-5, "extracted patches")
 
@@ -132,8 +128,8 @@ def test_every_member_is_placed_identically(tfm):
 
     rows_tf, cols_tf = tfm.member_sampling(tf.constant(rel), N, P)
     placed_tf = tf.reduce_sum(tfm.place(tf.constant(parts), rows_tf[:, :, None], cols_tf[:, :, None]), axis=1)
-    rows, cols = ptm.member_sampling(torch.from_numpy(rel), N, P)
-    placed_pt = ptm.place_sum(torch.from_numpy(parts), rows, cols).numpy()
+    windows = ptm.member_windows(torch.from_numpy(rel), N, P)
+    placed_pt = ptm.place_sum(torch.from_numpy(parts), windows).numpy()
     np.testing.assert_array_equal(placed_tf.numpy(), placed_pt)
 
     expected = np.zeros((P, P))
@@ -148,7 +144,7 @@ def test_every_member_is_placed_identically(tfm):
     # Extracting at the same offsets returns each member's delta at its own patch position.
     canvas = np.asarray(placed_pt)
     patches_tf = tfm.extract(tf.constant(canvas)[:, None], rows_tf[:, :, None], cols_tf[:, :, None]).numpy()
-    patches_pt = ptm.extract_members(torch.from_numpy(canvas), rows, cols).numpy()
+    patches_pt = ptm.extract_members(torch.from_numpy(canvas), windows).numpy()
     np.testing.assert_array_equal(patches_tf, patches_pt)
     for c, (dy, dx) in enumerate(in_patch):
         assert patches_pt[0, c, 0, N // 2 + dy, N // 2 + dx] == c + 1.0

@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from fly64_train import architecture, config, legacy, physics  # noqa: E402
+from fly64_train import architecture, physics  # noqa: E402
 from fly64_train.backends.base import get_backend  # noqa: E402
 from fly64_train.backends.pytorch import PyTorchBackend  # noqa: E402
 from fly64_train.backends.pytorch import model as tm  # noqa: E402
@@ -18,9 +18,15 @@ from fly64_train.training import LoopSettings, run_training  # noqa: E402
 from tests.backend_support import deterministic_weights, make_params, smooth_probe  # noqa: E402
 
 
-
-
-
+def window_matrices(windows) -> tuple[np.ndarray, np.ndarray]:
+    """The dense (B, C, n, P) row/column sampling matrices a MemberWindows stands for."""
+    k = np.arange(windows.size)
+    out = []
+    for start, frac in ((windows.row_start, windows.row_frac), (windows.col_start, windows.col_frac)):
+        first = start.numpy()[..., None, None] + np.arange(windows.n)[:, None]  # (B, C, n, 1)
+        f = frac.numpy().astype(np.float64)[..., None, None]
+        out.append((k == first) * (1 - f) + (k == first + 1) * f)
+    return out[0], out[1]
 
 
 def synthetic_groups(N: int, gridsize: int, n_groups: int, seed: int = 0):
@@ -52,35 +58,46 @@ def backend():
 # ---------------------------------------------------------------------------------------------
 # Physics layers against physics.py
 
-def test_sampling_matrix_matches_numpy_reference():
-    centres = np.array([0.0, 3.25, 39.0, 38.5, -2.7, 80.9, 41.999])
-    for n_out, n_in in ((64, 78), (8, 5)):
-        ours = tm.sampling_matrix(torch.from_numpy(centres), n_out, n_in).numpy()
-        np.testing.assert_array_equal(ours, physics.sampling_matrix(centres, n_out, n_in))
+def test_member_windows_are_physics_sampling_matrices():
+    rel = np.array([[[0.0, 0.0], [3.25, -2.7], [-39.0, 38.5], [41.999, -0.5]]])
+    for n, size in ((64, 78), (8, 5)):
+        windows = tm.member_windows(torch.from_numpy(rel), n, size)
+        rows, cols = window_matrices(windows)
+        centres = size // 2 + rel
+        np.testing.assert_allclose(rows[0], physics.sampling_matrix(centres[0, :, 1], n, size), atol=1e-7)
+        np.testing.assert_allclose(cols[0], physics.sampling_matrix(centres[0, :, 0], n, size), atol=1e-7)
 
 
 def test_extract_and_place_match_numpy_reference():
+    """Including members whose windows leave the canvas (zeros outside, as physics.py)."""
     rng = np.random.default_rng(1)
     B, C, N, P = 3, 4, 16, 26
-    rel = rng.uniform(-4.5, 4.5, size=(B, C, 2))
-    rows, cols = tm.member_sampling(torch.from_numpy(rel), N, P)
+    rel = rng.uniform(-8.5, 8.5, size=(B, C, 2))
+    rel[0, 0] = (-12.0, 11.5)  # far outside
+    windows = tm.member_windows(torch.from_numpy(rel), N, P)
+    assert windows.margin > 0
     centres = (P // 2 + rel).reshape(-1, 2)
 
     canvas = rng.normal(size=(B, 2, P, P)).astype(np.float32)
-    ours = tm.extract_members(torch.from_numpy(canvas), rows, cols).numpy()  # (B, C, 2, N, N)
+    ours = tm.extract_members(torch.from_numpy(canvas), windows).numpy()  # (B, C, 2, N, N)
     for k in range(2):
         ref = physics.extract(np.repeat(canvas[:, k], C, axis=0), centres, N).reshape(B, C, N, N)
         np.testing.assert_allclose(ours[:, :, k], ref, atol=1e-5)
 
     parts = rng.normal(size=(B, C, 2, N, N)).astype(np.float32)
-    ours = tm.place_sum(torch.from_numpy(parts), rows, cols).numpy()  # (B, 2, P, P)
+    ours = tm.place_sum(torch.from_numpy(parts), windows).numpy()  # (B, 2, P, P)
     for k in range(2):
         ref = physics.place(parts[:, :, k].reshape(B * C, N, N), centres, (P, P)).reshape(B, C, P, P).sum(1)
         np.testing.assert_allclose(ours[:, k], ref, atol=1e-5)
 
-    cover = tm.coverage(rows, cols).numpy()
+    cover = tm.coverage(windows).numpy()
     ref = physics.place(np.ones((B * C, N, N)), centres, (P, P)).reshape(B, C, P, P).sum(1)
     np.testing.assert_allclose(cover, ref, atol=1e-5)
+
+    # place is the adjoint of extract: <extract(canvas), parts> = <canvas, place(parts)>.
+    lhs = float((tm.extract_members(torch.from_numpy(canvas), windows).double() * torch.from_numpy(parts)).sum())
+    rhs = float((torch.from_numpy(canvas).double() * tm.place_sum(torch.from_numpy(parts), windows)).sum())
+    assert lhs == pytest.approx(rhs, abs=1e-3)  # float32 sums of ~6000 O(1) terms
 
 
 def test_far_field_matches_numpy_reference():

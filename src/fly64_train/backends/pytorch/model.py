@@ -5,16 +5,18 @@ boundary (train.py) converts from/to the NHWC NumPy arrays of the backend contra
 weights stay in torch's OIHW layout here; only train.py converts to the HWIO bundle layout.
 
 The physics layers follow physics.py: a patch of size n "centred at" c takes pixel n//2 from
-coordinate c, bilinear, zero outside. Both directions use separable sampling matrices built
-in torch from the member offsets: extract = R_y · canvas · R_xᵀ, place = R_yᵀ · patch · R_x
-(its adjoint). Complex values travel as separate real/imaginary planes so that every matmul
-is a real batched matmul; only the far field uses a complex FFT.
+coordinate c, bilinear, zero outside. A member's patch reads an (n+1)² window of the canvas
+at an integer corner plus a 2-tap interpolation per axis: extraction is one gather of all
+windows and two lerps, placement its exact adjoint (spread, one scatter-add) — the same
+result as physics.py's separable sampling matrices without their dense matmuls. Complex values
+travel as separate real/imaginary planes; only the far field uses a complex FFT.
 
 Nothing is built at import time: every module is created by `PtychoPINN(...)`.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -40,60 +42,106 @@ def module_key(name: str) -> str:
 # ----------------------------------------------------------------------------------------------
 # Physics layers (pure functions on tensors; physics.py is the reference).
 
-def sampling_matrix(centres: torch.Tensor, n_out: int, n_in: int,
-                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Bilinear sampling rows like physics.sampling_matrix: (M, n_out, n_in) float32 for centres (M,).
+@dataclass(frozen=True)
+class MemberWindows:
+    """Where every member's n×n patch lies on a size×size canvas (physics.py's convention).
 
-    Row i samples input coordinate centres − n_out//2 + i; samples leaving the input get weight 0.
-    Coordinates are resolved in float64 (as the NumPy reference) and the weights cast to float32.
+    Patch pixel i of a member centred at coordinate c samples c − n//2 + i; with
+    c − n//2 = start + frac (start an integer, 0 ≤ frac < 1) bilinear sampling reads canvas
+    pixels start + i and start + i + 1 with weights 1 − frac and frac. All tensors (B, C).
     """
-    centres = centres.to(torch.float64).reshape(-1, 1, 1)
-    coords = centres - (n_out // 2) + torch.arange(n_out, dtype=torch.float64).view(1, n_out, 1)
-    lower = torch.floor(coords)
-    frac = coords - lower
-    k = torch.arange(n_in, dtype=torch.float64).view(1, 1, n_in)
-    matrix = (k == lower) * (1.0 - frac) + (k == lower + 1.0) * frac
-    return matrix.to(dtype)
+    row_start: torch.Tensor  # int64
+    col_start: torch.Tensor  # int64
+    row_frac: torch.Tensor  # float
+    col_frac: torch.Tensor  # float
+    n: int
+    size: int
+
+    @property
+    def margin(self) -> int:
+        """Pixels the (n+1)² windows reach outside the canvas (0 when the canvas holds them all)."""
+        low = -int(torch.minimum(self.row_start.min(), self.col_start.min()))
+        high = int(torch.maximum(self.row_start.max(), self.col_start.max())) + self.n + 1 - self.size
+        return max(0, low, high)
+
+    def flat_index(self, margin: int, planes: int) -> torch.Tensor:
+        """Indices of every window pixel in a flattened (planes, B, S, S) canvas, S = size + 2·margin,
+        ordered (plane, b, c, i, j) with i, j ∈ [0, n]."""
+        batch, members = self.row_start.shape
+        side = self.size + 2 * margin
+        span = torch.arange(self.n + 1)
+        rows = (self.row_start + margin).unsqueeze(-1) + span  # (B, C, n+1)
+        cols = (self.col_start + margin).unsqueeze(-1) + span
+        base = (torch.arange(batch) * side * side).view(batch, 1, 1, 1)
+        index = base + rows.unsqueeze(-1) * side + cols.unsqueeze(-2)  # (B, C, n+1, n+1)
+        offsets = (torch.arange(planes) * batch * side * side).view(planes, 1, 1, 1, 1)
+        return (offsets + index).reshape(-1)
 
 
-def member_sampling(rel: torch.Tensor, n: int, size: int,
-                    dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row and column sampling matrices (B, C, n, size) for members at size//2 + rel (x, y)."""
-    batch, members = rel.shape[:2]
-    centres = rel.to(torch.float64) + float(size // 2)
-    rows = sampling_matrix(centres[..., 1], n, size, dtype).view(batch, members, n, size)
-    cols = sampling_matrix(centres[..., 0], n, size, dtype).view(batch, members, n, size)
-    return rows, cols
+def member_windows(rel: torch.Tensor, n: int, size: int, dtype: torch.dtype = torch.float32) -> MemberWindows:
+    """Windows of members centred at size//2 + rel (rel (B, C, 2) in (x, y) pixels) on the canvas.
+    Positions are resolved in float64 (as the NumPy reference), the weights cast to `dtype`."""
+    corner = rel.to(torch.float64) + float(size // 2 - n // 2)
+    start = torch.floor(corner)
+    frac = (corner - start).to(dtype)
+    start = start.to(torch.int64)
+    return MemberWindows(row_start=start[..., 1], col_start=start[..., 0], row_frac=frac[..., 1],
+                         col_frac=frac[..., 0], n=n, size=size)
 
 
-def place_sum(parts: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """Σ_c R_y,cᵀ · parts_c · R_x,c for parts (B, C, K, n, n) → canvas (B, K, P, P) (K real planes).
-
-    Two batched matmuls: Z_c = parts_c · R_x,c for every member and plane at once, then the
-    member sum folded into one product [R_y,1ᵀ … R_y,Cᵀ] · [Z_1; …; Z_C] with the planes side by
-    side. The result is a (B, K, P, P) view of a (B, P, K, P) array, the layout extract reads.
-    """
-    batch, members, planes, n, _ = parts.shape
-    size = rows.shape[-1]
-    z = torch.matmul(parts.reshape(batch, members, planes * n, n), cols)  # (B, C, K·n, P)
-    z = z.view(batch, members, planes, n, size).transpose(2, 3).reshape(batch, members * n, planes * size)
-    canvas = torch.bmm(rows.reshape(batch, members * n, size).transpose(1, 2), z)  # (B, P, K·P)
-    return canvas.view(batch, size, planes, size).transpose(1, 2)
-
-
-def extract_members(canvas: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """R_y,c · canvas · R_x,cᵀ for canvas (B, K, P, P) → member patches (B, C, K, n, n)."""
+def extract_members(canvas: torch.Tensor, windows: MemberWindows) -> torch.Tensor:
+    """Bilinear member patches (B, C, K, n, n) of a canvas (B, K, P, P) (K real planes): one gather of
+    every member's (n+1)² window, then two 2-tap interpolations (physics.extract, batched)."""
     batch, planes, size, _ = canvas.shape
-    members, n = rows.shape[1:3]
-    flat = canvas.transpose(1, 2).reshape(batch, size, planes * size)  # free for place_sum's layout
-    u = torch.bmm(rows.reshape(batch, members * n, size), flat)  # (B, C·n, K·P)
-    u = u.view(batch, members, n, planes, size).transpose(2, 3).reshape(batch, members, planes * n, size)
-    return torch.matmul(u, cols.transpose(-1, -2)).view(batch, members, planes, n, n)
+    members, n = windows.row_start.shape[1], windows.n
+    margin = windows.margin
+    source = canvas.transpose(0, 1)  # (K, B, P, P)
+    if margin:
+        source = F.pad(source, (margin, margin, margin, margin))
+    window = source.reshape(-1).index_select(0, windows.flat_index(margin, planes))
+    window = window.view(planes, batch, members, n + 1, n + 1)
+    fy = windows.row_frac.view(1, batch, members, 1, 1)
+    fx = windows.col_frac.view(1, batch, members, 1, 1)
+    rows = torch.lerp(window[..., :-1, :], window[..., 1:, :], fy)  # (K, B, C, n, n+1)
+    patches = torch.lerp(rows[..., :-1], rows[..., 1:], fx)  # (K, B, C, n, n)
+    return patches.permute(1, 2, 0, 3, 4)
 
 
-def coverage(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """Σ_c place(ones(n, n), c): (B, P, P) = Σ_c outer(column sums of R_y,c, column sums of R_x,c)."""
-    return torch.matmul(rows.sum(dim=2).transpose(1, 2), cols.sum(dim=2))
+def place_sum(parts: torch.Tensor, windows: MemberWindows) -> torch.Tensor:
+    """Σ_c place(parts_c) for parts (B, C, K, n, n) → canvas (B, K, P, P): the exact adjoint of
+    extract_members (bilinear splatting, physics.place): spread each patch over its (n+1)² window,
+    then one scatter-add of all windows into the canvas."""
+    batch, members, planes, n, _ = parts.shape
+    size = windows.size
+    margin = windows.margin
+    fy = windows.row_frac.view(1, batch, members, 1, 1)
+    fx = windows.col_frac.view(1, batch, members, 1, 1)
+    p = parts.permute(2, 0, 1, 3, 4)  # (K, B, C, n, n)
+    cols = F.pad(p * (1 - fx), (0, 1)) + F.pad(p * fx, (1, 0))  # (K, B, C, n, n+1)
+    window = F.pad(cols * (1 - fy), (0, 0, 0, 1)) + F.pad(cols * fy, (0, 0, 1, 0))  # (K, B, C, n+1, n+1)
+    side = size + 2 * margin
+    canvas = parts.new_zeros(planes * batch * side * side).index_add(
+        0, windows.flat_index(margin, planes), window.reshape(-1))
+    canvas = canvas.view(planes, batch, side, side)
+    if margin:
+        canvas = canvas[..., margin:margin + size, margin:margin + size]
+    return canvas.transpose(0, 1)
+
+
+def coverage(windows: MemberWindows, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Σ_c place(ones(n, n), c): (B, P, P) = Σ_c outer(row profile_c, column profile_c), where a
+    profile is place of ones(n) in 1-D: 1 − frac at start, 1 inside, frac at start + n."""
+    k = torch.arange(windows.size).view(1, 1, -1)
+
+    def profile(start: torch.Tensor, frac: torch.Tensor) -> torch.Tensor:
+        start = start.unsqueeze(-1)
+        frac = frac.unsqueeze(-1).to(dtype)
+        inside = ((k > start) & (k < start + windows.n)).to(dtype)
+        return inside + (k == start).to(dtype) * (1 - frac) + (k == start + windows.n).to(dtype) * frac
+
+    rows = profile(windows.row_start, windows.row_frac)  # (B, C, P)
+    cols = profile(windows.col_start, windows.col_frac)
+    return torch.bmm(rows.transpose(1, 2), cols)
 
 
 def centre_crop(canvas: torch.Tensor, n: int) -> torch.Tensor:
@@ -313,14 +361,14 @@ class PtychoPINN(nn.Module):
         geometry = self.geometry
         size = geometry.padded_size
         obj = torch.stack((amp * torch.cos(phase), amp * torch.sin(phase)), dim=2)  # (B, C_out, 2, N, N)
-        rows, cols = member_sampling(rel, geometry.N, size, amp.dtype)
+        windows = member_windows(rel, geometry.N, size, amp.dtype)
         if geometry.object_big:
-            total = place_sum(obj, rows, cols)
-            cover = coverage(rows, cols)
+            total = place_sum(obj, windows)
+            cover = coverage(windows, amp.dtype)
             canvas = total / torch.where(cover > COVERAGE_EPSILON, cover, torch.ones_like(cover)).unsqueeze(1)
         else:
             canvas = pad_to_centre(obj[:, 0], size)
-        return canvas, extract_members(canvas, rows, cols)
+        return canvas, extract_members(canvas, windows)
 
     def diffraction(self, patches: torch.Tensor) -> torch.Tensor:
         """Far-field power fftshift(|FFT2(probe · patch)|²)/N² (B, C, N, N) of patches (B, C, 2, N, N)."""
