@@ -8,7 +8,6 @@ is a one-line BackendUnavailable naming what to install.
 """
 from __future__ import annotations
 
-import math
 import subprocess
 import sys
 import textwrap

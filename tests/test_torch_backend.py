@@ -250,8 +250,6 @@ def test_training_loss_falls(backend, tmp_path, gridsize):
     assert (tmp_path / "history.csv").is_file()
 
 
-
-
 def test_deterministic_training_gives_identical_weight_bytes(backend, tmp_path):
     try:
         x, rel, probe = synthetic_groups(64, 2, 12, seed=3)
