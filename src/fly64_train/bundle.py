@@ -32,6 +32,8 @@ from typing import Any, Iterator, Mapping, Optional, Union
 import h5py
 import numpy as np
 
+from fly64_train.manifest import json_default
+
 FORMAT_NAME = "fly64-bundle"
 FORMAT_VERSION = 1
 BUNDLE_NAME = "wts.h5.zip"
@@ -123,16 +125,6 @@ def _check_weights(weights: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, (set, frozenset)):
-        return sorted(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def _tensor_table(arrays: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -177,7 +169,7 @@ def _manifest_bytes(manifest: Mapping[str, Any], arrays: Mapping[str, np.ndarray
     content = {k: v for k, v in manifest.items() if k not in _RESERVED_KEYS}
     content.update(format=FORMAT_NAME, format_version=FORMAT_VERSION, tensors=_tensor_table(arrays))
     try:
-        text = json.dumps(content, sort_keys=True, indent=2, allow_nan=False, default=_json_default)
+        text = json.dumps(content, sort_keys=True, indent=2, allow_nan=False, default=json_default)
     except (TypeError, ValueError) as exc:
         raise BundleError(f"manifest content cannot be written as JSON: {exc}") from exc
     return (text + "\n").encode("utf-8")

@@ -37,6 +37,21 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def json_default(value: Any) -> Any:
+    """`json.dumps(default=...)` for NumPy scalars/arrays, paths and sets; anything else is an error."""
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    raise TypeError(f"value {value!r} of type {type(value).__name__} is not JSON-serialisable")
+
+
 def write_json(path: Path, payload: Any) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

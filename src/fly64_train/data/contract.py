@@ -36,6 +36,8 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from fly64_train.manifest import json_default
+
 PathLike = Union[str, os.PathLike]
 
 DIFFRACTION_KEYS = ("diffraction", "diff3d")  # canonical first, then the original's name
@@ -325,19 +327,11 @@ class _Only:
 # ----------------------------------------------------------------------------------------------
 # saving
 
-def _json_default(value: Any):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    raise TypeError(f"metadata value {value!r} of type {type(value).__name__} is not JSON-serialisable")
 
 
 def metadata_json(metadata: dict) -> str:
     """The `_metadata` JSON text (sorted keys; numpy scalars and paths converted)."""
-    return json.dumps(metadata, sort_keys=True, default=_json_default)
+    return json.dumps(metadata, sort_keys=True, default=json_default)
 
 
 def write_npz(path: PathLike, arrays: dict[str, np.ndarray]) -> None:
