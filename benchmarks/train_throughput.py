@@ -5,7 +5,10 @@
 Each backend runs in its own fresh process (so import/trace time, the time from process start to
 the first completed training step and peak memory are that backend's alone), on synthetic data
 made with physics.py: a random smooth complex object, a focused probe, gridsize 1 (rel = 0) and
-gridsize 2 (member offsets within about ±20 px of the group centre). Reported per backend:
+gridsize 2 (member offsets within about ±20 px of the group centre). Gridsize 2 is measured
+with the reference's channel-stacked network (`gs2`, the architecture the targets refer to) and
+with the default shared-member network (`gs2_shared`: each of the 4 patterns through the
+single-pattern network, so 4× the convolutions per group). Reported per backend:
 groups/s for training (best and median of several timed repeats) and inference, seconds from
 process start to the first completed training step, peak RSS, the parameter count, analytic FLOPs
 per step (convolutions: forward 2·H·W·9·Cin·Cout, training ≈ 3× forward) and the fraction of
@@ -102,6 +105,8 @@ def conv_flops(geometry) -> dict:
         if geometry.probe_big:
             total += sum(flops(conv, size) for conv in layers["border_block"])
             total += flops(layers["border_out"], 2 * size)  # at N
+    if geometry.shared_members:
+        total *= geometry.channels  # one network pass per member
     return {"forward_per_group": total, "train_per_group": 3 * total, "train_per_step": 3 * total * BATCH}
 
 
@@ -131,12 +136,17 @@ def synthetic_data(gridsize: int, n_groups: int, seed: int = 0):
     return x, rel.astype(np.float32), probe
 
 
-def make_params(gridsize: int, rel: np.ndarray) -> dict:
+# (label, gridsize, model.member_encoding) measured by every worker
+CASES = (("gs1", 1, "shared"), ("gs2", 2, "stacked"), ("gs2_shared", 2, "shared"))
+
+
+def make_params(gridsize: int, rel: np.ndarray, member_encoding: str) -> dict:
     from fly64_train import architecture, config, legacy
 
     view = "baseline" if gridsize == 1 else "dense"
     cfg = config.validate(config.TrainingConfig(
-        view=view, dose=1e4, model=config.ModelConfig(N=N, n_filters_scale=N_FILTERS_SCALE)))
+        view=view, dose=1e4, model=config.ModelConfig(N=N, n_filters_scale=N_FILTERS_SCALE,
+                                                      member_encoding=member_encoding)))
     params = legacy.update_legacy_dict(legacy.new_params(), cfg)
     return legacy.set_runtime(params, padded_size=architecture.padded_size_for(N, rel))
 
@@ -164,9 +174,9 @@ def run_worker(name: str, threads: int, steps: int, repeats: int) -> dict:
                                "memory_format": "channels_last", "freed_memory_retained": retain_freed_memory()}
     n_pool = 4 * BATCH  # 4 distinct batches, cycled
 
-    for gridsize in (1, 2):
+    for label, gridsize, encoding in CASES:
         x, rel, probe = synthetic_data(gridsize, n_pool, seed=gridsize)
-        params = make_params(gridsize, rel)
+        params = make_params(gridsize, rel, encoding)
         model = backend.build(params, probe, seed=0)
         batches = [(x[i:i + BATCH], rel[i:i + BATCH]) for i in range(0, n_pool, BATCH)]
         model.train_step(*batches[0])
@@ -180,21 +190,21 @@ def run_worker(name: str, threads: int, steps: int, repeats: int) -> dict:
             for i in range(steps):
                 model.train_step(*batches[i % len(batches)])
             times.append(time.perf_counter() - start)
-        result[f"train_groups_per_s_gs{gridsize}"] = _rate(times, steps * BATCH)
+        result[f"train_groups_per_s_{label}"] = _rate(times, steps * BATCH)
         model.predict(x, rel)
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
             model.predict(x, rel)
             times.append(time.perf_counter() - start)
-        result[f"inference_groups_per_s_gs{gridsize}"] = _rate(times, n_pool)
+        result[f"inference_groups_per_s_{label}"] = _rate(times, n_pool)
         geometry = architecture.geometry_from_params(params)
         if gridsize == 1:
             shapes = geometry.parameter_shapes()
             result["parameters"] = int(sum(np.prod(s) for k, s in shapes.items() if k != "probe"))
             result["probe_values"] = int(np.prod(shapes["probe"]))
             result["flops_unit"] = "GFLOP"
-        result[f"flops_gs{gridsize}"] = {k: round(v / 1e9, 3) for k, v in conv_flops(geometry).items()}
+        result[f"flops_{label}"] = {k: round(v / 1e9, 3) for k, v in conv_flops(geometry).items()}
         del model
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     result["matmul_peak_gflops_float32"] = round(matmul_peak_gflops(), 1)  # after: not in first_step_s
@@ -225,11 +235,11 @@ def summarise(result: dict, peak: float) -> None:
     # The worker's own matmul well below the machine's best: other processes took CPU meanwhile.
     result["contended"] = bool(own < 0.8 * peak or result["load_after"].get("cpu_pressure_some_avg10", 0) > 50)
     peak = max(peak, own)
-    for gridsize in (1, 2):
-        rate = result[f"train_groups_per_s_gs{gridsize}"]["best"]
-        achieved = rate * result[f"flops_gs{gridsize}"]["train_per_group"]  # GFLOP/s
-        result[f"train_gflops_per_s_gs{gridsize}"] = round(achieved, 1)
-        result[f"fraction_of_matmul_peak_gs{gridsize}"] = round(achieved / peak, 3)
+    for label, _, _ in CASES:
+        rate = result[f"train_groups_per_s_{label}"]["best"]
+        achieved = rate * result[f"flops_{label}"]["train_per_group"]  # GFLOP/s
+        result[f"train_gflops_per_s_{label}"] = round(achieved, 1)
+        result[f"fraction_of_matmul_peak_{label}"] = round(achieved / peak, 3)
     met = {}
     for key, target in TARGETS.items():
         value = result[key]["best"] if isinstance(result[key], dict) else result[key]

@@ -85,6 +85,10 @@ NP_ACT = {"sigmoid": np_sigmoid, "swish": lambda t: t * np_sigmoid(t), "relu": l
 
 def numpy_object(weights, params, x):
     g = architecture.geometry_from_params(params)
+    if g.shared_members:  # each member through the single-pattern network
+        B, N, _, C = x.shape
+        members = np.moveaxis(x, -1, 1).reshape(B * C, N, N, 1)
+        return numpy_object(weights, {**params, "gridsize": 1}, members).reshape(B, C, N, N)
     h = x.astype(np.float64) * params["intensity_scale"] / np.exp(float(weights["log_scale"]))
     for block in g.encoder():
         for conv in block:
@@ -120,9 +124,7 @@ def numpy_forward(weights, params, x, rel):
     canvases = []
     for b in range(len(x)):
         if g.object_big:
-            total = physics.place(obj[b], centres[b], (P, P)).sum(0)
-            cover = physics.place(np.ones((C, N, N)), centres[b], (P, P)).sum(0)
-            canvases.append(total / np.where(cover > architecture.COVERAGE_EPSILON, cover, 1.0))
+            canvases.append(physics.weighted_mean(obj[b], centres[b], (P, P), g.canvas_weight())[0])
         else:
             canvases.append(physics.place(obj[b], np.array([[P // 2, P // 2]]), (P, P))[0])
     canvases = np.stack(canvases)
@@ -170,12 +172,13 @@ def test_extract_place_and_reassembly_match_numpy_reference():
 
     patches = (rng.normal(size=(B, C, N, N)) + 1j * rng.normal(size=(B, C, N, N))).astype(np.complex64)
     parts = np.stack([patches.real, patches.imag], axis=2)  # (B, C, 2, N, N)
-    canvas_ours = tfm.reassemble(tf.constant(parts), rows, cols).numpy()  # (B, 2, P, P)
-    total = physics.place(patches.reshape(B * C, N, N), centres, (P, P)).reshape(B, C, P, P).sum(1)
-    cover = physics.place(np.ones((B * C, N, N)), centres, (P, P)).reshape(B, C, P, P).sum(1)
-    expected = total / np.where(cover > architecture.COVERAGE_EPSILON, cover, 1.0)
-    np.testing.assert_allclose(canvas_ours[:, 0] + 1j * canvas_ours[:, 1], expected, atol=2e-5)
-    assert (cover < 1e-6).any()  # the test covers the uncovered (undivided) border as well
+    weight = np.full((N, N), 0.01)
+    weight[N // 4:3 * N // 4, N // 4:3 * N // 4] = 1.0
+    canvas_ours = tfm.reassemble(tf.constant(parts), rows, cols, border_weight=0.01).numpy()  # (B, 2, P, P)
+    for b in range(B):
+        expected, cover = physics.weighted_mean(patches[b], centres.reshape(B, C, 2)[b], (P, P), weight)
+        np.testing.assert_allclose(canvas_ours[b, 0] + 1j * canvas_ours[b, 1], expected, atol=2e-5)
+        assert (cover < 1e-6).any()  # the test covers the uncovered (undivided) border as well
 
 
 def test_far_field_matches_numpy_reference():
@@ -200,7 +203,7 @@ def test_translation_direction_delta_lands_at_offset():
     parts[0, 0, 0, N // 2, N // 2] = 1.0
     rel = tf.constant([[[3.0, -2.0]]])
     rows, cols = tfm.member_sampling(rel, N, P)
-    canvas = tfm.reassemble(tf.constant(parts), rows, cols).numpy()[0, 0]
+    canvas = tfm.reassemble(tf.constant(parts), rows, cols, architecture.CANVAS_BORDER_WEIGHT).numpy()[0, 0]
     peak = np.unravel_index(np.argmax(canvas), canvas.shape)
     assert peak == (P // 2 - 2, P // 2 + 3)
     assert np.count_nonzero(canvas) == 1 and canvas[peak] == pytest.approx(1.0)
@@ -219,7 +222,8 @@ def test_reassemble_then_extract_returns_consistent_patches():
     centres = P // 2 + rel.astype(np.float64)
     patches = np.stack([physics.extract(np.repeat(obj[None], C, 0), centres[b], N) for b in range(2)])
     rows, cols = tfm.member_sampling(tf.constant(rel), N, P)
-    canvas = tfm.reassemble(tf.constant(np.stack([patches.real, patches.imag], 2).astype(np.float32)), rows, cols)
+    canvas = tfm.reassemble(tf.constant(np.stack([patches.real, patches.imag], 2).astype(np.float32)), rows, cols,
+                            architecture.CANVAS_BORDER_WEIGHT)
     back = tfm.extract(canvas[:, None], rows[:, :, None], cols[:, :, None]).numpy()
     np.testing.assert_allclose(back[:, :, 0] + 1j * back[:, :, 1], patches, atol=1e-5)
 
@@ -227,12 +231,13 @@ def test_reassemble_then_extract_returns_consistent_patches():
 # ---------------------------------------------------------------------------------------------
 # The full model
 
-@pytest.mark.parametrize("gridsize,object_big,probe_big,activation", [
-    (1, True, True, "sigmoid"), (2, True, True, "sigmoid"), (2, False, False, "swish"),
-    (2, True, False, "softplus")])
-def test_full_model_matches_numpy_reference(backend, gridsize, object_big, probe_big, activation):
+@pytest.mark.parametrize("gridsize,object_big,probe_big,activation,encoding", [
+    (1, True, True, "sigmoid", "shared"), (2, True, True, "sigmoid", "shared"),
+    (2, True, True, "sigmoid", "stacked"), (2, False, False, "swish", "stacked"),
+    (2, True, False, "softplus", "shared")])
+def test_full_model_matches_numpy_reference(backend, gridsize, object_big, probe_big, activation, encoding):
     params = make_params(gridsize=gridsize, object_big=object_big, probe_big=probe_big,
-                         amp_activation=activation, n_filters_scale=1)
+                         amp_activation=activation, n_filters_scale=1, member_encoding=encoding)
     N, C = 64, gridsize * gridsize
     x, rel, probe, _ = synthetic_groups(N, gridsize, 2, seed=gridsize)
     model = backend.build(params, probe, seed=3)
@@ -330,10 +335,11 @@ def test_training_loss_falls_and_fit_improves(backend, tmp_path, gridsize):
     model = backend.build(params, probe, seed=1)
     s = params["intensity_scale"]
     loss_before, error_before = model.loss(x, rel), _amplitude_error(model, x, rel, s)
-    settings = LoopSettings(epochs=5, batch_size=8, validation_fraction=0.1, checkpoint=False, seed=4)
+    # 8 epochs: after 5 the whole-set loss is still within Adam's step noise of the start
+    settings = LoopSettings(epochs=8, batch_size=8, validation_fraction=0.1, checkpoint=False, seed=4)
     result = run_training(model, x, rel, settings, tmp_path)
     losses = [row["loss"] for row in result.history]
-    assert result.epochs_completed == 5 and all(math.isfinite(v) for v in losses)
+    assert result.epochs_completed == 8 and all(math.isfinite(v) for v in losses)
     assert losses[-1] < losses[0], losses
     assert (tmp_path / "history.csv").is_file()
     assert model.loss(x, rel) < loss_before - 0.005
@@ -429,7 +435,7 @@ def test_weight_names_layout_and_seeded_init(backend):
 
 
 def test_weight_round_trip_and_errors(backend):
-    params = make_params(gridsize=2, n_filters_scale=1)
+    params = make_params(gridsize=2, n_filters_scale=1, member_encoding="stacked")
     x, rel, probe, _ = synthetic_groups(64, 2, 2, seed=8)
     a = backend.build(params, probe, seed=1)
     b = backend.build(params, smooth_probe(64, seed=3), seed=2)

@@ -93,6 +93,17 @@ def test_extract_and_place_match_numpy_reference():
     cover = tm.coverage(windows).numpy()
     ref = physics.place(np.ones((B * C, N, N)), centres, (P, P)).reshape(B, C, P, P).sum(1)
     np.testing.assert_allclose(cover, ref, atol=1e-5)
+    centre = np.zeros((N, N))
+    centre[N // 4:3 * N // 4, N // 4:3 * N // 4] = 1.0
+    ref = physics.place(np.broadcast_to(centre, (B * C, N, N)), centres, (P, P)).reshape(B, C, P, P).sum(1)
+    np.testing.assert_allclose(tm.coverage(windows, inset=N // 4).numpy(), ref, atol=1e-5)
+
+    weight = 0.01 + 0.99 * centre
+    ours = tm.weighted_mean_canvas(torch.from_numpy(parts), windows, torch.from_numpy(weight).float(), 0.01).numpy()
+    for b in range(B):
+        for k in range(2):
+            ref, _ = physics.weighted_mean(parts[b, :, k], centres.reshape(B, C, 2)[b], (P, P), weight)
+            np.testing.assert_allclose(ours[b, k], ref, atol=1e-4)
 
     # place is the adjoint of extract: <extract(canvas), parts> = <canvas, place(parts)>.
     lhs = float((tm.extract_members(torch.from_numpy(canvas), windows).double() * torch.from_numpy(parts)).sum())
@@ -143,7 +154,8 @@ def test_translation_direction_delta_lands_at_offset(backend):
     peak = np.unravel_index(np.argmax(real), real.shape)
     assert peak == (P // 2 - 2, P // 2 + 3)
     assert np.count_nonzero(real) == 1
-    assert real[peak] == pytest.approx(0.25, abs=1e-6)  # coverage 4: every member covers that pixel
+    # The peak lies in every member's central N/2 (offsets ≤ 3 px), so the weighted mean is 1/4.
+    assert real[peak] == pytest.approx(0.25, abs=1e-6)
     np.testing.assert_allclose(patches[0, 0, 0].numpy(), 0.25 * amp[0, 0].numpy(), atol=1e-6)  # (B, C, 2, N, N)
     # Numpy reference agrees on where the member lands.
     ref = physics.place(amp[0, :1].numpy(), np.array([[P // 2 + 3, P // 2 - 2]]), (P, P))[0]
@@ -153,9 +165,10 @@ def test_translation_direction_delta_lands_at_offset(backend):
 # ---------------------------------------------------------------------------------------------
 # The full model against the NumPy reference
 
-@pytest.mark.parametrize("gridsize,object_big", [(1, True), (2, True), (2, False)])
-def test_full_model_matches_numpy_physics(backend, gridsize, object_big):
-    params = make_params(gridsize=gridsize, object_big=object_big)
+@pytest.mark.parametrize("gridsize,object_big,encoding", [(1, True, "shared"), (2, True, "shared"),
+                                                         (2, True, "stacked"), (2, False, "stacked")])
+def test_full_model_matches_numpy_physics(backend, gridsize, object_big, encoding):
+    params = make_params(gridsize=gridsize, object_big=object_big, member_encoding=encoding)
     N, P, C = 64, params["padded_size"], gridsize * gridsize
     x, rel, probe = synthetic_groups(N, gridsize, 3, seed=gridsize)
     model = backend.build(params, probe, seed=3)
@@ -173,9 +186,8 @@ def test_full_model_matches_numpy_physics(backend, gridsize, object_big):
     canvases = []
     for b in range(3):
         if object_big:
-            total = physics.place(obj[b], centres[b], (P, P)).sum(0)
-            cover = physics.place(np.ones((C, N, N)), centres[b], (P, P)).sum(0)
-            canvases.append(total / np.where(cover > architecture.COVERAGE_EPSILON, cover, 1.0))
+            weight = model.network.geometry.canvas_weight()
+            canvases.append(physics.weighted_mean(obj[b], centres[b], (P, P), weight)[0])
         else:
             canvases.append(physics.place(obj[b], np.array([[P // 2, P // 2]]), (P, P))[0])
     canvases = np.stack(canvases)
@@ -338,7 +350,7 @@ def test_weight_names_layout_and_seeded_init(backend):
 
 
 def test_weight_round_trip_and_errors(backend):
-    params = make_params(gridsize=2)
+    params = make_params(gridsize=2, member_encoding="stacked")
     x, rel, probe = synthetic_groups(64, 2, 2, seed=8)
     a = backend.build(params, probe, seed=1)
     b = backend.build(params, smooth_probe(64, seed=3), seed=2)

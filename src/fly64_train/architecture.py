@@ -4,6 +4,10 @@ It fixes every parameter's backend-neutral name and shape (the layout of `weight
 kernels (3, 3, in, out) = HWIO, biases (out,)), and the geometry of the physics layers, so the
 TensorFlow and PyTorch backends cannot drift apart. Forward pass, for input x (B, N, N, C):
 
+  member_encoding 'stacked' (the reference): the C patterns are the C input channels of one
+    network, whose heads give C_out channels (C if object_big else 1).
+  member_encoding 'shared': every member's pattern goes through the same single-pattern network
+    (input channels 1, head channels 1; members folded into the batch), C_out = C.
   h = (x·s) / exp(log_scale)                       s = params['intensity_scale'] (fixed)
   encoder: per block [conv3×3 ReLU, conv3×3 ReLU, maxpool 2×2]          → (B, 8, 8, ·)
   for d in (amp, phase):
@@ -12,9 +16,10 @@ TensorFlow and PyTorch backends cannot drift apart. Forward pass, for input x (B
     if probe_big: x2 = [conv3×3 ReLU, conv3×3 ReLU, upsample ×2](g[..., -4:]);
                   x1 += swish(conv_border(x2)) · border_mask              (mask: 0 in the central N/2)
   act_amp = model.amp_activation; act_phase = π·tanh; object O = A·exp(iφ) (B, N, N, C_out)
-  C_out = C if object_big else 1
-  canvas (B, P, P): object_big: Σ_c place(O_c, P//2 + rel_c) / coverage (coverage = Σ_c place(1, ·),
-          division only where coverage > 1e-6); else O placed at the centre
+  canvas (B, P, P): object_big: Σ_c place(w·O_c, P//2 + rel_c) / Σ_c place(w, ·), a weighted mean
+          of the members, w = 1 on the central N/2 square (where the head writes) and
+          CANVAS_BORDER_WEIGHT outside it (division only where the denominator > 1e-6);
+          else O placed at the centre
   trimmed_obj = canvas centre crop N; member patches = extract(canvas, P//2 + rel_c, N)
   ψ = probe_model · patch;  A = sqrt(fftshift(|FFT2 ψ|²)/N²);  pred_amp = A·exp(log_scale)
   pred_intensity = pred_amp²; loss = nll_weight·mean(I − counts·log(I + 1e-12))
@@ -33,6 +38,12 @@ import numpy as np
 BORDER_CHANNELS = 4  # trunk channels routed to the probe-border (probe_big) path
 NLL_EPSILON = 1e-12
 COVERAGE_EPSILON = 1e-6
+# Weight of a member's border (outside its central N/2) in the canvas mean. The reference divides
+# by the centre-mask coverage (+1e-3), so members meet mostly through their centres; a plain mean
+# over whole patches instead dilutes every centre with its neighbours' weak border-path values
+# (measured: the network then never leaves the amplitude-only basin at gridsize 2).
+CANVAS_BORDER_WEIGHT = 1e-3
+MEMBER_ENCODINGS = ("shared", "stacked")
 
 
 @dataclass(frozen=True)
@@ -55,14 +66,37 @@ class Geometry:
     probe_big: bool
     amp_activation: str
     padded_size: int
+    member_encoding: str = "stacked"
+
+    def __post_init__(self):
+        if self.member_encoding not in MEMBER_ENCODINGS:
+            raise ValueError(f"member_encoding={self.member_encoding!r}; expected one of {MEMBER_ENCODINGS}")
+        if self.shared_members and not self.object_big:
+            raise ValueError("member_encoding='shared' needs object_big=True at gridsize > 1 "
+                             "(each member gets its own object patch)")
 
     @property
     def channels(self) -> int:
+        """Patterns per group C (the model's input/output channels)."""
         return self.gridsize * self.gridsize
 
     @property
+    def shared_members(self) -> bool:
+        """Members run through one single-pattern network (folded into the batch)."""
+        return self.member_encoding == "shared" and self.channels > 1
+
+    @property
     def object_channels(self) -> int:
+        """Object patches per group: C if object_big else 1."""
         return self.channels if self.object_big else 1
+
+    @property
+    def network_in_channels(self) -> int:
+        return 1 if self.shared_members else self.channels
+
+    @property
+    def network_out_channels(self) -> int:
+        return 1 if self.shared_members else self.object_channels
 
     @property
     def encoder_filters(self) -> list[int]:
@@ -79,7 +113,7 @@ class Geometry:
         return self.n_filters_scale * (2048 // self.N)
 
     def encoder(self) -> list[list[Conv]]:
-        blocks, channels = [], self.channels
+        blocks, channels = [], self.network_in_channels
         for i, filters in enumerate(self.encoder_filters):
             blocks.append([Conv(f"encoder/block{i}/conv0", channels, filters),
                            Conv(f"encoder/block{i}/conv1", filters, filters)])
@@ -95,13 +129,13 @@ class Geometry:
             channels = filters
         layers: dict[str, Any] = {
             "blocks": blocks,
-            "head": Conv(f"decoder_{branch}/head", channels - BORDER_CHANNELS, self.object_channels),
+            "head": Conv(f"decoder_{branch}/head", channels - BORDER_CHANNELS, self.network_out_channels),
         }
         if self.probe_big:
             width = self.border_filters
             layers["border_block"] = [Conv(f"decoder_{branch}/border/conv0", BORDER_CHANNELS, width),
                                       Conv(f"decoder_{branch}/border/conv1", width, width)]
-            layers["border_out"] = Conv(f"decoder_{branch}/border/out", width, self.object_channels)
+            layers["border_out"] = Conv(f"decoder_{branch}/border/out", width, self.network_out_channels)
         return layers
 
     def convs(self) -> list[Conv]:
@@ -129,10 +163,15 @@ class Geometry:
         mask[q:self.N - q, q:self.N - q] = 0.0
         return mask
 
+    def canvas_weight(self) -> np.ndarray:
+        """(N, N) float32 weight of a member's pixels in the canvas mean (see CANVAS_BORDER_WEIGHT)."""
+        return 1.0 - (1.0 - CANVAS_BORDER_WEIGHT) * self.border_mask()
+
     def to_dict(self) -> dict[str, Any]:
         return {"N": self.N, "gridsize": self.gridsize, "n_filters_scale": self.n_filters_scale,
                 "object_big": self.object_big, "probe_big": self.probe_big,
-                "amp_activation": self.amp_activation, "padded_size": self.padded_size}
+                "amp_activation": self.amp_activation, "padded_size": self.padded_size,
+                "member_encoding": self.member_encoding}
 
 
 def geometry_from_params(params: dict[str, Any]) -> Geometry:
@@ -144,7 +183,9 @@ def geometry_from_params(params: dict[str, Any]) -> Geometry:
     return Geometry(N=int(params["N"]), gridsize=int(params["gridsize"]),
                     n_filters_scale=int(params["n_filters_scale"]), object_big=bool(params["object.big"]),
                     probe_big=bool(params["probe.big"]), amp_activation=str(params["amp_activation"]),
-                    padded_size=int(params["padded_size"]))
+                    padded_size=int(params["padded_size"]),
+                    # bundles written before the option existed used the reference's stacking
+                    member_encoding=str(params.get("member_encoding", "stacked")))
 
 
 def padded_size_for(N: int, relative_offsets: np.ndarray) -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from fly64_train import study
+from fly64_train.architecture import MEMBER_ENCODINGS
 
 
 class ConfigError(ValueError):
@@ -66,6 +67,10 @@ class ModelConfig:
     pad_object: bool = True
     probe_trainable: bool = False
     intensity_scale_trainable: bool = True
+    # gridsize 2: 'shared' runs every member's pattern through one single-pattern network (the
+    # members meet on the canvas); 'stacked' is the reference's network with the C patterns as
+    # input channels, which at CPU scale stays in an amplitude-only solution (README).
+    member_encoding: str = "shared"
     # The network's probe is normalised so that an object of this uniform amplitude
     # reproduces the data's mean pattern intensity (keeps the sigmoid head in range).
     object_amplitude: float = 0.5
@@ -165,6 +170,10 @@ def validate(config: TrainingConfig) -> TrainingConfig:
     if not model.pad_object:
         _fail("model.pad_object", False, "only the padded object head (true) is implemented")
     _positive("model.object_amplitude", model.object_amplitude)
+    _one_of("model.member_encoding", model.member_encoding, MEMBER_ENCODINGS)
+    if model.member_encoding == "shared" and not model.object_big and config.gridsize > 1:
+        _fail("model.object_big", False, "member_encoding=shared gives every member its own patch: "
+                                         "needs object_big=true (or member_encoding=stacked)")
 
     trainer = config.trainer
     _positive("trainer.epochs", trainer.epochs)

@@ -70,6 +70,7 @@ def dataclass_to_legacy_dict(config: TrainingConfig, output_dir: str = "", train
         "probe_trainable": model.probe_trainable,
         "intensity_scale_trainable": model.intensity_scale_trainable,
         "object_amplitude": model.object_amplitude,
+        "member_encoding": model.member_encoding,
         "positions_provided": True,
         "batch_size": trainer.batch_size,
         "nepochs": trainer.epochs,

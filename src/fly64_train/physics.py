@@ -51,6 +51,15 @@ def place(patches: np.ndarray, centres_xy: np.ndarray, shape: tuple[int, int]) -
     return np.swapaxes(rows, -1, -2) @ patches @ cols
 
 
+def weighted_mean(patches: np.ndarray, centres_xy: np.ndarray, shape: tuple[int, int],
+                  weight: np.ndarray, epsilon: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    """Σ_k place(w·patch_k) / Σ_k place(w) where the denominator exceeds `epsilon` (else Σ place(w·patch)),
+    and the denominator: the canvas of a group's member patches (weight w (n, n))."""
+    total = place(patches * weight, centres_xy, shape).sum(axis=0)
+    weights = place(np.broadcast_to(weight, patches.shape).astype(np.float64), centres_xy, shape).sum(axis=0)
+    return total / np.where(weights > epsilon, weights, 1.0), weights
+
+
 def extract_patches(obj: np.ndarray, xcoords: np.ndarray, ycoords: np.ndarray, N: int) -> np.ndarray:
     """Object patches (n, N, N) centred at the scan positions: the fast gather form of `extract`.
 

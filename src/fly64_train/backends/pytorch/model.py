@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fly64_train.architecture import (BORDER_CHANNELS, COVERAGE_EPSILON, NLL_EPSILON, Conv, Geometry)
+from fly64_train.architecture import (BORDER_CHANNELS, CANVAS_BORDER_WEIGHT, COVERAGE_EPSILON, NLL_EPSILON,
+                                      Conv, Geometry)
 
 AMP_ACTIVATIONS = {
     "sigmoid": torch.sigmoid,
@@ -128,20 +129,33 @@ def place_sum(parts: torch.Tensor, windows: MemberWindows) -> torch.Tensor:
     return canvas.transpose(0, 1)
 
 
-def coverage(windows: MemberWindows, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Σ_c place(ones(n, n), c): (B, P, P) = Σ_c outer(row profile_c, column profile_c), where a
-    profile is place of ones(n) in 1-D: 1 − frac at start, 1 inside, frac at start + n."""
+def coverage(windows: MemberWindows, dtype: torch.dtype = torch.float32, inset: int = 0) -> torch.Tensor:
+    """Σ_c place(S, c): (B, P, P), S the n×n patch with ones on its central (n − 2·inset)² square
+    and zeros around it, = Σ_c outer(row profile_c, column profile_c), where a profile is place
+    of the 1-D indicator: 1 − frac at its first sample, 1 inside, frac one past its last."""
     k = torch.arange(windows.size).view(1, 1, -1)
+    length = windows.n - 2 * inset
 
     def profile(start: torch.Tensor, frac: torch.Tensor) -> torch.Tensor:
-        start = start.unsqueeze(-1)
+        start = start.unsqueeze(-1) + inset
         frac = frac.unsqueeze(-1).to(dtype)
-        inside = ((k > start) & (k < start + windows.n)).to(dtype)
-        return inside + (k == start).to(dtype) * (1 - frac) + (k == start + windows.n).to(dtype) * frac
+        inside = ((k > start) & (k < start + length)).to(dtype)
+        return inside + (k == start).to(dtype) * (1 - frac) + (k == start + length).to(dtype) * frac
 
     rows = profile(windows.row_start, windows.row_frac)  # (B, C, P)
     cols = profile(windows.col_start, windows.col_frac)
     return torch.bmm(rows.transpose(1, 2), cols)
+
+
+def weighted_mean_canvas(parts: torch.Tensor, windows: MemberWindows, weight: torch.Tensor,
+                         border_weight: float) -> torch.Tensor:
+    """Σ_c place(w·parts_c) / Σ_c place(w) (B, K, P, P) for parts (B, C, K, n, n), where
+    w = `weight` (1 on the central n/2 square, border_weight outside it; architecture.py);
+    the denominator is separable: ε·coverage + (1 − ε)·centre coverage."""
+    total = place_sum(parts * weight, windows)
+    cover = (border_weight * coverage(windows, parts.dtype)
+             + (1.0 - border_weight) * coverage(windows, parts.dtype, inset=windows.n // 4))
+    return total / torch.where(cover > COVERAGE_EPSILON, cover, torch.ones_like(cover)).unsqueeze(1)
 
 
 def centre_crop(canvas: torch.Tensor, n: int) -> torch.Tensor:
@@ -306,6 +320,7 @@ class PtychoPINN(nn.Module):
         self.probe = nn.Parameter(torch.from_numpy(probe.astype(np.complex64)),
                                   requires_grad=bool(probe_trainable))
         self.register_buffer("border_mask", torch.from_numpy(geometry.border_mask()), persistent=False)
+        self.register_buffer("canvas_weight", torch.from_numpy(geometry.canvas_weight()), persistent=False)
         self.to(memory_format=self.memory_format)
 
     # -- parameters by architecture.py name -----------------------------------------------------
@@ -340,6 +355,15 @@ class PtychoPINN(nn.Module):
 
     def object_planes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Amplitude and phase heads (B, C_out, N, N) for normalised amplitudes x (B, C, N, N)."""
+        if self.geometry.shared_members:
+            # every member through the single-pattern network: members folded into the batch
+            batch, members, n, _ = x.shape
+            amp, phase = self.network(x.reshape(batch * members, 1, n, n))
+            return amp.view(batch, members, n, n), phase.view(batch, members, n, n)
+        return self.network(x)
+
+    def network(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Amplitude and phase heads (b, out, N, N) of the network for input x (b, in, N, N)."""
         # h = (x·s)/exp(log_scale) enters only the first convolution, so the scale is applied to
         # its kernel instead (the same product, reassociated): no pass over x, no gradient for x.
         scale = self.input_scale * torch.exp(-self.log_scale)
@@ -363,9 +387,7 @@ class PtychoPINN(nn.Module):
         obj = torch.stack((amp * torch.cos(phase), amp * torch.sin(phase)), dim=2)  # (B, C_out, 2, N, N)
         windows = member_windows(rel, geometry.N, size, amp.dtype)
         if geometry.object_big:
-            total = place_sum(obj, windows)
-            cover = coverage(windows, amp.dtype)
-            canvas = total / torch.where(cover > COVERAGE_EPSILON, cover, torch.ones_like(cover)).unsqueeze(1)
+            canvas = weighted_mean_canvas(obj, windows, self.canvas_weight, CANVAS_BORDER_WEIGHT)
         else:
             canvas = pad_to_centre(obj[:, 0], size)
         return canvas, extract_members(canvas, windows)

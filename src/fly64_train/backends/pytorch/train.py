@@ -72,7 +72,9 @@ class KerasAdam:
 
 
 def _oihw_to_hwio(kernel: torch.Tensor) -> np.ndarray:
-    return np.ascontiguousarray(kernel.detach().permute(2, 3, 1, 0).numpy())
+    # Always a copy: for a 1-channel kernel the permuted view can already be contiguous, and
+    # np.ascontiguousarray would then hand out the live parameter memory (it changed under the caller).
+    return np.array(kernel.detach().permute(2, 3, 1, 0).numpy(), order="C", copy=True)
 
 
 def _hwio_to_oihw(kernel: np.ndarray) -> torch.Tensor:

@@ -89,17 +89,27 @@ def place(patches: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor) -> tf.Tensor:
     return tf.linalg.matmul(tf.linalg.matmul(rows, patches, transpose_a=True), cols)
 
 
-def reassemble(parts: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor) -> tf.Tensor:
-    """Coverage-normalised canvas from member patches.
+def reassemble(parts: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor, border_weight: float) -> tf.Tensor:
+    """Weighted mean of the member patches on the canvas (architecture.py).
 
     parts (B, C, K, N, N): K real planes per member (real, imag); rows/cols (B, C, N, P).
-    Returns (B, K, P, P) = Σ_c place(parts_c) / coverage where coverage > COVERAGE_EPSILON.
+    Returns (B, K, P, P) = Σ_c place(w·parts_c) / Σ_c place(w) where the denominator exceeds
+    COVERAGE_EPSILON; w = 1 on the central N/2 square, `border_weight` outside it.
     """
-    placed = tf.reduce_sum(place(parts, rows[:, :, None], cols[:, :, None]), axis=1)
-    # coverage = Σ_c place(ones) = Σ_c (column sums of rows_c) ⊗ (column sums of cols_c)
-    coverage = tf.linalg.matmul(tf.reduce_sum(rows, axis=2), tf.reduce_sum(cols, axis=2),
-                                transpose_a=True)  # (B, P, P)
-    denominator = tf.where(coverage > architecture.COVERAGE_EPSILON, coverage, tf.ones_like(coverage))
+    n = rows.shape[2]
+    q = n // 4
+    weight = np.full((n, n), border_weight, dtype=np.float32)
+    weight[q:n - q, q:n - q] = 1.0
+    placed = tf.reduce_sum(place(parts * weight, rows[:, :, None], cols[:, :, None]), axis=1)
+    # Σ_c place(w) is separable: w = ε·1 + (1 − ε)·(centre square), and place(outer(a, b)) =
+    # outer(rowsᵀa, colsᵀb), so only column sums of the sampling matrices are needed.
+    def covered(inset: int) -> tf.Tensor:
+        row_sums = tf.reduce_sum(rows[:, :, inset:n - inset], axis=2)  # (B, C, P)
+        col_sums = tf.reduce_sum(cols[:, :, inset:n - inset], axis=2)
+        return tf.linalg.matmul(row_sums, col_sums, transpose_a=True)  # (B, P, P)
+
+    denominator = border_weight * covered(0) + (1.0 - border_weight) * covered(q)
+    denominator = tf.where(denominator > architecture.COVERAGE_EPSILON, denominator, tf.ones_like(denominator))
     return placed / denominator[:, None]
 
 
@@ -254,8 +264,20 @@ class PtychoPINN(tf.Module):
             x1 = x1 + _swish(self._conv(x2, layers["border_out"], relu=False)) * self.border_mask
         return x1
 
+    def object_planes(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Amplitude and phase (B, C_out, N, N) of the object patches from x (B, N, N, C)."""
+        g = self.geometry
+        if g.shared_members:
+            # every member through the single-pattern network: members folded into the batch
+            members = tf.reshape(tf.transpose(x, [0, 3, 1, 2]), [-1, g.N, g.N, 1])
+            amp, phase = self.network(members)
+            return (tf.reshape(amp, [-1, g.channels, g.N, g.N]),
+                    tf.reshape(phase, [-1, g.channels, g.N, g.N]))
+        amp, phase = self.network(x)
+        return tf.transpose(amp, [0, 3, 1, 2]), tf.transpose(phase, [0, 3, 1, 2])
+
     def network(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Amplitude and phase (B, N, N, C_out) of the object from x (B, N, N, C)."""
+        """Amplitude and phase (b, N, N, out) of the network for input x (b, N, N, in)."""
         # h = (x·s)/exp(log_scale), applied to the first kernel (the same product, reassociated)
         scale = self.intensity_scale * tf.exp(-self.log_scale)
         h = x
@@ -272,13 +294,11 @@ class PtychoPINN(tf.Module):
         """
         g = self.geometry
         N, P = g.N, g.padded_size
-        amp, phase = self.network(x)
-        amp = tf.transpose(amp, [0, 3, 1, 2])  # (B, C_out, N, N)
-        phase = tf.transpose(phase, [0, 3, 1, 2])
+        amp, phase = self.object_planes(x)  # (B, C_out, N, N)
         obj = tf.stack([amp * tf.cos(phase), amp * tf.sin(phase)], axis=2)  # (B, C_out, 2, N, N)
         rows, cols = member_sampling(rel, N, P)  # (B, C, N, P)
         if g.object_big:
-            canvas = reassemble(obj, rows, cols)  # (B, 2, P, P)
+            canvas = reassemble(obj, rows, cols, architecture.CANVAS_BORDER_WEIGHT)  # (B, 2, P, P)
         else:
             lo = P // 2 - N // 2
             canvas = tf.pad(obj[:, 0], [[0, 0], [0, 0], [lo, P - N - lo], [lo, P - N - lo]])
