@@ -226,6 +226,9 @@ def test_evaluate_predictions_writes_files(obj, tmp_path):
     assert result["amplitude_scale"] == pytest.approx(1 / 3, rel=1e-5)
     assert result["data_range"]["amplitude"] == result["amplitude"]["data_range"] > 0
     assert 0 < result["region"]["covered_fraction"] <= 1
+    assert result["patchwise"]["amplitude_correlation"] == pytest.approx(1.0, abs=1e-5)
+    assert result["patchwise"]["phase_correlation"] == pytest.approx(1.0, abs=1e-5)
+    assert result["patchwise"]["n_patches"] == 400
 
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["metrics.json", "reconstruction.npz", "reconstruction.png"]
@@ -241,6 +244,27 @@ def test_evaluate_predictions_writes_files(obj, tmp_path):
     with np.load(tmp_path / "reconstruction.npz", allow_pickle=False) as data:
         assert data["image"].shape == obj.shape and data["image"].dtype == np.complex64
         assert data["coverage"].shape == obj.shape
+
+
+def test_patchwise_correlation_ignores_each_patch_constant_phase(obj, tmp_path):
+    """A random constant phase per patch (invisible in the far field) ruins the stitched phase but
+    not the per-patch score; noise lowers it; a wrong patch scores about 0."""
+    rng = np.random.default_rng(5)
+    xy = scan(300, seed=3)
+    truth = physics.extract_patches(obj, xy[:, 0], xy[:, 1], N)
+    offsets = np.exp(1j * rng.uniform(-np.pi, np.pi, (len(xy), 1, 1)))
+    shifted = evaluate.patchwise_correlation(truth * offsets, truth, N // 2)
+    assert shifted["amplitude_correlation"] == pytest.approx(1.0, abs=1e-6)
+    assert shifted["phase_correlation"] == pytest.approx(1.0, abs=1e-6)
+    stitched = evaluate.evaluate_predictions(truth * offsets, xy, obj, tmp_path)
+    assert stitched["phase"]["ssim"] < 0.5 and stitched["patchwise"]["phase_correlation"] > 0.999
+
+    noisy = truth * np.exp(0.3j * rng.normal(size=truth.shape))
+    assert 0.2 < evaluate.patchwise_correlation(noisy, truth, N // 2)["phase_correlation"] < 0.95
+    unrelated = evaluate.patchwise_correlation(truth[::-1], truth, N // 2)
+    assert abs(unrelated["phase_correlation"]) < 0.1 and abs(unrelated["amplitude_correlation"]) < 0.1
+    with pytest.raises(ValueError, match="must both be"):
+        evaluate.patchwise_correlation(truth[:3], truth, N // 2)
 
 
 def test_evaluate_predictions_sparse_scan_with_holes(obj, tmp_path):

@@ -19,6 +19,10 @@ patches into one image, align it to the ground-truth object, score it, and draw 
   its map over pixels whose whole 7×7 window is covered, the FRC compares the mean-free images
   with holes set to zero (no shared constant fill; the hole pattern still mixes frequencies, so
   FRC50 of a sparse scan with holes is optimistic).
+- `patchwise_correlation`: per predicted patch, the Pearson correlation with the true patch over
+  the central crop of amplitude and of phase, each patch's own mean phase removed first (the far
+  field cannot see a patch's constant phase, so stitched phase loses large-scale structure even
+  when every patch is right); the mean over patches is reported.
 - `evaluate_predictions`: all of it, plus `metrics.json`, `reconstruction.png` and
   `reconstruction.npz` in the run directory (atomic writes). Non-finite values (PSNR of a perfect
   reconstruction is +inf) are written to metrics.json as null (strict JSON).
@@ -367,6 +371,13 @@ def _title(name: str, m: dict[str, Any]) -> str:
             f"MAE {_fmt(m['mae'], 3)}  FRC50 {m['frc50']}/{m['frc_nyquist_index']}")
 
 
+def _patchwise_line(patchwise: Optional[dict[str, Any]]) -> str:
+    if not patchwise:
+        return ""
+    return (f"\nper-patch correlation with the truth (central {patchwise['crop']} px, own mean phase removed): "
+            f"amplitude {_fmt(patchwise['amplitude_correlation'], 3)}, phase {_fmt(patchwise['phase_correlation'], 3)}")
+
+
 def save_figure(path: PathLike, aligned: Alignment, result: dict[str, Any], title: Optional[str] = None) -> Path:
     """2×2 PNG: ground truth vs reconstruction, amplitude (top) and phase (bottom), with colour bars."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -393,11 +404,42 @@ def save_figure(path: PathLike, aligned: Alignment, result: dict[str, Any], titl
     shift = result.get("registration_shift") or [0.0, 0.0]
     fig.suptitle(title or (f"{result.get('n_patterns')} patterns, stitch crop {result.get('stitch_crop')} px, "
                            f"covered {100 * aligned.covered_fraction:.0f} %, shift (dy, dx) = "
-                           f"({shift[0]:.2f}, {shift[1]:.2f}) px{' applied' if aligned.shift_applied else ''}"),
+                           f"({shift[0]:.2f}, {shift[1]:.2f}) px{' applied' if aligned.shift_applied else ''}"
+                           + _patchwise_line(result.get("patchwise"))),
                  fontsize=10)
     with atomic_output(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80)
     return path
+
+
+# ----------------------------------------------------------------------------- per-patch scores
+
+def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation of every row pair of a and b (n, m); 0 where either row is constant."""
+    a = a - a.mean(axis=1, keepdims=True)
+    b = b - b.mean(axis=1, keepdims=True)
+    norm = np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))
+    return np.where(norm > 0, (a * b).sum(axis=1) / np.where(norm > 0, norm, 1.0), 0.0)
+
+
+def patchwise_correlation(predicted: np.ndarray, truth: np.ndarray, crop: int) -> dict[str, float]:
+    """Mean per-patch correlation of amplitude and of mean-free phase over each patch's central
+    crop×crop region; predicted and truth (n, N, N) complex."""
+    predicted, truth = np.asarray(predicted), np.asarray(truth)
+    if predicted.shape != truth.shape or predicted.ndim != 3:
+        raise ValueError(f"predicted {predicted.shape} and true {truth.shape} patches must both be (n, N, N)")
+    N = predicted.shape[-1]
+    lo = N // 2 - crop // 2
+    region = (slice(None), slice(lo, lo + crop), slice(lo, lo + crop))
+    pred, true = predicted[region].reshape(len(predicted), -1), truth[region].reshape(len(truth), -1)
+
+    def mean_free_phase(values: np.ndarray) -> np.ndarray:
+        # relative to the circular mean: no wrap at ±π for patches whose phase sits near π
+        return np.angle(values * np.conj(values.mean(axis=1, keepdims=True)))
+
+    return {"amplitude_correlation": float(np.mean(_pearson_rows(np.abs(pred), np.abs(true)))),
+            "phase_correlation": float(np.mean(_pearson_rows(mean_free_phase(pred), mean_free_phase(true)))),
+            "crop": int(crop), "n_patches": int(len(pred))}
 
 
 # ----------------------------------------------------------------------------- the whole evaluation
@@ -441,6 +483,8 @@ def evaluate_predictions(prediction_patches: np.ndarray, positions: np.ndarray, 
         "amplitude_scale": aligned.amplitude_scale,
         "phase_plane": dict(zip(("a", "b", "c"), aligned.phase_plane)),
         "ssim_window": scores["ssim_window"],
+        "patchwise": patchwise_correlation(
+            flat_patches, physics.extract_patches(ground_truth, flat_positions[:, 0], flat_positions[:, 1], N), crop),
     }
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -258,8 +258,9 @@ def _score(model, inputs, data, batch_size: int, run_dir: Path) -> dict:
         stop = start + batch_size
         patches.append(model.predict(inputs.x[start:stop], inputs.rel[start:stop]).patches)
     metrics = evaluate.evaluate_predictions(np.concatenate(patches), inputs.positions, data.obj, run_dir)
-    log.info("test metrics: amplitude SSIM %.4f, phase SSIM %.4f",
-             metrics["amplitude"]["ssim"], metrics["phase"]["ssim"])
+    log.info("test metrics: amplitude SSIM %.4f, phase SSIM %.4f; per-patch correlation amplitude %.3f, "
+             "phase %.3f", metrics["amplitude"]["ssim"], metrics["phase"]["ssim"],
+             metrics["patchwise"]["amplitude_correlation"], metrics["patchwise"]["phase_correlation"])
     return metrics
 
 

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 SUMMARY_STEM = "study_summary"
 COLUMNS = ("dose", "view", "gridsize", "backend", "status", "epochs", "final_loss", "amplitude_ssim",
            "phase_ssim", "amplitude_psnr", "phase_psnr", "amplitude_mae", "phase_mae", "amplitude_frc50",
-           "phase_frc50", "bundle_sha256", "wall_time_s", "training_time_s", "job_dir", "error")
+           "phase_frc50", "amplitude_patch_corr", "phase_patch_corr", "bundle_sha256", "wall_time_s", "training_time_s", "job_dir", "error")
 
 
 def job_manifests(sweep_dir: Path) -> list[tuple[Path, dict]]:
@@ -64,6 +64,7 @@ def summary_rows(sweep_dir: Path) -> list[dict]:
         for part in ("amplitude", "phase"):
             for name in ("ssim", "psnr", "mae", "frc50"):
                 row[f"{part}_{name}"] = _metric(record, part, name)
+            row[f"{part}_patch_corr"] = _metric(record, "patchwise", f"{part}_correlation")
         rows.append(row)
     return rows
 
