@@ -50,8 +50,9 @@ def test_basic_sweep_summarises_six_jobs(basic_sweep):
         assert (sweep / row["job_dir"] / "wts.h5.zip").is_file()
     data = json.loads((sweep / "study_summary.json").read_text())
     assert data["n_jobs"] == 6 and data["n_success"] == 6
-    png = (sweep / "study_summary.png").read_bytes()
+    png = (sweep / "study_summary.png").read_bytes()  # rendered once, by on_multirun_end
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    assert "raised" not in result.stderr, result.stderr[-2000:]  # no callback failed
     skip = json.loads((sweep / "skip_summary.json").read_text())
     assert skip["failed_count"] == 0 and skip["skipped_count"] == 0
 

@@ -75,8 +75,9 @@ def _atomic_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def write_summary(sweep_dir: Path) -> list[dict]:
-    """Rebuild study_summary.{csv,json,png} and skip_summary.json; return the rows."""
+def write_summary(sweep_dir: Path, figure: bool = True) -> list[dict]:
+    """Rebuild study_summary.{csv,json} and skip_summary.json (and study_summary.png if `figure`);
+    return the rows."""
     from filelock import FileLock
 
     sweep_dir = Path(sweep_dir)
@@ -99,6 +100,8 @@ def write_summary(sweep_dir: Path) -> list[dict]:
                         for r in skipped],
             "failed": [{"job": r["job_dir"], "reason": r["error"]} for r in failed],
             "skipped_count": len(skipped), "failed_count": len(failed)})
+        if not figure:
+            return rows
         try:
             _atomic_bytes(sweep_dir / f"{SUMMARY_STEM}.png", render_summary_png(sweep_dir, rows))
         except Exception as exc:  # noqa: BLE001 - a figure problem must not fail the job
@@ -166,7 +169,9 @@ def _reconstruction_phase(job_dir: Path) -> Optional[np.ndarray]:
 
 
 class StudySummaryCallback(Callback):
-    """Logs every job's start/end/status and rebuilds the sweep's study summary after each job."""
+    """Logs every job's start/end/status and rebuilds the sweep's study summary tables after each
+    job (a killed sweep still has them); the figure, which costs about a second to render, once
+    at the end of the sweep."""
 
     def on_job_start(self, config, **kwargs) -> None:
         from hydra.core.hydra_config import HydraConfig
@@ -187,15 +192,18 @@ class StudySummaryCallback(Callback):
         else:
             log.info("job finished (%s): %s", overrides, job_return.status.name)
         try:
-            rows = write_summary(_sweep_dir())
+            rows = write_summary(_sweep_dir(), figure=False)
             failed = [r["job_dir"] for r in rows if r["status"] == "failed"]
             log.info("study summary: %d jobs, failed: %s", len(rows), ", ".join(failed) or "none")
         except Exception as exc:  # noqa: BLE001 - never let the summary break the sweep
             log.warning("study summary not rebuilt: %s", exc)
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        rows = write_summary(_sweep_dir())
-        print(f"fly64-train: study summary of {len(rows)} jobs in {_sweep_dir() / (SUMMARY_STEM + '.csv')}")
+        # HydraConfig is only set inside jobs; here the sweep dir comes from the config itself
+        # (Hydra's `now` resolver caches, so it resolves to the directory the jobs used).
+        sweep_dir = Path(config.hydra.sweep.dir)
+        rows = write_summary(sweep_dir)
+        print(f"fly64-train: study summary of {len(rows)} jobs in {sweep_dir / (SUMMARY_STEM + '.csv')}")
 
 
 def _sweep_dir() -> Path:
