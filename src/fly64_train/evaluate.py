@@ -422,12 +422,8 @@ def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(norm > 0, (a * b).sum(axis=1) / np.where(norm > 0, norm, 1.0), 0.0)
 
 
-def patchwise_correlation(predicted: np.ndarray, truth: np.ndarray, crop: int) -> dict[str, float]:
-    """Mean per-patch correlation of amplitude and of mean-free phase over each patch's central
-    crop×crop region; predicted and truth (n, N, N) complex."""
-    predicted, truth = np.asarray(predicted), np.asarray(truth)
-    if predicted.shape != truth.shape or predicted.ndim != 3:
-        raise ValueError(f"predicted {predicted.shape} and true {truth.shape} patches must both be (n, N, N)")
+def _patch_correlations(predicted: np.ndarray, truth: np.ndarray, crop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-patch amplitude and mean-free phase correlations (n,) over the central crop×crop."""
     N = predicted.shape[-1]
     lo = N // 2 - crop // 2
     region = (slice(None), slice(lo, lo + crop), slice(lo, lo + crop))
@@ -437,9 +433,36 @@ def patchwise_correlation(predicted: np.ndarray, truth: np.ndarray, crop: int) -
         # relative to the circular mean: no wrap at ±π for patches whose phase sits near π
         return np.angle(values * np.conj(values.mean(axis=1, keepdims=True)))
 
-    return {"amplitude_correlation": float(np.mean(_pearson_rows(np.abs(pred), np.abs(true)))),
-            "phase_correlation": float(np.mean(_pearson_rows(mean_free_phase(pred), mean_free_phase(true)))),
-            "crop": int(crop), "n_patches": int(len(pred))}
+    return (_pearson_rows(np.abs(pred), np.abs(true)),
+            _pearson_rows(mean_free_phase(pred), mean_free_phase(true)))
+
+
+def _patchwise_summary(amplitude: np.ndarray, phase: np.ndarray, crop: int) -> dict[str, float]:
+    return {"amplitude_correlation": float(np.mean(amplitude)), "phase_correlation": float(np.mean(phase)),
+            "crop": int(crop), "n_patches": int(len(amplitude))}
+
+
+def patchwise_correlation(predicted: np.ndarray, truth: np.ndarray, crop: int) -> dict[str, float]:
+    """Mean per-patch correlation of amplitude and of mean-free phase over each patch's central
+    crop×crop region; predicted and truth (n, N, N) complex."""
+    predicted, truth = np.asarray(predicted), np.asarray(truth)
+    if predicted.shape != truth.shape or predicted.ndim != 3:
+        raise ValueError(f"predicted {predicted.shape} and true {truth.shape} patches must both be (n, N, N)")
+    return _patchwise_summary(*_patch_correlations(predicted, truth, crop), crop)
+
+
+def patchwise_against_object(predicted: np.ndarray, positions_xy: np.ndarray, obj: np.ndarray,
+                             crop: int) -> dict[str, float]:
+    """patchwise_correlation against the object's patches at the positions, in chunks (bounded memory)."""
+    N = predicted.shape[-1]
+    amplitude, phase = [], []
+    for start in range(0, len(predicted), STITCH_CHUNK):
+        xy = positions_xy[start:start + STITCH_CHUNK]
+        truth = physics.extract_patches(obj, xy[:, 0], xy[:, 1], N)
+        a, p = _patch_correlations(predicted[start:start + STITCH_CHUNK], truth, crop)
+        amplitude.append(a)
+        phase.append(p)
+    return _patchwise_summary(np.concatenate(amplitude), np.concatenate(phase), crop)
 
 
 # ----------------------------------------------------------------------------- the whole evaluation
@@ -483,8 +506,7 @@ def evaluate_predictions(prediction_patches: np.ndarray, positions: np.ndarray, 
         "amplitude_scale": aligned.amplitude_scale,
         "phase_plane": dict(zip(("a", "b", "c"), aligned.phase_plane)),
         "ssim_window": scores["ssim_window"],
-        "patchwise": patchwise_correlation(
-            flat_patches, physics.extract_patches(ground_truth, flat_positions[:, 0], flat_positions[:, 1], N), crop),
+        "patchwise": patchwise_against_object(flat_patches, flat_positions, ground_truth, crop),
     }
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
