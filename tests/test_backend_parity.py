@@ -96,7 +96,7 @@ def test_reassembly_extraction_and_far_field_agree(tfm):
     patches_tf = tfm.extract(tf.constant(canvas_tf)[:, None], rows_tf[:, :, None], cols_tf[:, :, None]).numpy()
 
     windows = ptm.member_windows(torch.from_numpy(rel), N, P)
-    weight = torch.from_numpy(architecture.Geometry(N, 2, 1, True, True, "sigmoid", P).canvas_weight())
+    weight = torch.from_numpy(architecture.canvas_weight(N))
     canvas_pt = ptm.weighted_mean_canvas(torch.from_numpy(parts), windows, weight, eps)
     patches_pt = ptm.extract_members(canvas_pt, windows).numpy()  # (B, C, 2, N, N)
     # weighted-mean denominators go down to ε·(bilinear fraction): float32 rounding grows there

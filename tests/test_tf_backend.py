@@ -172,7 +172,7 @@ def test_extract_place_and_reassembly_match_numpy_reference():
 
     patches = (rng.normal(size=(B, C, N, N)) + 1j * rng.normal(size=(B, C, N, N))).astype(np.complex64)
     parts = np.stack([patches.real, patches.imag], axis=2)  # (B, C, 2, N, N)
-    weight = np.full((N, N), 0.01)
+    weight = np.full((N, N), 0.01)  # written out here, not taken from architecture.canvas_weight
     weight[N // 4:3 * N // 4, N // 4:3 * N // 4] = 1.0
     canvas_ours = tfm.reassemble(tf.constant(parts), rows, cols, border_weight=0.01).numpy()  # (B, 2, P, P)
     for b in range(B):

@@ -165,13 +165,21 @@ class Geometry:
 
     def canvas_weight(self) -> np.ndarray:
         """(N, N) float32 weight of a member's pixels in the canvas mean (see CANVAS_BORDER_WEIGHT)."""
-        return 1.0 - (1.0 - CANVAS_BORDER_WEIGHT) * self.border_mask()
+        return canvas_weight(self.N)
 
     def to_dict(self) -> dict[str, Any]:
         return {"N": self.N, "gridsize": self.gridsize, "n_filters_scale": self.n_filters_scale,
                 "object_big": self.object_big, "probe_big": self.probe_big,
                 "amp_activation": self.amp_activation, "padded_size": self.padded_size,
                 "member_encoding": self.member_encoding}
+
+
+def canvas_weight(n: int, border_weight: float = CANVAS_BORDER_WEIGHT) -> np.ndarray:
+    """(n, n) float32: 1 on the central n/2 square (where the object head writes), border_weight outside."""
+    weight = np.full((n, n), border_weight, dtype=np.float32)
+    q = n // 4
+    weight[q:n - q, q:n - q] = 1.0
+    return weight
 
 
 def geometry_from_params(params: dict[str, Any]) -> Geometry:

@@ -98,8 +98,7 @@ def reassemble(parts: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor, border_weight
     """
     n = rows.shape[2]
     q = n // 4
-    weight = np.full((n, n), border_weight, dtype=np.float32)
-    weight[q:n - q, q:n - q] = 1.0
+    weight = architecture.canvas_weight(n, border_weight)
     placed = tf.reduce_sum(place(parts * weight, rows[:, :, None], cols[:, :, None]), axis=1)
     # Σ_c place(w) is separable: w = ε·1 + (1 − ε)·(centre square), and place(outer(a, b)) =
     # outer(rowsᵀa, colsᵀb), so only column sums of the sampling matrices are needed.
