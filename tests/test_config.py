@@ -41,7 +41,7 @@ def test_float_and_integer_doses_are_the_same_job():
 @pytest.mark.parametrize("job,expect", [
     ("smoke", lambda c: c.trainer.epochs <= 2 and c.model.n_filters_scale == 1),
     ("study", lambda c: c.model.N == 128 and c.trainer.n_groups is None and c.trainer.epochs == 50),
-    ("train", lambda c: c.trainer.epochs == 20),
+    ("train", lambda c: c.trainer.epochs == 20 and c.trainer.n_groups == 1024 and c.model.member_encoding == "shared"),
     ("prepare", lambda c: c.job.kind == "prepare"),
 ])
 def test_job_presets(job, expect):
@@ -69,6 +69,8 @@ def test_npz_dataset_requires_both_paths():
     (["model.N=96"], "model.N=96", "64, 128"),
     (["backend.threads=-1"], "backend.threads=-1", "positive"),
     (["job=evaluate"], "evaluate.bundle=None", "evaluate.bundle=<path"),
+    (["model.member_encoding=mixed"], "model.member_encoding='mixed'", "shared, stacked"),
+    (["view=dense", "model.object_big=false"], "model.object_big=False", "member_encoding=stacked"),
 ])
 def test_bad_values_fail_with_one_clear_line(overrides, field, fragment):
     with pytest.raises(ConfigError) as info:
@@ -76,6 +78,12 @@ def test_bad_values_fail_with_one_clear_line(overrides, field, fragment):
     message = str(info.value)
     assert "\n" not in message
     assert field in message and fragment in message
+
+
+def test_member_encoding_choices():
+    assert validate(compose_config("view=dense", "model.object_big=false",
+                                   "model.member_encoding=stacked")).model.object_big is False
+    assert validate(compose_config("view=baseline", "model.object_big=false")).gridsize == 1  # one member
 
 
 def test_neighbor_count_below_c_is_fine_for_gridsize_one():
