@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
+import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -89,6 +91,34 @@ class BackendUnavailable(RuntimeError):
     """The chosen backend's framework cannot be imported (never silently replaced by the other)."""
 
 
+# C++ start-up notes TensorFlow prints before absl logging is initialised (so TF_CPP_MIN_LOG_LEVEL
+# cannot silence them): filtered out of the framework import's stderr; anything else passes.
+_STARTUP_NOISE = ("All log messages before absl::InitializeLog()", "oneDNN custom operations are on")
+
+
+def _import_quietly(module_name: str) -> None:
+    if sys.modules.get(module_name) is not None:  # already imported (None marks a blocked import)
+        return
+    try:
+        stderr_fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # no file-backed stderr: a plain import
+        importlib.import_module(module_name)
+        return
+    sys.stderr.flush()
+    saved = os.dup(stderr_fd)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), stderr_fd)
+        try:
+            importlib.import_module(module_name)
+        finally:
+            os.dup2(saved, stderr_fd)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines():
+                if line.strip() and not any(noise in line for noise in _STARTUP_NOISE):
+                    print(line, file=sys.stderr)
+
+
 def get_backend(name: str) -> Backend:
     if name not in _BACKENDS:
         raise ValueError(f"backend.name={name!r} is not a backend; expected one of {', '.join(_BACKENDS)}")
@@ -102,7 +132,7 @@ def get_backend(name: str) -> Backend:
         # step 2-10x slower; 1000 spins cost nothing measurable on an idle machine.
         os.environ.setdefault("GOMP_SPINCOUNT", "1000")
     try:
-        importlib.import_module(framework)
+        _import_quietly(framework)
     except ImportError as exc:
         raise BackendUnavailable(
             f"backend={name} needs {framework}, which cannot be imported ({exc}); "
