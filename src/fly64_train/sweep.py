@@ -113,8 +113,14 @@ def _value(x: Any) -> float:
     return float(x) if isinstance(x, (int, float)) and x is not None else math.nan
 
 
+# (summary column, heatmap title) drawn by render_summary_png
+HEATMAPS = (("amplitude_ssim", "amplitude SSIM"), ("phase_ssim", "phase SSIM"),
+            ("phase_patch_corr", "phase: per-patch correlation"))
+
+
 def render_summary_png(sweep_dir: Path, rows: list[dict]) -> bytes:
-    """Heatmaps of amplitude and phase SSIM over dose × view, and a grid of reconstructions."""
+    """Heatmaps over dose × view of amplitude SSIM, phase SSIM and the per-patch phase correlation
+    (which a patch's unobservable constant phase does not blur), and a grid of reconstructions."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -124,20 +130,21 @@ def render_summary_png(sweep_dir: Path, rows: list[dict]) -> bytes:
     views = [v for v in study.VIEWS if any(r["view"] == v for r in rows)]
     n_rows = max(len(doses), 1)
     n_cols = max(len(views), 1)
-    fig = plt.figure(figsize=(4 + 2.2 * n_cols * 2, 3 + 2.2 * n_rows), constrained_layout=True)
-    grid = fig.add_gridspec(n_rows, 2 + n_cols)
-    for col, part in enumerate(("amplitude", "phase")):
+    fig = plt.figure(figsize=(4 + 2.2 * n_cols * 2 + 2.2 * len(HEATMAPS), 3 + 2.2 * n_rows),
+                     constrained_layout=True)
+    grid = fig.add_gridspec(n_rows, len(HEATMAPS) + n_cols)
+    for col, (column, title) in enumerate(HEATMAPS):
         table = np.full((len(doses), len(views)), np.nan)
         for r in rows:
             if r["dose"] is not None and r["view"] in views:
-                table[doses.index(float(r["dose"])), views.index(r["view"])] = _value(r[f"{part}_ssim"])
+                table[doses.index(float(r["dose"])), views.index(r["view"])] = _value(r[column])
         ax = fig.add_subplot(grid[:, col])
         image = ax.imshow(table, vmin=0, vmax=1, cmap="viridis", aspect="auto")
         ax.set_xticks(range(len(views)), views)
         ax.set_yticks(range(len(doses)), [study.format_number(d) for d in doses])
         ax.set_xlabel("view")
         ax.set_ylabel("dose (photons/pattern)")
-        ax.set_title(f"{part} SSIM")
+        ax.set_title(title)
         for (i, j), value in np.ndenumerate(table):
             ax.text(j, i, "failed" if math.isnan(value) else f"{value:.3f}", ha="center", va="center",
                     color="white" if math.isnan(value) or value < 0.6 else "black", fontsize=9)
@@ -145,7 +152,7 @@ def render_summary_png(sweep_dir: Path, rows: list[dict]) -> bytes:
     for r in rows:
         if r["dose"] is None or r["view"] not in views:
             continue
-        ax = fig.add_subplot(grid[doses.index(float(r["dose"])), 2 + views.index(r["view"])])
+        ax = fig.add_subplot(grid[doses.index(float(r["dose"])), len(HEATMAPS) + views.index(r["view"])])
         ax.set_axis_off()
         ax.set_title(f"{r['view']} d={study.format_number(r['dose'])}\n{r['status']}", fontsize=8)
         image = _reconstruction_phase(Path(sweep_dir) / r["job_dir"])
