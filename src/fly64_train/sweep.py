@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 SUMMARY_STEM = "study_summary"
 COLUMNS = ("dose", "view", "gridsize", "backend", "status", "epochs", "final_loss", "amplitude_ssim",
            "phase_ssim", "amplitude_psnr", "phase_psnr", "amplitude_mae", "phase_mae", "amplitude_frc50",
-           "phase_frc50", "amplitude_patch_corr", "phase_patch_corr", "bundle_sha256", "wall_time_s", "training_time_s", "job_dir", "error")
+           "phase_frc50", "amplitude_patch_corr", "phase_patch_corr", "bundle_sha256", "wall_time_s",
+           "training_time_s", "job_dir", "error")
 
 
 def job_manifests(sweep_dir: Path) -> list[tuple[Path, dict]]:
