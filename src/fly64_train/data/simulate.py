@@ -208,7 +208,8 @@ def fly_scan_positions(object_shape: Sequence[int], N: int, step: float, row_spa
     standard deviation `jitter` px (positioning error), as (x, y) float64 in scan order.
 
     Every position keeps a margin of N/2 inside the object (the bilinear patch of
-    `physics.extract_patches` then never reads outside it); the scan is centred on the object.
+    `physics.extract_patches` then never reads outside it; jittered positions are clipped to it);
+    the grid is centred on the object and does not depend on the jitter.
     """
     height, width = int(object_shape[0]), int(object_shape[1])
     low, high_x, high_y = N / 2, width - 1 - N / 2, height - 1 - N / 2
@@ -220,10 +221,7 @@ def fly_scan_positions(object_shape: Sequence[int], N: int, step: float, row_spa
             raise ValueError(f"{name} must be a positive number of pixels, got {value}")
     if not jitter >= 0:
         raise ValueError(f"scan jitter must be ≥ 0 px, got {jitter}")
-    span_x, span_y = high_x - low - 2 * jitter, high_y - low - 2 * jitter
-    if span_x < 0 or span_y < 0:
-        raise ValueError(f"object {height}×{width} is too small for a scan with {jitter:g} px jitter at N={N}")
-    n_x, n_y = int(span_x // step) + 1, int(span_y // row_spacing) + 1
+    n_x, n_y = int((high_x - low) // step) + 1, int((high_y - low) // row_spacing) + 1
     x_row = low + (high_x - low - (n_x - 1) * step) / 2 + step * np.arange(n_x)
     y_rows = low + (high_y - low - (n_y - 1) * row_spacing) / 2 + row_spacing * np.arange(n_y)
     xcoords = np.concatenate([x_row if j % 2 == 0 else x_row[::-1] for j in range(n_y)])
