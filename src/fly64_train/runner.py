@@ -226,6 +226,7 @@ def _train(config: TrainingConfig, params: dict, run_dir: Path, record: dict) ->
         legacy.set_runtime(params, padded_size=padded, diffraction_norm=train_inputs.norm)
         manifest.write_json(run_dir / "legacy_params.json", params)
         record["train_groups"] = train_inputs.n_groups
+        record["train_positions"] = int(np.unique(train_inputs.groups.indices).size)  # distinct patterns seen
     with _Stage(record, "Model build"):
         backend = _backend(config, record)
         probe = architecture.model_probe(train_data.probe, config.model.N, config.model.object_amplitude,
@@ -241,6 +242,7 @@ def _train(config: TrainingConfig, params: dict, run_dir: Path, record: dict) ->
         result = training.run_training(model, train_inputs.x, train_inputs.rel, settings, run_dir,
                                        fingerprint=record["config_fingerprint"])
         record.update(final_loss=result.final_loss, epochs_completed=result.epochs_completed,
+                      optimiser_steps=result.epochs_completed * -(-result.train_groups // trainer.batch_size),
                       stopped_early=result.stopped_early, resumed_from_epoch=result.resumed_from_epoch,
                       validation_groups=result.validation_groups, training_time_s=round(result.seconds, 3))
     with _Stage(record, "Bundle"):
