@@ -54,7 +54,12 @@ def test_a_training_job_leaves_a_complete_run_directory(run, request):
     assert record["bundle_size_bytes"] == bundle.stat().st_size
     assert record["epochs_completed"] == 2 and len((run_dir / "history.csv").read_text().splitlines()) == 3
     assert "epoch 2/2 loss=" in (run_dir / "cli.log").read_text()
-    assert set(record["metrics"]["amplitude"]) >= {"mae", "psnr", "ssim", "frc50", "data_range"}
+    assert set(record["metrics"]["amplitude"]) >= {"mae", "psnr", "ssim", "ssim_original", "frc50", "data_range"}
+    # what the study needs to read a job: the footprint, the lit region, the budget
+    assert record["probe_diameter_px"] == pytest.approx(38.2, abs=0.5)
+    assert record["metrics"]["illumination_threshold"] == 0.1 and record["metrics"]["region"]["scored_pixels"] > 0
+    assert record["train_groups"] == 64 and 64 < record["train_positions"] <= 4 * 64  # distinct members of 64 groups
+    assert record["optimiser_steps"] == 2 * 4  # 2 epochs × ceil(64 · 0.95 / 16) batches
     framework = "tensorflow" if run == "tf_run" else "torch"
     assert framework in record["versions"]
     assert "oneDNN custom operations" not in record["_stderr"]  # framework start-up notes filtered
