@@ -185,9 +185,13 @@ def render_summary_png(sweep_dir: Path, rows: list[dict]) -> bytes:
         ax.set_xlabel("view")
         ax.set_ylabel("dose (photons/pattern)")
         ax.set_title(title + (" (best trial)" if tuning else ""))
-        for (i, j), value in np.ndenumerate(table):
-            ax.text(j, i, "failed" if math.isnan(value) else f"{value:.3f}", ha="center", va="center",
-                    color="white" if math.isnan(value) or value < 0.6 else "black", fontsize=9)
+        for (dose, view), r in cells.items():
+            i, j = doses.index(dose), views.index(view)
+            value = table[i, j]
+            # A NaN cell is blank (the figure's white): its label is dark.
+            label = f"{value:.3f}" if not math.isnan(value) else ("failed" if r["status"] == "failed" else "n/a")
+            ax.text(j, i, label, ha="center", va="center", fontsize=9,
+                    color="white" if not math.isnan(value) and value < 0.6 else "black")
         fig.colorbar(image, ax=ax, shrink=0.8)
     for (dose, view), r in cells.items():
         ax = fig.add_subplot(grid[doses.index(dose), len(HEATMAPS) + views.index(view)])
