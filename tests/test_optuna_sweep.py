@@ -99,3 +99,14 @@ def test_a_failed_trial_is_recorded_and_the_study_goes_on(tmp_path):
     assert optuna["best_value"] == pytest.approx(float(rows["trial_1"]["objective_value"]))
     assert json.loads((sweep / "skip_summary.json").read_text())["failed_count"] == 1
     assert (sweep / "study_summary.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_trials_without_a_value_still_leave_the_figure(tmp_path):
+    # Dry runs return no objective: Optuna fails every trial and the plugin stops before the end
+    # of the sweep (no on_multirun_end), so the figure is drawn after each such trial.
+    result = run_cli(["--multirun", "dry_run=true", "hydra/sweeper=fly64_optuna", "hydra.sweeper.n_trials=2"],
+                     tmp_path, timeout=300)
+    assert result.returncode == 1 and "No trials are completed yet" in result.stderr
+    sweep = sweep_dir(tmp_path)
+    assert [r["status"] for r in summary(sweep)] == ["planned", "planned"]
+    assert (sweep / "study_summary.png").read_bytes().startswith(b"\x89PNG")

@@ -3,8 +3,9 @@
 Hydra skips `on_multirun_end` when any job failed, so the callback rebuilds the tables at
 `on_job_end` (which runs in the job's own process, also for failed jobs and under
 submitit/joblib); the figure, about a second to render, is drawn once at the end of a sweep, and
-after every job once any job of the sweep has failed (then no end-of-sweep call will come), so
-every sweep that ran a job leaves study_summary.png. Rebuilds are serialised by a file lock and
+after every job once any job of the sweep has failed (then no end-of-sweep call will come) or, under
+an optimising sweeper, after a job that returned no objective value, so every sweep that ran a job
+leaves study_summary.png. Rebuilds are serialised by a file lock and
 every file is written atomically, so parallel jobs always leave a complete, current summary.
 
 A tuning sweep (hydra/sweeper=fly64_optuna) puts every trial in its own directory; the summary
@@ -270,8 +271,7 @@ class StudySummaryCallback(Callback):
         else:
             log.info("job finished (%s): %s", overrides, job_return.status.name)
         try:
-            # Once a job has failed, Hydra's basic sweeper will skip on_multirun_end: draw now.
-            rows = write_summary(_sweep_dir(), figure="on_failure")
+            rows = write_summary(_sweep_dir(), figure=_figure_now(job_return))
             failed = [r["job_dir"] for r in rows if r["status"] == "failed"]
             log.info("study summary: %d jobs, failed: %s", len(rows), ", ".join(failed) or "none")
         except Exception as exc:  # noqa: BLE001 - never let the summary break the sweep
@@ -303,6 +303,19 @@ def _finished_at(job_dir: Path) -> str:
         return str(manifest.read_json(job_dir / manifest.TRAINING_MANIFEST).get("finished_at") or "")
     except (OSError, ValueError):
         return ""
+
+
+def _figure_now(job_return) -> FigureWhen:
+    """When to draw the figure after this job: once any job has failed, Hydra's basic sweeper will
+    skip on_multirun_end; an optimising sweeper (Optuna) counts a job that returned no number as a
+    failed trial and stops before it when no trial has a value. Otherwise the end draws it."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.utils import JobStatus
+
+    if job_return.status == JobStatus.COMPLETED and not isinstance(job_return.return_value, (int, float)):
+        if not str(HydraConfig.get().sweeper.get("_target_", "")).endswith("BasicSweeper"):
+            return True
+    return "on_failure"
 
 
 def _sweep_dir() -> Path:
