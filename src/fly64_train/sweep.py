@@ -2,11 +2,11 @@
 
 Hydra skips `on_multirun_end` when any job failed, so the callback rebuilds the tables at
 `on_job_end` (which runs in the job's own process, also for failed jobs and under
-submitit/joblib); the figure, about a second to render, is drawn once at the end of a sweep, and
-after every job once any job of the sweep has failed (then no end-of-sweep call will come) or, under
-an optimising sweeper, after a job that returned no objective value, so every sweep that ran a job
-leaves study_summary.png. Rebuilds are serialised by a file lock and
-every file is written atomically, so parallel jobs always leave a complete, current summary.
+submitit/joblib). The figure, about a second to render, is drawn once at the end of a sweep, and
+also after every job once a job of the sweep has failed (no end-of-sweep call will come then) or,
+under an optimising sweeper, after a job that returned no objective value: every sweep that ran
+a job leaves study_summary.png. Rebuilds are serialised by a file lock and every file is written
+atomically, so parallel jobs always leave a complete, current summary.
 
 A tuning sweep (hydra/sweeper=fly64_optuna) puts every trial in its own directory; the summary
 lists each with its parameters and objective, and the heatmaps show each (dose, view)'s best trial.
@@ -142,15 +142,20 @@ HEATMAPS = (("amplitude_ssim", "amplitude SSIM"), ("phase_ssim", "phase SSIM"),
             ("phase_patch_corr", "phase: per-patch correlation"))
 
 
-def cell_jobs(rows: list[dict]) -> dict[tuple[float, str], dict]:
-    """The job shown for each (dose, view): the one with the best objective when a tuning sweep
-    ran several there, else a successful one, else the last."""
+def _cells(rows: list[dict]) -> dict[tuple[float, str], list[dict]]:
+    """The jobs of each (dose, view)."""
     cells: dict[tuple[float, str], list[dict]] = {}
     for r in rows:
         if r["dose"] is not None and r["view"] in study.VIEWS:
             cells.setdefault((float(r["dose"]), r["view"]), []).append(r)
+    return cells
+
+
+def cell_jobs(rows: list[dict]) -> dict[tuple[float, str], dict]:
+    """The job shown for each (dose, view): the one with the best objective when a tuning sweep
+    ran several there, else a successful one, else the last."""
     chosen = {}
-    for key, jobs in cells.items():
+    for key, jobs in _cells(rows).items():
         done = [r for r in jobs if r["status"] in ("success", "skipped")]
         chosen[key] = best_job(done) or (done or jobs)[-1]
     return chosen
@@ -168,7 +173,7 @@ def render_summary_png(sweep_dir: Path, rows: list[dict]) -> bytes:
     cells = cell_jobs(rows)
     doses = sorted({dose for dose, _ in cells})
     views = [v for v in study.VIEWS if any(view == v for _, view in cells)]
-    tuning = len(cells) < len(rows)
+    tuning = any(len(jobs) > 1 for jobs in _cells(rows).values())
     n_rows = max(len(doses), 1)
     n_cols = max(len(views), 1)
     extra = 2 if tuning else 0
@@ -211,15 +216,14 @@ def render_summary_png(sweep_dir: Path, rows: list[dict]) -> bytes:
 
 
 def _objective_panel(ax, rows: list[dict]) -> None:
-    """Objective value of every job in sweep order; failed jobs as red marks at the bottom."""
-    values = [_value(r["objective_value"]) for r in rows]
-    finite = [v for v in values if not math.isnan(v)]
-    floor = min(finite) if finite else 0.0
-    for i, (r, v) in enumerate(zip(rows, values)):
-        if math.isnan(v):
-            ax.plot(i, floor, "x", color="tab:red")
+    """Objective value of every job in sweep order; jobs without one (failed) as red marks on the
+    bottom edge."""
+    for i, r in enumerate(rows):
+        value = _value(r["objective_value"])
+        if math.isnan(value):
+            ax.plot(i, 0.02, "x", color="tab:red", transform=ax.get_xaxis_transform(), clip_on=False)
         else:
-            ax.plot(i, v, "o", color="tab:blue")
+            ax.plot(i, value, "o", color="tab:blue")
     best = best_job(rows)
     if best is not None:
         ax.plot(rows.index(best), best["objective_value"], "*", color="tab:orange", markersize=14)
@@ -244,7 +248,7 @@ def _reconstruction_phase(job_dir: Path) -> Optional[np.ndarray]:
 class StudySummaryCallback(Callback):
     """Logs every job's start/end/status and rebuilds the sweep's study summary tables after each
     job (a killed sweep still has them); the figure, which costs about a second to render, at the
-    end of the sweep, and after each job once a job of the sweep has failed."""
+    end of the sweep, and after a job when the end may not come (`_figure_now`)."""
 
     def __init__(self) -> None:
         self._started = ""
