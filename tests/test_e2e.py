@@ -94,10 +94,19 @@ def test_a_corrupt_bundle_fails_evaluation_clearly(workdir, tf_run):
 
 
 def test_prepare_builds_every_view_of_a_dose(workdir):
-    result = run_cli(["job=prepare", "job.name=prepare", "dataset.object_size=384", "dataset.n_positions=1200",
+    result = run_cli(["job=prepare", "job.name=prepare", "dataset.object_size=384", "dataset.scan_step=4",
                       "dose=1e4", f"hydra.run.dir={workdir / 'prep'}"], workdir, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     printed = result.stdout
+    # per view: D, S, counts and the mean nearest-neighbour overlap
+    lines = {tuple(line.split()[:2]): line for line in printed.splitlines() if line.startswith("  ")}
+    for view, low, high in (("dense", 0.5, 0.65), ("sparse", 0.0, 0.15)):
+        for split in ("train", "test"):
+            line = lines[view, split]
+            diameter, spacing = (float(line.split(f"{name} = ")[1].split()[0]) for name in ("D", "S"))
+            assert diameter == pytest.approx(38.2, abs=0.5)
+            assert spacing == pytest.approx((0.3 if view == "dense" else 0.8) * diameter, abs=0.06)
+            assert low <= float(line.rsplit(" ", 1)[1]) <= high, line
     for name in ("patched_train.npz", "patched_test.npz", "dense_train.npz", "sparse_test.npz"):
         assert name in printed
     paths = [Path(line.split(": ", 1)[1]) for line in printed.splitlines() if line.endswith(".npz")]

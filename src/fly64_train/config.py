@@ -40,9 +40,14 @@ class BackendConfig:
 class DatasetConfig:
     name: str = "fly64_synthetic"
     source: str = "synthetic"  # synthetic | npz
-    # Synthetic study data (used when source=synthetic).
-    object_size: int = 1408
-    n_positions: int = 16000
+    # Synthetic study data (used when source=synthetic): an object_size² object, fly-scanned in
+    # rows scan_row_spacing apart with an exposure every scan_step px along x, each position off
+    # by Gaussian jitter (std scan_jitter px). The default: 24,676 positions ≈ 0.08·D apart.
+    object_kind: str = "images"  # images: camera amplitude, astronaut phase | random: seeded texture
+    object_size: int = 660
+    scan_step: float = 3.0
+    scan_row_spacing: float = 4.8
+    scan_jitter: float = 0.5
     probe_path: Optional[str] = None  # NPZ with probeGuess: replaces the synthetic probe
     object_path: Optional[str] = None  # NPZ with objectGuess: replaces the synthetic object
     # A user's own measured data in the data contract (used when source=npz).
@@ -99,6 +104,12 @@ class EvaluateConfig:
     enabled: bool = True  # evaluate on the test split after training
     bundle: Optional[str] = None  # job.kind=evaluate: the wts.h5.zip to score
     batch_size: int = 64
+    # Score only the illuminated region: pixels whose summed test-scan probe intensity Σ|P|² is at
+    # least this fraction of its maximum.
+    illumination_threshold: float = 0.1
+    # Registration searches shifts of at most this many pixels (the positions are known, so a
+    # correct reconstruction sits within a pixel or two); 0 = no registration.
+    max_shift_px: float = 2.0
 
 
 @dataclass
@@ -196,8 +207,12 @@ def validate(config: TrainingConfig) -> TrainingConfig:
             if not getattr(config.dataset, key):
                 _fail(f"dataset.{key}", None, "dataset=npz needs dataset.train_path and dataset.test_path")
     else:
+        _one_of("dataset.object_kind", config.dataset.object_kind, study.OBJECT_KINDS)
         _positive("dataset.object_size", config.dataset.object_size)
-        _positive("dataset.n_positions", config.dataset.n_positions)
+        _positive("dataset.scan_step", config.dataset.scan_step)
+        _positive("dataset.scan_row_spacing", config.dataset.scan_row_spacing)
+        if not config.dataset.scan_jitter >= 0:
+            _fail("dataset.scan_jitter", config.dataset.scan_jitter, "expected a standard deviation ≥ 0 px")
 
     model = config.model
     _one_of("model.N", model.N, SUPPORTED_N)
@@ -240,6 +255,11 @@ def validate(config: TrainingConfig) -> TrainingConfig:
     if config.job.kind == "evaluate" and not config.evaluate.bundle:
         _fail("evaluate.bundle", None, "job=evaluate needs evaluate.bundle=<path to wts.h5.zip>")
     _positive("evaluate.batch_size", config.evaluate.batch_size)
+    if not 0 < config.evaluate.illumination_threshold < 1:
+        _fail("evaluate.illumination_threshold", config.evaluate.illumination_threshold,
+              "expected a fraction of the peak illumination in (0, 1)")
+    if not config.evaluate.max_shift_px >= 0:
+        _fail("evaluate.max_shift_px", config.evaluate.max_shift_px, "expected a number of pixels ≥ 0")
     return dataclasses.replace(config, model=dataclasses.replace(model, gridsize=gridsize))
 
 

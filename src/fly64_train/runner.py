@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from fly64_train import architecture, legacy, manifest, objective, study
+from fly64_train import architecture, legacy, manifest, objective, physics, study
 from fly64_train.config import TrainingConfig, from_dict, to_dict, validate
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,16 @@ def _prepare(config: TrainingConfig, record: dict) -> None:
 
     with _Stage(record, "Data preparation"):
         paths = store.prepare_dose(config)
+        geometry = store.view_geometry(paths) if paths["source"] == "synthetic" else None
     record.update(status="success", datasets=paths)
+    if geometry:
+        record["view_geometry"] = geometry
+        print(f"dose {study.format_number(config.dose)}, N = {paths['N']}: views on the probe footprint")
+        for view, splits in geometry.items():
+            for split, g in splits.items():
+                print(f"  {view:6s} {split:5s}  D = {g['probe_diameter_px']:.1f} px  S = {g['spacing_threshold_px']:.1f} px  "
+                      f"{g['n_accepted']:5d} of {g['n_candidates']} positions  "
+                      f"nearest-neighbour overlap {g['nearest_overlap_fraction']:.3f}")
     for key, value in _flatten(paths):
         print(f"{key}: {value}")
 
@@ -187,7 +196,10 @@ def _load_splits(config: TrainingConfig, record: dict):
     with _Stage(record, "Data preparation"):
         train_path, test_path = store.dataset_paths(config)
         record.update(train_data_path=str(train_path), test_data_path=str(test_path))
-        return contract.load_dataset(train_path), contract.load_dataset(test_path)
+        train, test = contract.load_dataset(train_path), contract.load_dataset(test_path)
+        # The probe's footprint D (disc holding 90 % of |P|²): what the views' spacing is tied to.
+        record["probe_diameter_px"] = physics.footprint_diameter(train.probe)
+        return train, test
 
 
 def _inputs(config: TrainingConfig, data, n_groups: Optional[int]):
@@ -240,6 +252,7 @@ def _train_job(config: TrainingConfig, params: dict, run_dir: Path, record: dict
         legacy.set_runtime(params, padded_size=padded, diffraction_norm=train_inputs.norm)
         manifest.write_json(run_dir / "legacy_params.json", params)
         record["train_groups"] = train_inputs.n_groups
+        record["train_positions"] = int(np.unique(train_inputs.groups.indices).size)  # distinct patterns seen
     with _Stage(record, "Model build"):
         backend = _backend(config, record)
         probe = architecture.model_probe(train_data.probe, config.model.N, config.model.object_amplitude,
@@ -257,6 +270,7 @@ def _train_job(config: TrainingConfig, params: dict, run_dir: Path, record: dict
         last = result.history[-1] if result.history else {}
         record.update(final_loss=result.final_loss, val_loss=last.get("val_loss"),
                       epochs_completed=result.epochs_completed,
+                      optimiser_steps=result.epochs_completed * -(-result.train_groups // trainer.batch_size),
                       stopped_early=result.stopped_early, resumed_from_epoch=result.resumed_from_epoch,
                       validation_groups=result.validation_groups, training_time_s=round(result.seconds, 3))
     with _Stage(record, "Bundle"):
@@ -270,7 +284,7 @@ def _train_job(config: TrainingConfig, params: dict, run_dir: Path, record: dict
         record.update(bundle_path=BUNDLE_NAME, bundle_sha256=info.sha256, bundle_size_bytes=info.size_bytes)
     if test_inputs is not None:
         with _Stage(record, "Evaluation"):
-            record["metrics"] = _score(model, test_inputs, test_data, config.evaluate.batch_size, run_dir)
+            record["metrics"] = _score(model, test_inputs, test_data, config, run_dir)
     (run_dir / training.CHECKPOINT_NAME).unlink(missing_ok=True)
     record.pop("stage", None)
     record["status"] = "success"
@@ -279,16 +293,20 @@ def _train_job(config: TrainingConfig, params: dict, run_dir: Path, record: dict
           f"{result.epochs_completed} epochs, loss {result.final_loss:.5g} → {run_dir / BUNDLE_NAME}")
 
 
-def _score(model, inputs, data, batch_size: int, run_dir: Path) -> dict:
+def _score(model, inputs, data, config: TrainingConfig, run_dir: Path) -> dict:
     from fly64_train import evaluate
 
     patches = []
+    batch_size = config.evaluate.batch_size
     for start in range(0, inputs.n_groups, batch_size):
         stop = start + batch_size
         patches.append(model.predict(inputs.x[start:stop], inputs.rel[start:stop]).patches)
-    metrics = evaluate.evaluate_predictions(np.concatenate(patches), inputs.positions, data.obj, run_dir)
-    log.info("test metrics: amplitude SSIM %.4f, phase SSIM %.4f; per-patch correlation amplitude %.3f, "
-             "phase %.3f", metrics["amplitude"]["ssim"], metrics["phase"]["ssim"],
+    metrics = evaluate.evaluate_predictions(
+        np.concatenate(patches), inputs.positions, data.obj, run_dir, probe=data.probe,
+        illumination_threshold=config.evaluate.illumination_threshold, max_shift_px=config.evaluate.max_shift_px)
+    log.info("test metrics (lit region, %d px): amplitude SSIM %.4f, phase SSIM %.4f (original convention "
+             "%.4f); per-patch correlation amplitude %.3f, phase %.3f", metrics["region"]["scored_pixels"],
+             metrics["amplitude"]["ssim"], metrics["phase"]["ssim"], metrics["phase"]["ssim_original"],
              metrics["patchwise"]["amplitude_correlation"], metrics["patchwise"]["phase_correlation"])
     return metrics
 
@@ -314,7 +332,7 @@ def _evaluate_bundle(config: TrainingConfig, run_dir: Path, record: dict) -> Non
         model = _backend(config, record).build(params, weights["probe"], config.seed)
         model.set_weights(weights)
     with _Stage(record, "Evaluation"):
-        record["metrics"] = _score(model, test_inputs, test_data, config.evaluate.batch_size, run_dir)
+        record["metrics"] = _score(model, test_inputs, test_data, config, run_dir)
     record.pop("stage", None)
     record["status"] = "success"
     _set_objective(record, config.objective)
