@@ -22,7 +22,8 @@ def test_help_lists_config_groups_and_examples(tmp_path):
     result = run_cli(["--help"], tmp_path)
     assert result.returncode == 0, result.stderr
     for text in ("backend: pytorch, tensorflow", "dataset: fly64_synthetic, npz",
-                 "job: evaluate, prepare, smoke, study, train", "--multirun dose=1000,10000,100000"):
+                 "job: evaluate, prepare, smoke, study, train", "logger: csv, mlflow, tensorboard",
+                 "--multirun dose=1000,10000,100000", "hydra/sweeper=fly64_optuna"):
         assert text in result.stdout
 
 

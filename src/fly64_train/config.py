@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from fly64_train import study
+from fly64_train import objective, study
 from fly64_train.architecture import MEMBER_ENCODINGS
 
 
@@ -113,6 +113,38 @@ class EvaluateConfig:
 
 
 @dataclass
+class CsvLoggerConfig:
+    filename: str = "history.csv"  # one row per epoch, in the run directory
+
+
+@dataclass
+class TensorBoardLoggerConfig:
+    log_dir: str = "tensorboard"  # event files, inside the run directory
+
+
+@dataclass
+class MlflowLoggerConfig:
+    # Any MLflow tracking URI (http://host:5000, databricks, ...). The default is a local SQLite
+    # store under outputs/ (a relative path is relative to the working directory).
+    tracking_uri: str = "sqlite:///outputs/mlflow.db"
+    # Where a new experiment keeps its artifacts (a local path or URI; an existing experiment keeps its own).
+    artifact_location: str = "outputs/mlartifacts"
+    experiment_name: str = "fly64"
+    log_bundle: bool = True  # the bundle (wts.h5.zip) as an artifact
+
+
+@dataclass
+class LoggerConfig:
+    """The training loggers of a job: the `logger` group, several at once (logger=[csv,mlflow])."""
+    csv: Optional[CsvLoggerConfig] = None
+    tensorboard: Optional[TensorBoardLoggerConfig] = None
+    mlflow: Optional[MlflowLoggerConfig] = None
+
+    def selected(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
+
+
+@dataclass
 class TrainingConfig:
     job: JobConfig = field(default_factory=JobConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
@@ -120,6 +152,9 @@ class TrainingConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    # What the job returns to a sweeper (objective.OBJECTIVES: val_loss, amplitude_ssim, ...).
+    objective: str = "val_loss"
     dose: float = 1000.0
     view: str = "dense"
     seed: int = 42
@@ -156,6 +191,11 @@ def _positive(name: str, value: float) -> None:
 def validate(config: TrainingConfig) -> TrainingConfig:
     """Check every rule types cannot express; return the config with gridsize resolved."""
     _one_of("view", config.view, tuple(study.VIEWS))
+    _one_of("objective", config.objective, tuple(objective.OBJECTIVES))
+    if config.objective in objective.TEST_METRICS and not config.evaluate.enabled and config.job.kind == "train":
+        _fail("objective", config.objective, "a test metric needs evaluate.enabled=true")
+    if config.logger.mlflow is not None and not config.logger.mlflow.experiment_name:
+        _fail("logger.mlflow.experiment_name", config.logger.mlflow.experiment_name, "expected a name")
     _positive("dose", config.dose)
     _one_of("job.kind", config.job.kind, JOB_KINDS)
     _one_of("backend.name", config.backend.name, BACKENDS)
@@ -234,10 +274,14 @@ def from_dict(data: dict) -> TrainingConfig:
     kwargs: dict[str, Any] = {}
     nested = {"job": JobConfig, "backend": BackendConfig, "dataset": DatasetConfig,
               "model": ModelConfig, "trainer": TrainerConfig, "evaluate": EvaluateConfig}
+    loggers = {"csv": CsvLoggerConfig, "tensorboard": TensorBoardLoggerConfig, "mlflow": MlflowLoggerConfig}
     for key, value in data.items():
         if key not in sections:
             continue
-        if key in nested:
+        if key == "logger":
+            kwargs[key] = LoggerConfig(**{name: loggers[name](**settings) for name, settings in (value or {}).items()
+                                          if name in loggers and settings is not None})
+        elif key in nested:
             known = {f.name for f in dataclasses.fields(nested[key])}
             kwargs[key] = nested[key](**{k: v for k, v in value.items() if k in known})
         else:
@@ -253,6 +297,9 @@ def register_configs() -> None:
     if not OmegaConf.has_resolver("fly64.int"):
         # Directory names use integers where the value is one: dose_1000, not dose_1000.0.
         OmegaConf.register_new_resolver("fly64.int", study.format_number)
+    if not OmegaConf.has_resolver("fly64.direction"):
+        # The Optuna preset's direction follows the objective: ${fly64.direction:${objective}}.
+        OmegaConf.register_new_resolver("fly64.direction", objective.direction)
     store = ConfigStore.instance()
     store.store(name="fly64_schema", node=TrainingConfig)
 

@@ -1,9 +1,10 @@
 """run_job: one study job from a resolved TrainingConfig and a run directory. No Hydra here.
 
-Flow: bridge the config into the legacy params → (dry run: record the plan) → datasets from the
-store → groups → backend build → shared training loop → bundle → evaluation → manifest.
-Every job leaves a training_manifest.json whose status says what happened (running, planned,
-success, skipped, failed); a failure records the stage and the error, then re-raises.
+Flow: bridge the config into the legacy params → (dry run: record the plan) → training loggers
+→ datasets from the store → groups → backend build → shared training loop → bundle → evaluation
+→ manifest. Every job leaves a training_manifest.json whose status says what happened (running,
+planned, success, skipped, failed); a failure records the stage and the error, then re-raises.
+A finished job's record holds its objective (objective.describe), what the CLI returns to a sweeper.
 """
 from __future__ import annotations
 
@@ -15,14 +16,14 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from fly64_train import architecture, legacy, manifest, physics, study
+from fly64_train import architecture, legacy, manifest, objective, physics, study
 from fly64_train.config import TrainingConfig, from_dict, to_dict, validate
 
 log = logging.getLogger(__name__)
 
 BUNDLE_NAME = "wts.h5.zip"
 # Fields that do not change what a job produces (so a resumed sweep may reuse its bundle).
-_NON_RESULT_FIELDS = ("dry_run", "force")
+_NON_RESULT_FIELDS = ("dry_run", "force", "logger", "objective")
 _LOCATION_KEYS = ("output_prefix", "train_data_file_path", "test_data_file_path")
 
 
@@ -101,6 +102,12 @@ def run_job(config: TrainingConfig, run_dir: Path, overrides: Sequence[str] = ()
     return record
 
 
+def _set_objective(record: dict, name: str) -> None:
+    record["objective"] = objective.describe(record, name)
+    if record["objective"]["value"] is None:
+        log.warning("objective %s is not available for this job (a sweeper gets None)", name)
+
+
 def _finish(record: dict, started: float, path: Path) -> None:
     record["finished_at"] = manifest.utc_now()
     record["wall_time_s"] = round(time.time() - started, 3)
@@ -130,6 +137,7 @@ def _reusable(previous: Optional[dict], record: dict, run_dir: Path, config: Tra
     reused = dict(previous)
     reused.update(status="skipped", skip_reason="bundle present, verified and made from the same config",
                   reused_at=manifest.utc_now(), overrides=record["overrides"])
+    _set_objective(reused, config.objective)
     manifest.write_json(run_dir / manifest.TRAINING_MANIFEST, reused)
     log.info("skipping: %s", reused["skip_reason"])
     return reused
@@ -215,6 +223,24 @@ def _backend(config: TrainingConfig, record: dict):
 
 
 def _train(config: TrainingConfig, params: dict, run_dir: Path, record: dict) -> None:
+    from fly64_train import tracking
+
+    with _Stage(record, "Loggers"):
+        loggers = tracking.create_loggers(config.logger, run_dir)
+        tags = {"job": study.job_name(config.dose, config.view), "dose": study.format_number(config.dose),
+                "view": config.view, "gridsize": str(config.gridsize), "backend": config.backend.name,
+                "job_kind": config.job.kind, "run_dir": str(run_dir)}
+        tracking.start(loggers, to_dict(config), tags, record["config_fingerprint"])
+    try:
+        _train_job(config, params, run_dir, record, loggers)
+    except BaseException as exc:
+        record.setdefault("error", f"{record.get('stage', 'Job')} failed: {type(exc).__name__}: {exc}")
+        tracking.finish(loggers, dict(record, status="failed"), run_dir)
+        raise
+    tracking.finish(loggers, record, run_dir)
+
+
+def _train_job(config: TrainingConfig, params: dict, run_dir: Path, record: dict, loggers) -> None:
     from fly64_train import bundle, training
 
     train_data, test_data = _load_splits(config, record)
@@ -240,8 +266,10 @@ def _train(config: TrainingConfig, params: dict, run_dir: Path, record: dict) ->
             min_lr=trainer.min_lr, early_stopping_patience=trainer.early_stopping_patience, seed=config.seed,
             checkpoint=trainer.checkpoint_every_epoch)
         result = training.run_training(model, train_inputs.x, train_inputs.rel, settings, run_dir,
-                                       fingerprint=record["config_fingerprint"])
-        record.update(final_loss=result.final_loss, epochs_completed=result.epochs_completed,
+                                       fingerprint=record["config_fingerprint"], callbacks=loggers)
+        last = result.history[-1] if result.history else {}
+        record.update(final_loss=result.final_loss, val_loss=last.get("val_loss"),
+                      epochs_completed=result.epochs_completed,
                       optimiser_steps=result.epochs_completed * -(-result.train_groups // trainer.batch_size),
                       stopped_early=result.stopped_early, resumed_from_epoch=result.resumed_from_epoch,
                       validation_groups=result.validation_groups, training_time_s=round(result.seconds, 3))
@@ -260,6 +288,7 @@ def _train(config: TrainingConfig, params: dict, run_dir: Path, record: dict) ->
     (run_dir / training.CHECKPOINT_NAME).unlink(missing_ok=True)
     record.pop("stage", None)
     record["status"] = "success"
+    _set_objective(record, config.objective)
     print(f"{study.job_name(config.dose, config.view)} ({config.backend.name}, gridsize {config.gridsize}): "
           f"{result.epochs_completed} epochs, loss {result.final_loss:.5g} → {run_dir / BUNDLE_NAME}")
 
@@ -306,6 +335,7 @@ def _evaluate_bundle(config: TrainingConfig, run_dir: Path, record: dict) -> Non
         record["metrics"] = _score(model, test_inputs, test_data, config, run_dir)
     record.pop("stage", None)
     record["status"] = "success"
+    _set_objective(record, config.objective)
     m = record["metrics"]
     print(f"evaluated {bundle_path} with {config.backend.name}: amplitude SSIM {m['amplitude']['ssim']:.4f}, "
           f"phase SSIM {m['phase']['ssim']:.4f} → {run_dir / 'metrics.json'}")
