@@ -53,6 +53,7 @@ CHUNK = 1024  # patches per chunk of the per-patch scores
 DEFAULT_MIN_COVERAGE = 0.5
 DEFAULT_ILLUMINATION_THRESHOLD = 0.1  # score pixels lit by ≥ 10 % of the scan's peak Σ|P|²
 DEFAULT_MAX_SHIFT = 2.0  # registration search box, ± pixels
+REGISTRATION_UPSAMPLE = 20  # sub-pixel refinement: 1/20 px
 SHIFT_TOLERANCE = 0.05  # a measured shift smaller than this (pixels) is not applied
 FRC_THRESHOLD = 0.5
 
@@ -94,7 +95,8 @@ def _filled(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def _windowed(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Mean-free image (holes filled) under a Hann window, so the crop's edges do not pin the registration."""
+    """Mean-free image (holes filled) under a Hann window, so the region's edges and the flat fill
+    of its holes, the same in both images, do not pin the registration to zero shift."""
     from scipy.signal.windows import hann
 
     filled = _filled(image, mask)
@@ -138,38 +140,33 @@ def _phase_plane(difference: np.ndarray, mask: np.ndarray) -> tuple[float, float
 
 
 def bounded_shift(reference: np.ndarray, moving: np.ndarray, mask: np.ndarray,
-                  max_shift: float) -> tuple[float, float]:
+                  max_shift: float, upsample: int = REGISTRATION_UPSAMPLE) -> tuple[float, float]:
     """(dy, dx) that registers `moving` to `reference`, searched only within ±max_shift pixels.
 
     The peak of the cross-correlation of the mean-free, Hann-windowed images (holes filled) is
-    taken inside the search box (positions are known, so a right reconstruction sits within a
-    pixel or two: an unbounded search jumps to a far, spurious peak on weakly structured or noisy
-    images), then refined to sub-pixel precision by a parabola through the peak and its
-    neighbours along each axis (the same convention as skimage's phase_cross_correlation:
-    shifting `moving` by the result lines it up with `reference`).
+    taken inside the search box (positions are known, so a right reconstruction sits within a pixel or two: an
+    unbounded search jumps to a far, spurious peak on weakly structured or noisy images), then
+    refined to 1/`upsample` pixel by evaluating the correlation on a fine grid of ±1 px around it
+    with a matrix DFT (skimage's upsampled-DFT refinement). The sign convention is skimage's
+    phase_cross_correlation: shifting `moving` by the result lines it up with `reference`.
     """
     if max_shift <= 0 or min(mask.shape) < 3:
         return 0.0, 0.0
-    fa = np.fft.fft2(_windowed(reference, mask))
-    fb = np.fft.fft2(_windowed(moving, mask))
-    correlation = np.fft.ifft2(fa * np.conj(fb)).real
+    product = np.fft.fft2(_windowed(reference, mask)) * np.conj(np.fft.fft2(_windowed(moving, mask)))
+    correlation = np.fft.ifft2(product).real
     height, width = correlation.shape
     reach = int(math.floor(max_shift))
-    dys, dxs = np.arange(-reach, reach + 1), np.arange(-reach, reach + 1)
-    box = correlation[np.ix_(dys % height, dxs % width)]
+    steps = np.arange(-reach, reach + 1)
+    box = correlation[np.ix_(steps % height, steps % width)]
     iy, ix = np.unravel_index(int(np.argmax(box)), box.shape)
-    peak = (int(dys[iy]), int(dxs[ix]))
-
-    def refine(axis_values: np.ndarray) -> float:
-        left, centre, right = axis_values
-        curvature = left - 2 * centre + right
-        return 0.0 if curvature >= 0 else float(np.clip(0.5 * (left - right) / curvature, -0.5, 0.5))
-
-    along_y = correlation[[(peak[0] + d) % height for d in (-1, 0, 1)], peak[1] % width]
-    along_x = correlation[peak[0] % height, [(peak[1] + d) % width for d in (-1, 0, 1)]]
-    dy = float(np.clip(peak[0] + refine(along_y), -max_shift, max_shift))
-    dx = float(np.clip(peak[1] + refine(along_x), -max_shift, max_shift))
-    return dy, dx
+    fine = np.arange(-upsample, upsample + 1) / upsample  # ±1 px around the integer peak
+    dy_grid, dx_grid = steps[iy] + fine, steps[ix] + fine
+    ky, kx = np.fft.fftfreq(height), np.fft.fftfreq(width)
+    rows = np.exp(2j * np.pi * dy_grid[:, None] * ky[None, :])  # (G, H)
+    cols = np.exp(2j * np.pi * kx[:, None] * dx_grid[None, :])  # (W, G)
+    local = (rows @ product @ cols).real
+    jy, jx = np.unravel_index(int(np.argmax(local)), local.shape)
+    return (float(np.clip(dy_grid[jy], -max_shift, max_shift)), float(np.clip(dx_grid[jx], -max_shift, max_shift)))
 
 
 def align(reconstruction: np.ndarray, ground_truth: np.ndarray, region: np.ndarray,
