@@ -18,7 +18,7 @@ from typing import Any, Optional
 import numpy as np
 from hydra.experimental.callback import Callback
 
-from fly64_train import manifest, study
+from fly64_train import files, manifest, study
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def job_manifests(sweep_dir: Path) -> list[tuple[Path, dict]]:
     found = []
     for path in sorted(Path(sweep_dir).glob("**/" + manifest.TRAINING_MANIFEST)):
         try:
-            found.append((path.parent, manifest.read_json(path)))
+            found.append((path.parent, files.read_json(path)))
         except (OSError, ValueError) as exc:
             log.warning("unreadable job manifest %s: %s", path, exc)
     views = list(study.VIEWS)
@@ -70,12 +70,6 @@ def summary_rows(sweep_dir: Path) -> list[dict]:
     return rows
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def write_summary(sweep_dir: Path, figure: bool = True) -> list[dict]:
     """Rebuild study_summary.{csv,json} and skip_summary.json (and study_summary.png if `figure`);
     return the rows."""
@@ -88,14 +82,14 @@ def write_summary(sweep_dir: Path, figure: bool = True) -> list[dict]:
         writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
-        _atomic_bytes(sweep_dir / f"{SUMMARY_STEM}.csv", buffer.getvalue().encode())
+        files.atomic_write_bytes(sweep_dir / f"{SUMMARY_STEM}.csv", buffer.getvalue().encode())
         failed = [r for r in rows if r["status"] == "failed"]
         skipped = [r for r in rows if r["status"] == "skipped"]
-        manifest.write_json(sweep_dir / f"{SUMMARY_STEM}.json", {
+        files.write_json(sweep_dir / f"{SUMMARY_STEM}.json", {
             "updated_at": manifest.utc_now(), "n_jobs": len(rows),
             "n_success": sum(r["status"] == "success" for r in rows), "n_failed": len(failed),
             "n_skipped": len(skipped), "jobs": rows})
-        manifest.write_json(sweep_dir / manifest.SKIP_SUMMARY, {
+        files.write_json(sweep_dir / manifest.SKIP_SUMMARY, {
             "timestamp": manifest.utc_now(),
             "skipped": [{"job": r["job_dir"], "reason": "reused: bundle present, verified, same config"}
                         for r in skipped],
@@ -104,7 +98,7 @@ def write_summary(sweep_dir: Path, figure: bool = True) -> list[dict]:
         if not figure:
             return rows
         try:
-            _atomic_bytes(sweep_dir / f"{SUMMARY_STEM}.png", render_summary_png(sweep_dir, rows))
+            files.atomic_write_bytes(sweep_dir / f"{SUMMARY_STEM}.png", render_summary_png(sweep_dir, rows))
         except Exception as exc:  # noqa: BLE001 - a figure problem must not fail the job
             log.warning("study_summary.png not rendered: %s", exc)
     return rows
@@ -194,9 +188,7 @@ class StudySummaryCallback(Callback):
 
         overrides = " ".join(job_return.overrides or [])
         if job_return.status == JobStatus.FAILED:
-            message = f"job FAILED ({overrides}): {job_return._return_value}"
-            log.error(message)
-            print(f"fly64-train: {message}", flush=True)
+            log.error("job FAILED (%s): %s", overrides, job_return._return_value)  # terminal and job log
         else:
             log.info("job finished (%s): %s", overrides, job_return.status.name)
         try:
@@ -211,7 +203,7 @@ class StudySummaryCallback(Callback):
         # (Hydra's `now` resolver caches, so it resolves to the directory the jobs used).
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = write_summary(sweep_dir)
-        print(f"fly64-train: study summary of {len(rows)} jobs in {sweep_dir / (SUMMARY_STEM + '.csv')}")
+        log.info("study summary of %d jobs in %s", len(rows), sweep_dir / (SUMMARY_STEM + ".csv"))
 
 
 def _sweep_dir() -> Path:
