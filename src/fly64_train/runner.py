@@ -17,8 +17,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from fly64_train import architecture, files, legacy, manifest, study
-from fly64_train.bundle import BUNDLE_NAME
 from fly64_train.backends.base import spec_from_bundle, spec_from_config
+from fly64_train.bundle import BUNDLE_NAME
 from fly64_train.config import TrainingConfig, from_dict, to_dict, validate
 
 log = logging.getLogger(__name__)

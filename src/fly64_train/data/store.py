@@ -44,11 +44,11 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from fly64_train import physics, study
-from fly64_train.files import sha256_bytes, sha256_file, write_json
 from fly64_train.config import TrainingConfig
 from fly64_train.data import simulate
 from fly64_train.data.contract import ContractError, StudyData, load_array, load_dataset, save_dataset
 from fly64_train.data.overlap import overlap_metrics, spaced_subset
+from fly64_train.files import sha256_bytes, sha256_file, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -211,10 +211,10 @@ def _build_unit(unit: Path, key: str, plan: _Plan, write: Callable[[Path], None]
             files[path.name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
         seconds = time.perf_counter() - started
         write_json(tmp / MARKER, {"format_version": FORMAT_VERSION, "unit": name, "key": key,
-                                   "entry_key": plan.key, "files": files,
-                                   "built": {"pid": os.getpid(), "host": socket.gethostname(),
-                                             "seconds": round(seconds, 3),
-                                             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}})
+                                  "entry_key": plan.key, "files": files,
+                                  "built": {"pid": os.getpid(), "host": socket.gethostname(),
+                                            "seconds": round(seconds, 3),
+                                            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}})
         os.rename(tmp, unit)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
