@@ -4,8 +4,8 @@
     python benchmarks/simulate.py --cases sim64 --repeat 3
 
 Cases (each runs in a fresh subprocess so its peak RSS is its own):
-- sim64 / sim128: `simulate_phase_c` of the default scan (DatasetConfig().n_positions positions on
-  the default object) at N=64 / N=128, one dose (1e4): patterns per second (wall and per CPU
+- sim64 / sim128: `simulate_phase_c` of the default fly scan (DatasetConfig(): 24,676 positions
+  on the default 660² object; at N=128 the `study` preset's object and scan, scaled by 2) at N=64 / N=128, one dose (1e4): patterns per second (wall and per CPU
   second) and peak resident memory. Also the 3-dose rate of `simulate_doses` (one far-field pass
   shared by the doses, as the cache builds the whole study).
 - build_all: wall time to build the whole default dataset at N=64 into an empty cache — 3 doses,
@@ -65,15 +65,17 @@ def case_sim(N: int, repeat: int) -> dict:
     from fly64_train.data import simulate
 
     defaults = DatasetConfig()
-    obj = simulate.make_object(defaults.object_size, defaults.simulation_seed)
+    scale = N // 64  # the study preset scales the object and the scan with the probe
+    obj = simulate.make_object(defaults.object_size * scale, defaults.simulation_seed, defaults.object_kind)
     probe = simulate.make_probe(N)
-    x, y = simulate.scan_positions(defaults.n_positions, obj.shape, N, defaults.simulation_seed)
+    x, y = simulate.fly_scan_positions(obj.shape, N, defaults.scan_step * scale, defaults.scan_row_spacing * scale,
+                                       defaults.scan_jitter, defaults.simulation_seed)
     n = x.size
     (wall, cpu), _ = _timed(lambda: simulate.simulate_phase_c(obj, probe, x, y, 1e4, 42), repeat)
     (wall3, cpu3), _ = _timed(lambda: simulate.simulate_doses(obj, probe, x, y, study.DOSES, 42), 1)
     workers = simulate.default_workers()
     return {
-        "N": N, "n_patterns": n, "object_size": defaults.object_size, "workers": workers,
+        "N": N, "n_patterns": n, "object_size": defaults.object_size * scale, "workers": workers,
         # what the measured CPU cost gives when `workers` cores are free (threads release the GIL)
         "cpu_bound_estimate_patterns_per_s": {"one_dose": round(workers * n / cpu),
                                               "three_doses": round(workers * 3 * n / cpu3)},
@@ -114,9 +116,10 @@ def case_build_all(repeat: int) -> dict:
             for split in ("train", "test"):
                 metrics = json.loads(Path(first["phase_d"][view][f"{split}_metrics"]).read_text())
                 views[f"{view}_{split}"] = {"n_accepted": metrics["n_accepted"],
-                                            "spacing_px": metrics["spacing_threshold_px"],
-                                            "measured_overlap": round(metrics["measured_overlap_fraction"], 4),
-                                            "patch_overlap": round(metrics["patch_overlap_fraction"], 4)}
+                                            "probe_diameter_px": round(metrics["probe_diameter_px"], 2),
+                                            "spacing_px": round(metrics["spacing_threshold_px"], 2),
+                                            "nearest_overlap": round(metrics["nearest_overlap_fraction"], 4),
+                                            "mean_overlap_k6": round(metrics["measured_overlap_fraction"], 4)}
         out["views_N64"] = views
     out["peak_rss_mb"] = round(_peak_rss_mb(), 1)
     return out

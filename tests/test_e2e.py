@@ -54,7 +54,12 @@ def test_a_training_job_leaves_a_complete_run_directory(run, request):
     assert record["bundle_size_bytes"] == bundle.stat().st_size
     assert record["epochs_completed"] == 2 and len((run_dir / "history.csv").read_text().splitlines()) == 3
     assert "epoch 2/2 loss=" in (run_dir / "smoke.log").read_text()  # <job.name>.log
-    assert set(record["metrics"]["amplitude"]) >= {"mae", "psnr", "ssim", "frc50", "data_range"}
+    assert set(record["metrics"]["amplitude"]) >= {"mae", "psnr", "ssim", "ssim_original", "frc50", "data_range"}
+    # what the study needs to read a job: the footprint, the lit region, the budget
+    assert record["probe_diameter_px"] == pytest.approx(38.2, abs=0.5)
+    assert record["metrics"]["illumination_threshold"] == 0.1 and record["metrics"]["region"]["scored_pixels"] > 0
+    assert record["train_groups"] == 64 and 64 < record["train_positions"] <= 4 * 64  # distinct members of 64 groups
+    assert record["optimiser_steps"] == 2 * 4  # 2 epochs × ceil(64 · 0.95 / 16) batches
     framework = "tensorflow" if run == "tf_run" else "torch"
     assert framework in record["versions"]
     assert "oneDNN custom operations" not in record["_stderr"]  # framework start-up notes filtered
@@ -94,10 +99,19 @@ def test_a_corrupt_bundle_fails_evaluation_clearly(workdir, tf_run):
 
 
 def test_prepare_builds_every_view_of_a_dose(workdir):
-    result = run_cli(["job=prepare", "job.name=prepare", "dataset.object_size=384", "dataset.n_positions=1200",
+    result = run_cli(["job=prepare", "job.name=prepare", "dataset.object_size=384", "dataset.scan_step=4",
                       "dose=1e4", f"hydra.run.dir={workdir / 'prep'}"], workdir, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     printed = result.stdout
+    # per view: D, S, counts and the mean nearest-neighbour overlap
+    lines = {tuple(line.split()[:2]): line for line in printed.splitlines() if line.startswith("  ")}
+    for view, low, high in (("dense", 0.5, 0.65), ("sparse", 0.0, 0.15)):
+        for split in ("train", "test"):
+            line = lines[view, split]
+            diameter, spacing = (float(line.split(f"{name} = ")[1].split()[0]) for name in ("D", "S"))
+            assert diameter == pytest.approx(38.2, abs=0.5)
+            assert spacing == pytest.approx((0.3 if view == "dense" else 0.8) * diameter, abs=0.06)
+            assert low <= float(line.rsplit(" ", 1)[1]) <= high, line
     for name in ("patched_train.npz", "patched_test.npz", "dense_train.npz", "sparse_test.npz"):
         assert name in printed
     paths = [Path(line.split(": ", 1)[1]) for line in printed.splitlines() if line.endswith(".npz")]

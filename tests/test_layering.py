@@ -65,10 +65,15 @@ def test_nothing_reads_the_legacy_params_dict():
         if relative(path) == "legacy.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            target = node.value if isinstance(node, ast.Subscript) else \
-                node.func.value if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
-                and node.func.attr == "get" else None
-            if isinstance(target, ast.Name) and target.id in ("params", "legacy_params"):
+            if isinstance(node, ast.Subscript):  # params["N"]
+                target, key = node.value, node.slice
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get" \
+                    and node.args:  # params.get("N")
+                target, key = node.func.value, node.args[0]
+            else:
+                continue
+            if isinstance(target, ast.Name) and target.id in ("params", "legacy_params") \
+                    and isinstance(key, ast.Constant) and isinstance(key.value, str):
                 readers.append(f"{relative(path)}:{node.lineno}")
     assert not readers, readers
 

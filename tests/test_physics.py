@@ -45,7 +45,7 @@ def small_scene():
     N = 32
     obj = simulate.make_object(160, seed=3)
     probe = simulate.make_probe(N)
-    x, y = simulate.scan_positions(300, obj.shape, N, seed=3)
+    x, y = simulate.fly_scan_positions(obj.shape, N, 6.0, 7.0, 0.5, seed=3)
     return obj, probe, x, y
 
 
@@ -135,3 +135,43 @@ def test_probe_is_a_focused_spot_with_rings_and_phase(N):
     dips = [i for i in range(1, len(inner) - 1) if inner[i] < inner[i - 1] and inner[i] < inner[i + 1]]
     assert dips, "expected at least one ring (a dip then a rise in the radial profile)"
     np.testing.assert_array_equal(probe, simulate.make_probe(N))  # deterministic
+
+
+def _disc(n: int, radius: float, centre=None) -> np.ndarray:
+    rows, cols = np.indices((n, n))
+    cy, cx = centre if centre is not None else (n / 2, n / 2)
+    return (np.hypot(rows - cy, cols - cx) <= radius).astype(np.complex64)
+
+
+def test_footprint_diameter_of_analytic_probes():
+    # A uniform disc of radius R holds a fraction q of its energy within radius R·sqrt(q).
+    disc = _disc(128, 30.0)
+    assert physics.footprint_diameter(disc) == pytest.approx(2 * 30.0 * np.sqrt(0.9), abs=1.0)
+    assert physics.footprint_diameter(disc, 1.0) == pytest.approx(60.0, abs=1.0)
+    # A Gaussian intensity exp(−r²/2σ²) holds 90 % within r = σ·sqrt(2 ln 10): D ≈ 4.29 σ.
+    rows, cols = np.indices((96, 96))
+    sigma = 6.0
+    gaussian = np.exp(-((rows - 40.3) ** 2 + (cols - 55.7) ** 2) / (4 * sigma**2)) * np.exp(1j * cols / 7)
+    assert physics.footprint_diameter(gaussian) == pytest.approx(2 * sigma * np.sqrt(2 * np.log(10)), abs=0.7)
+    # Measured about the intensity centroid: moving the disc or adding a phase leaves D alone.
+    moved = _disc(128, 30.0, centre=(50.0, 70.0)) * np.exp(1j * np.linspace(0, 9, 128))[None, :]
+    assert physics.footprint_diameter(moved) == pytest.approx(physics.footprint_diameter(disc), abs=0.5)
+    with pytest.raises(ValueError, match="no finite"):
+        physics.footprint_diameter(np.zeros((8, 8), np.complex64))
+    with pytest.raises(ValueError, match="square"):
+        physics.footprint_diameter(np.ones((8, 9)))
+
+
+@pytest.mark.parametrize("N", [64, 128])
+def test_synthetic_probe_is_fly64_like(N):
+    probe = simulate.make_probe(N)
+    diameter = physics.footprint_diameter(probe)
+    assert 0.55 * N <= diameter <= 0.65 * N  # ≈ 0.6·N: 38 px at N = 64, as the fly64 probe
+    intensity = np.abs(probe) ** 2
+    edge = np.concatenate([intensity[0], intensity[-1], intensity[:, 0], intensity[:, -1]])
+    assert edge.max() < 0.02 * intensity.max()  # no wrap-around at the patch edge
+    bright = np.abs(probe) > 0.3
+    assert np.ptp(np.angle(probe[bright])) > 2.0  # defocus: real phase structure, not a flat disc
+    # Same optics at both sizes: the N = 128 probe is the N = 64 one sampled twice as finely.
+    assert physics.footprint_diameter(simulate.make_probe(128)) == pytest.approx(
+        2 * physics.footprint_diameter(simulate.make_probe(64)), rel=0.03)

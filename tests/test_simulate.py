@@ -7,8 +7,8 @@ import pytest
 from fly64_train.data import simulate
 
 
-def test_object_has_range_structure_at_several_scales_and_is_seeded():
-    obj = simulate.make_object(256, seed=7)
+def test_random_object_has_range_structure_at_several_scales_and_is_seeded():
+    obj = simulate.make_object(256, seed=7, kind="random")
     assert obj.shape == (256, 256) and obj.dtype == np.complex64
     amplitude, phase = np.abs(obj), np.angle(obj)
     assert 0.3 <= amplitude.min() and amplitude.max() <= 1.0
@@ -24,21 +24,50 @@ def test_object_has_range_structure_at_several_scales_and_is_seeded():
         assert detail.std() > 0.03 * field.std()
     # sharp features: some steep edges
     assert np.abs(np.diff(amplitude, axis=1)).max() > 0.1
-    np.testing.assert_array_equal(obj, simulate.make_object(256, seed=7))
-    assert not np.array_equal(obj, simulate.make_object(256, seed=8))
+    np.testing.assert_array_equal(obj, simulate.make_object(256, seed=7, kind="random"))
+    assert not np.array_equal(obj, simulate.make_object(256, seed=8, kind="random"))
 
 
-def test_scan_positions_stay_a_half_patch_inside_and_are_seeded():
-    x, y = simulate.scan_positions(2000, (200, 300), 64, seed=1)
-    assert x.dtype == np.float64 and x.shape == (2000,)
-    assert x.min() >= 32 and x.max() <= 300 - 1 - 32
-    assert y.min() >= 32 and y.max() <= 200 - 1 - 32
-    x2, y2 = simulate.scan_positions(2000, (200, 300), 64, seed=1)
-    np.testing.assert_array_equal(x, x2)
-    np.testing.assert_array_equal(y, y2)
-    assert not np.array_equal(x, simulate.scan_positions(2000, (200, 300), 64, seed=2)[0])
+def test_default_object_is_two_recognisable_pictures_with_fine_detail():
+    obj = simulate.make_object(660, seed=42)
+    assert obj.shape == (660, 660) and obj.dtype == np.complex64
+    amplitude, phase = np.abs(obj), np.angle(obj)
+    assert amplitude.min() >= 0.3 - 1e-6 and amplitude.max() <= 1.0 + 1e-6
+    assert amplitude.min() < 0.35 and amplitude.max() > 0.95  # uses the whole range
+    assert np.abs(phase).max() <= np.pi / 2 + 1e-6 and np.ptp(phase) > 2.5  # no wrapping, wide range
+    # amplitude and phase are different pictures (camera, astronaut), not one image twice
+    assert abs(np.corrcoef(amplitude.ravel(), phase.ravel())[0, 1]) < 0.5
+    for field in (amplitude, phase):
+        # detail at the 2–8 px scale SSIM's 7-px window sees: a band-pass keeps a real share
+        band = simulate.ndimage.gaussian_filter(field, 1.0) - simulate.ndimage.gaussian_filter(field, 4.0)
+        assert band.std() > 0.1 * field.std()
+    np.testing.assert_array_equal(obj, simulate.make_object(660, seed=1))  # deterministic, seed unused
+    small = simulate.make_image_object(128)
+    assert small.shape == (128, 128) and np.abs(small).min() >= 0.3 - 1e-6
+    with pytest.raises(ValueError, match="object kind 'plasma'"):
+        simulate.make_object(64, seed=1, kind="plasma")
+
+
+def test_fly_scan_rows_steps_jitter_margins_and_seed():
+    x, y = simulate.fly_scan_positions((200, 300), 64, step=3.0, row_spacing=5.0, jitter=0.0, seed=1)
+    assert x.dtype == np.float64 and x.shape == y.shape
+    rows = np.unique(y)
+    np.testing.assert_allclose(np.diff(rows), 5.0)  # rows row_spacing apart
+    first = x[y == rows[0]]
+    np.testing.assert_allclose(np.diff(first), 3.0)  # exposures step apart along x ...
+    np.testing.assert_allclose(x[y == rows[1]], first[::-1])  # ... serpentine: the next row runs back
+    assert x.size == first.size * rows.size == (235 // 3 + 1) * (135 // 5 + 1)
+    jx, jy = simulate.fly_scan_positions((200, 300), 64, 3.0, 5.0, jitter=0.5, seed=1)
+    offsets = np.concatenate([jx - x, jy - y])
+    assert 0.4 < offsets.std() < 0.6 and abs(offsets.mean()) < 0.05  # Gaussian positioning error
+    assert jx.min() >= 32 and jx.max() <= 300 - 1 - 32 and jy.min() >= 32 and jy.max() <= 200 - 1 - 32
+    again = simulate.fly_scan_positions((200, 300), 64, 3.0, 5.0, jitter=0.5, seed=1)
+    np.testing.assert_array_equal(jx, again[0])
+    assert not np.array_equal(jx, simulate.fly_scan_positions((200, 300), 64, 3.0, 5.0, 0.5, seed=2)[0])
     with pytest.raises(ValueError, match="too small"):
-        simulate.scan_positions(10, (60, 60), 64, seed=1)
+        simulate.fly_scan_positions((60, 60), 64, 3.0, 5.0, 0.5, seed=1)
+    with pytest.raises(ValueError, match="scan step"):
+        simulate.fly_scan_positions((200, 300), 64, 0.0, 5.0, 0.5, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +75,7 @@ def scene():
     N = 32
     obj = simulate.make_object(128, seed=5)
     probe = simulate.make_probe(N)
-    x, y = simulate.scan_positions(120, obj.shape, N, seed=5)
+    x, y = (c[:120] for c in simulate.fly_scan_positions(obj.shape, N, 6.0, 8.0, 0.5, seed=5))
     return obj, probe, x, y
 
 

@@ -12,12 +12,14 @@ import pytest
 from scipy.spatial.distance import pdist
 
 from fly64_train.config import DatasetConfig, TrainingConfig
+from fly64_train import physics
 from fly64_train.data import simulate, store
+from fly64_train.data.overlap import overlap_metrics
 from fly64_train.data.contract import ContractError, load_dataset, save_dataset
 
 
 def _config(tmp_path: Path, view: str = "baseline", dose: float = 1000.0, cache: str = "cache", **dataset):
-    settings = dict(object_size=192, n_positions=240, cache_dir=str(tmp_path / cache))
+    settings = dict(object_size=192, scan_step=8.0, scan_row_spacing=10.0, cache_dir=str(tmp_path / cache))
     settings.update(dataset)
     return TrainingConfig(dataset=DatasetConfig(**settings), view=view, dose=dose)
 
@@ -42,11 +44,14 @@ def test_baseline_builds_phase_c_files_that_follow_the_contract(tmp_path):
     assert train_path.name == "patched_train.npz" and train_path.parent.name == "dose_1000"
     assert train_path.parent.parent.name == "phase_c"
     train, test = load_dataset(train_path), load_dataset(test_path)
-    assert train.N == 64 and train.n + test.n == 240
+    n_scan = simulate.fly_scan_positions((192, 192), 64, 8.0, 10.0, 0.5, 42)[0].size
+    assert train.N == 64 and train.n + test.n == n_scan == 16 * 13  # 16 exposures per row, 13 rows
     assert train.ycoords.max() < test.ycoords.min()  # split along y
     meta = train.metadata
     assert meta["phase"] == "C" and meta["dose"] == 1000.0 and meta["N"] == 64 and meta["split"] == "train"
-    assert meta["seeds"]["simulation"] == 42 and meta["n_positions"] == 240
+    assert meta["seeds"]["simulation"] == 42 and meta["n_positions"] == n_scan
+    assert meta["scan"]["step_px"] == 8.0 and meta["scan"]["row_spacing_px"] == 10.0
+    assert meta["probe_diameter_px"] == pytest.approx(38.2, abs=0.5)  # the synthetic probe's footprint
     assert meta["split_rule"]["split_point"] == pytest.approx(simulate.split_point(
         np.concatenate([train.ycoords, test.ycoords])))
     counts = (train.diffraction.astype(np.float64) * meta["photon_scale"]) ** 2
@@ -55,7 +60,7 @@ def test_baseline_builds_phase_c_files_that_follow_the_contract(tmp_path):
     both = np.concatenate([train.diffraction, test.diffraction]).astype(np.float64)
     # the dose is the mean over the whole dataset (a split's mean follows its part of the object)
     assert ((both * meta["photon_scale"]) ** 2).sum(axis=(1, 2)).mean() == pytest.approx(1000, rel=0.02)
-    assert sorted(np.concatenate([train.scan_index, test.scan_index]).tolist()) == list(range(240))
+    assert sorted(np.concatenate([train.scan_index, test.scan_index]).tolist()) == list(range(n_scan))
     assert store.planned_paths(config)["exists"] is True
     assert [b["unit"] for b in _builds(config)] == ["phase_c/dose_1000"]
     marker = json.loads((train_path.parent / "complete.json").read_text())
@@ -64,11 +69,12 @@ def test_baseline_builds_phase_c_files_that_follow_the_contract(tmp_path):
 
 
 def test_spaced_views_build_phase_d_with_metrics(tmp_path):
-    config = _config(tmp_path, view="dense", object_size=320, n_positions=600)
+    config = _config(tmp_path, view="dense", object_size=320, scan_step=5.0, scan_row_spacing=6.0)
     train_path, test_path = store.dataset_paths(config)
     assert train_path.name == "dense_train.npz" and train_path.parent.parent.name == "phase_d"
     phase_c = load_dataset(Path(store.planned_paths(config)["phase_c"]) / "patched_train.npz")
-    for view, spacing in (("dense", 19.2), ("sparse", 51.2)):
+    diameter = physics.footprint_diameter(phase_c.probe)  # S = (1 − f)·D, D measured on the probe
+    for view, spacing in (("dense", 0.3 * diameter), ("sparse", 0.8 * diameter)):
         data = load_dataset(train_path.parent / f"{view}_train.npz")
         assert pdist(np.column_stack([data.xcoords, data.ycoords])).min() >= spacing
         assert set(data.scan_index) <= set(phase_c.scan_index)
@@ -81,8 +87,11 @@ def test_spaced_views_build_phase_d_with_metrics(tmp_path):
         assert meta["acceptance_rate"] == pytest.approx(data.n / phase_c.n)
         assert meta["photon_scale"] == phase_c.metadata["photon_scale"]
         metrics = json.loads((train_path.parent / f"{view}_train_metrics.json").read_text())
-        assert metrics["probe_diameter_px"] == 32.0 and metrics["n_accepted"] == data.n
+        assert metrics["probe_diameter_px"] == pytest.approx(diameter) and metrics["n_accepted"] == data.n
+        assert meta["probe_diameter_px"] == pytest.approx(diameter)
         assert metrics["measured"]["min_spacing_px"] >= spacing
+        nearest = overlap_metrics(data.xcoords, data.ycoords, diameter, 1)["mean_overlap_fraction"]
+        assert metrics["nearest_overlap_fraction"] == pytest.approx(nearest)
         assert metrics["overlap_fraction"] == {"dense": 0.7, "sparse": 0.2}[view]
     assert [b["unit"] for b in _builds(config)] == ["phase_c/dose_1000", "phase_d/dose_1000"]
     # the other views of the same dose are now found, not rebuilt
@@ -106,7 +115,7 @@ def test_same_config_gives_the_same_bytes_and_another_seed_other_data(tmp_path):
 
 
 def test_prepare_dose_builds_everything_once(tmp_path):
-    config = _config(tmp_path, object_size=256, n_positions=300)
+    config = _config(tmp_path, object_size=256)
     paths = store.prepare_dose(config)
     files = [paths["phase_c"]["train"], paths["phase_c"]["test"]]
     for view in ("dense", "sparse"):
@@ -225,10 +234,16 @@ def test_default_dataset_views_are_large_enough(tmp_path):
             metrics = json.loads(Path(paths["phase_d"][view][f"{split}_metrics"]).read_text())
             sizes[view, split] = metrics["n_accepted"]
             assert metrics["measured"]["min_spacing_px"] >= metrics["spacing_threshold_px"]
-    assert min(sizes["sparse", s] for s in ("train", "test")) >= 200, sizes
+            overlap = metrics["nearest_overlap_fraction"]
+            assert (0.5 <= overlap <= 0.65) if view == "dense" else (overlap <= 0.12), (view, split, overlap)
+    assert min(sizes["sparse", s] for s in ("train", "test")) >= 150, sizes
     assert min(sizes["dense", s] for s in ("train", "test")) >= 1000, sizes
     train = load_dataset(paths["phase_c"]["train"])
-    assert train.obj.shape == (1408, 1408) and train.N == 64
+    assert train.obj.shape == (660, 660) and train.N == 64
+    assert train.metadata["n_positions"] <= 25_000
+    geometry = store.view_geometry(paths)
+    assert geometry["dense"]["test"]["n_accepted"] == sizes["dense", "test"]
+    assert geometry["dense"]["test"]["probe_diameter_px"] == pytest.approx(0.6 * 64, rel=0.05)
 
 
 def test_a_complete_entry_is_used_without_locking_or_writing(tmp_path, monkeypatch):
@@ -243,3 +258,21 @@ def test_a_complete_entry_is_used_without_locking_or_writing(tmp_path, monkeypat
     assert store.dataset_paths(config) == paths
     assert store.dataset_paths(dataclasses.replace(config, view="baseline"))[0].name == "patched_train.npz"
     assert sorted(p for p in (tmp_path / "cache").rglob("*")) == before
+
+
+def test_cache_written_by_an_earlier_format_is_never_read_as_todays_data(tmp_path):
+    config = _config(tmp_path)
+    train_path, _ = store.dataset_paths(config)
+    unit = train_path.parent
+    marker = json.loads((unit / store.MARKER).read_text())
+    marker["format_version"] = store.FORMAT_VERSION - 1  # as written by the random-scan version
+    (unit / store.MARKER).write_text(json.dumps(marker))
+    complete, why = store._check_unit(unit, store._Plan(config).phase_c_key(config.dose))
+    assert not complete and "stale" in why
+    store.dataset_paths(config)  # rebuilt, not read
+    assert len(_builds(config)) == 2
+    # and every field that shapes the data is in the entry key
+    keys = {store.planned_paths(_config(tmp_path, **change))["key"]
+            for change in ({}, {"object_kind": "random"}, {"scan_step": 7.0}, {"scan_row_spacing": 9.0},
+                           {"scan_jitter": 0.0}, {"object_size": 200})}
+    assert len(keys) == 6

@@ -86,18 +86,24 @@ def test_rerun_into_the_same_sweep_reuses_verified_bundles_and_force_redoes(basi
     assert rows["dose_1000/dense"]["bundle_sha256"] == before["dose_1000/dense"]
 
 
-def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
-    result = run_cli(["--multirun", *SMOKE, "dose=1000,-5", "view=baseline"], tmp_path, timeout=900)
+def test_a_failing_job_does_not_stop_the_sweep_and_the_figure_is_drawn(tmp_path):
+    # The failing job first: Hydra then skips on_multirun_end, so the figure must be redrawn after
+    # every later job.
+    result = run_cli(["--multirun", *SMOKE, "dose=-5,100000", "view=baseline"], tmp_path, timeout=900)
     assert result.returncode != 0
     assert "job FAILED" in result.stdout and "dose=-5" in result.stdout
     assert "Traceback" not in result.stdout and "Traceback" not in result.stderr
     assert "dose=-5.0 is not allowed" in result.stderr and len(result.stderr.strip().splitlines()) <= 4
     sweep = sweep_dir(tmp_path)
     rows = {r["dose"]: r for r in summary(sweep)}
-    assert rows["1000.0"]["status"] == "success"
+    assert rows["100000.0"]["status"] == "success"
     assert rows["-5.0"]["status"] == "failed" and "dose=-5.0 is not allowed" in rows["-5.0"]["error"]
     skip = json.loads((sweep / "skip_summary.json").read_text())
     assert skip["failed_count"] == 1 and "dose=-5.0" in skip["failed"][0]["reason"]
+    figure = sweep / "study_summary.png"
+    assert figure.read_bytes().startswith(b"\x89PNG") and len(figure.read_bytes()) > 10_000
+    last_job = sweep / rows["100000.0"]["job_dir"] / "training_manifest.json"
+    assert figure.stat().st_mtime >= last_job.stat().st_mtime  # drawn after the last job
 
 
 def test_nan_loss_stops_the_job_without_a_bundle(tmp_path):

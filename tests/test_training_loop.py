@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from fly64_train.backends.base import Model
+from fly64_train.tracking.csv_logger import CsvLogger
 from fly64_train.training import (CHECKPOINT_NAME, LoopSettings, NonFiniteLoss, run_training,
                                   split_validation)
 
@@ -95,14 +96,38 @@ def test_validation_split_is_disjoint_seeded_and_sized():
     assert len(split_validation(1, 0.5, 0)[1]) == 0
 
 
-def test_loss_falls_and_history_is_written(tmp_path):
+def test_loss_falls_and_the_csv_logger_writes_the_history(tmp_path):
     x, rel = data()
-    result = run_training(LeastSquaresModel(2), x, rel, settings(), tmp_path)
+    result = run_training(LeastSquaresModel(2), x, rel, settings(), tmp_path, callbacks=[CsvLogger(tmp_path)])
     losses = [row["loss"] for row in result.history]
     assert losses[-1] < losses[0]
     assert result.train_groups == 48 and result.validation_groups == 16
     lines = (tmp_path / "history.csv").read_text().splitlines()
     assert lines[0] == "epoch,loss,val_loss,lr,seconds" and len(lines) == 1 + result.epochs_completed
+    assert [float(line.split(",")[1]) for line in lines[1:]] == pytest.approx(losses)
+
+
+class Recorder:
+    def __init__(self):
+        self.calls = []
+
+    def on_epoch_end(self, row, history):
+        self.calls.append((dict(row), len(history)))
+
+
+def test_callbacks_get_every_epoch_and_a_resumed_run_continues_the_history(tmp_path):
+    x, rel = data()
+    first = Recorder()
+    killed = LeastSquaresModel(2, interrupt_at_step=6 * 2 + 2)  # 6 steps per epoch: dies in epoch 3
+    with pytest.raises(KeyboardInterrupt):
+        run_training(killed, x, rel, settings(), tmp_path, fingerprint="f", callbacks=[first])
+    assert [(row["epoch"], n) for row, n in first.calls] == [(1, 1), (2, 2)]
+    assert set(first.calls[0][0]) == {"epoch", "loss", "val_loss", "lr", "seconds"}
+    resumed = Recorder()
+    result = run_training(LeastSquaresModel(2), x, rel, settings(), tmp_path, fingerprint="f", callbacks=[resumed])
+    assert result.resumed_from_epoch == 2
+    assert [(row["epoch"], n) for row, n in resumed.calls] == [(e, e) for e in range(3, result.epochs_completed + 1)]
+    assert resumed.calls[-1][0] == result.history[-1]
 
 
 def test_plateau_halves_the_rate_down_to_min_lr_and_early_stopping_stops(tmp_path):

@@ -3,7 +3,11 @@
 This module and the sweep callback (sweep.py) are the only ones that know Hydra's runtime (run
 directory, overrides, run mode). A value Hydra rejects while composing (a typo, a wrong type, a
 choice outside its Enum) gets Hydra's short message before any run directory exists; a value a
-rule rejects at run time gets one line on stderr, its traceback only in the job's log file.
+rule rejects at run time gets one line on stderr, its traceback only in the job's log file. The
+task function returns the job's objective (`objective`, e.g. val_loss) for sweepers such as
+Optuna; None when the job has none (dry run, prepare, no validation split). A failed job raises
+under --multirun, so Hydra reports it as failed (in one line; the Optuna sweeper records a failed
+trial).
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -33,13 +38,13 @@ class JobFailed(CompactHydraException):
 
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
-def _app(cfg: DictConfig) -> None:
+def _app(cfg: DictConfig) -> Optional[float]:
     runtime = HydraConfig.get()
     run_dir = Path(runtime.runtime.output_dir)
     overrides = list(runtime.overrides.task)
     config = OmegaConf.to_object(cfg)
     try:
-        run_job(config, run_dir, overrides)
+        record = run_job(config, run_dir, overrides)
     except Exception as exc:  # noqa: BLE001 - one line on the terminal; the traceback goes to the job log
         log.error("job failed: %s", exc, exc_info=True, extra=FILE_ONLY)  # the traceback: job log file only
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
@@ -49,6 +54,7 @@ def _app(cfg: DictConfig) -> None:
         print(f"fly64-train: error: {exc}", file=sys.stderr)
         print(f"fly64-train: the job's manifest and log are in {run_dir}", file=sys.stderr)
         sys.exit(2 if isinstance(exc, ConfigError) else 1)
+    return (record.get("objective") or {}).get("value")
 
 
 def version() -> str:

@@ -2,8 +2,9 @@
 
 The dataclasses below are the schema Hydra composes into. Types do the first checks while Hydra
 composes, before any run directory exists: a typo, a wrong type, or a value outside a choice
-(the `Choice` enums: view, backend.name, dataset.source, job.kind, model.amp_activation,
-model.member_encoding, model.model_type) fails with Hydra's own short message. Every field
+(the `Choice` enums: view, backend.name, dataset.source, dataset.object_kind, job.kind,
+model.amp_activation, model.member_encoding, model.model_type, objective) fails with Hydra's own
+short message. Every field
 carries its help text (shown by `fly64-train --help`) and, where a type cannot say it, a range
 rule (`check`); `validate()` runs those and the rules that span fields, and returns the resolved
 config. A broken rule is a ConfigError with one line naming the field, the value and the rule.
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Optional
 
-from fly64_train import architecture, study
+from fly64_train import architecture, objective, study
 from fly64_train.backends import registry
 
 
@@ -48,10 +49,12 @@ def _choice(name: str, values) -> type[Choice]:
 View = _choice("View", study.VIEWS)
 BackendName = _choice("BackendName", registry.BACKENDS)
 DatasetSource = _choice("DatasetSource", ("synthetic", "npz"))
+ObjectKind = _choice("ObjectKind", study.OBJECT_KINDS)
 JobKind = _choice("JobKind", ("train", "prepare", "evaluate"))
 AmpActivation = _choice("AmpActivation", architecture.AMP_ACTIVATIONS)
 MemberEncoding = _choice("MemberEncoding", architecture.MEMBER_ENCODINGS)
 ModelType = _choice("ModelType", ("pinn",))
+Objective = _choice("Objective", objective.OBJECTIVES)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -69,6 +72,7 @@ positive_int = _rule(lambda v: isinstance(v, int) and v > 0, "expected a positiv
 non_negative = _rule(lambda v: v >= 0, "expected 0 (all cores) or a positive count")
 weight = _rule(lambda v: 0 <= v <= 1, "expected a weight in [0, 1]")
 optional_count = _rule(lambda v: v is None or v >= 1, "expected a positive count or null (all groups)")
+non_empty = _rule(bool, "expected a name")
 
 
 def _meta(default: Any = dataclasses.MISSING, help: str = "", check: Optional[Check] = None,
@@ -83,6 +87,14 @@ def _meta(default: Any = dataclasses.MISSING, help: str = "", check: Optional[Ch
 @functools.lru_cache(maxsize=None)
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
+
+
+def _section_type(hint: Any) -> Optional[type]:
+    """The dataclass a field holds (also inside Optional[...]), else None."""
+    if dataclasses.is_dataclass(hint):
+        return hint
+    options = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    return options[0] if len(options) == 1 and dataclasses.is_dataclass(options[0]) else None
 
 
 def _choice_type(hint: Any) -> Optional[type[Choice]]:
@@ -131,8 +143,14 @@ class DatasetConfig(_Section):
     name: str = _meta("fly64_synthetic", "the dataset preset's name")
     source: DatasetSource = _meta(DatasetSource.synthetic, "synthetic: simulate the study data; npz: your own "
                                                            "files (train_path, test_path)")
-    object_size: int = _meta(1408, "synthetic: object side in pixels", positive)
-    n_positions: int = _meta(16000, "synthetic: Phase C scan positions", positive)
+    object_kind: ObjectKind = _meta(ObjectKind.images, "synthetic object: images (camera amplitude, astronaut "
+                                                       "phase) or random (a seeded texture)")
+    object_size: int = _meta(660, "synthetic: object side in pixels", positive)
+    scan_step: float = _meta(3.0, "synthetic fly scan: an exposure every scan_step px along x", positive)
+    scan_row_spacing: float = _meta(4.8, "synthetic fly scan: rows this many px apart (default: 24,676 positions "
+                                         "≈ 0.08·D apart)", positive)
+    scan_jitter: float = _meta(0.5, "synthetic fly scan: Gaussian position jitter (std, px)",
+                               _rule(lambda v: v >= 0, "expected a standard deviation ≥ 0 px"))
     probe_path: Optional[str] = _meta(None, "NPZ with probeGuess: replaces the synthetic probe")
     object_path: Optional[str] = _meta(None, "NPZ with objectGuess: replaces the synthetic object")
     train_path: Optional[str] = _meta(None, "npz: training data in the data contract")
@@ -196,6 +214,41 @@ class EvaluateConfig(_Section):
     enabled: bool = _meta(True, "evaluate on the test split after training")
     bundle: Optional[str] = _meta(None, "job=evaluate: the wts.h5.zip to score")
     batch_size: int = _meta(64, "groups per forward pass when evaluating", positive)
+    illumination_threshold: float = _meta(
+        0.1, "score only pixels whose summed test-scan probe intensity is at least this fraction of its maximum",
+        _rule(lambda v: 0 < v < 1, "expected a fraction of the peak illumination in (0, 1)"))
+    max_shift_px: float = _meta(2.0, "registration searches shifts of at most this many px; 0 = no registration",
+                                _rule(lambda v: v >= 0, "expected a number of pixels ≥ 0"))
+
+
+@dataclass
+class CsvLoggerConfig:
+    filename: str = _meta("history.csv", "one row per epoch, in the run directory")
+
+
+@dataclass
+class TensorBoardLoggerConfig:
+    log_dir: str = _meta("tensorboard", "event files, inside the run directory")
+
+
+@dataclass
+class MlflowLoggerConfig:
+    tracking_uri: str = _meta("sqlite:///outputs/mlflow.db", "any MLflow tracking URI (http://host:5000, ...); "
+                                                               "default: a local SQLite store under outputs/")
+    artifact_location: str = _meta("outputs/mlartifacts", "where a new experiment keeps its artifacts")
+    experiment_name: str = _meta("fly64", "the MLflow experiment", non_empty)
+    log_bundle: bool = _meta(True, "the bundle (wts.h5.zip) as an artifact")
+
+
+@dataclass
+class LoggerConfig:
+    """The training loggers of a job: the `logger` group, several at once (logger=[csv,mlflow])."""
+    csv: Optional[CsvLoggerConfig] = _meta(None, "logger=csv: history.csv (the default)")
+    tensorboard: Optional[TensorBoardLoggerConfig] = _meta(None, "logger=tensorboard: event files")
+    mlflow: Optional[MlflowLoggerConfig] = _meta(None, "logger=mlflow: one MLflow run per job")
+
+    def selected(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
 
 
 @dataclass
@@ -206,6 +259,9 @@ class TrainingConfig(_Section):
     model: ModelConfig = _meta(help="the network", factory=ModelConfig)
     trainer: TrainerConfig = _meta(help="the training loop", factory=TrainerConfig)
     evaluate: EvaluateConfig = _meta(help="scoring on the test split", factory=EvaluateConfig)
+    logger: LoggerConfig = _meta(help="training loggers (group logger: csv, tensorboard, mlflow)",
+                                 factory=LoggerConfig)
+    objective: Objective = _meta(Objective.val_loss, "what the job returns to a sweeper (its direction follows)")
     dose: float = _meta(1000.0, "photons per pattern (expected total counts): 1e3, 1e4, 1e5 in the study", positive)
     view: View = _meta(View.dense, "the study view: baseline (gridsize 1, every position), dense (gridsize 2, "
                                    "70 % overlap), sparse (gridsize 2, 20 % overlap)")
@@ -243,6 +299,9 @@ def validate(config: TrainingConfig) -> TrainingConfig:
     """Check every field's range rule and the rules that span fields; return the config with
     gridsize resolved."""
     _check_fields(config)
+    if config.objective in objective.TEST_METRICS and not config.evaluate.enabled \
+            and config.job.kind == JobKind.train:
+        _fail("objective", config.objective, "a test metric needs evaluate.enabled=true")
     if config.dataset.source == DatasetSource.npz:
         for key in ("train_path", "test_path"):
             if not getattr(config.dataset, key):
@@ -293,9 +352,8 @@ def from_dict(data: dict) -> TrainingConfig:
             if f.name not in values:
                 continue
             value = values[f.name]
-            nested = hints.get(f.name)
-            kwargs[f.name] = (build(nested, value) if dataclasses.is_dataclass(nested) and isinstance(value, dict)
-                              else value)
+            nested = _section_type(hints.get(f.name))
+            kwargs[f.name] = build(nested, value) if nested is not None and isinstance(value, dict) else value
         return cls(**kwargs)
 
     return build(TrainingConfig, data)
@@ -309,9 +367,9 @@ def describe(node: Any = None, cls: type = TrainingConfig, indent: str = "") -> 
     hints = _hints(cls)
     lines = []
     for f in dataclasses.fields(cls):
-        nested = hints.get(f.name)
-        if dataclasses.is_dataclass(nested):
-            child = node.get(f.name) if node is not None else None
+        nested = _section_type(hints.get(f.name))
+        child = node.get(f.name) if node is not None else None
+        if nested is not None and (child is not None or dataclasses.is_dataclass(hints.get(f.name))):
             lines.append(f"{f'{indent}{f.name}:':<41} # {f.metadata['help']}")
             lines.append(describe(child, nested, indent + "  "))
             continue
@@ -322,7 +380,7 @@ def describe(node: Any = None, cls: type = TrainingConfig, indent: str = "") -> 
             value = plain(value)
             value = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
         text = f"{indent}{f.name}: {value}"
-        kind = _choice_type(nested)
+        kind = _choice_type(hints.get(f.name))
         choices = f"[{'|'.join(kind.values())}] " if kind is not None else ""
         lines.append(f"{text:<41} # {choices}{f.metadata['help']}")
     return "\n".join(lines).replace("$", "$$")  # Hydra's help template is a string.Template
@@ -337,6 +395,9 @@ def register_configs() -> None:
     if not OmegaConf.has_resolver("fly64.int"):
         # Directory names use integers where the value is one: dose_1000, not dose_1000.0.
         OmegaConf.register_new_resolver("fly64.int", study.format_number)
+    if not OmegaConf.has_resolver("fly64.direction"):
+        # The Optuna preset's direction follows the objective: ${fly64.direction:${objective}}.
+        OmegaConf.register_new_resolver("fly64.direction", lambda name: objective.direction(str(name)))
     if not OmegaConf.has_resolver("fly64.describe"):
         # --help: the composed config with every field's help text (conf/hydra/help/fly64.yaml).
         OmegaConf.register_new_resolver("fly64.describe", lambda *, _root_: describe(_root_))

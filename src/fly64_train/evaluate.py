@@ -4,21 +4,22 @@ patches into one image, align it to the ground-truth object, score it, and draw 
 - `stitch`: each patch's central crop×crop region (default N//2) is splatted bilinearly at its scan
   position (the adjoint of physics.extract, computed with physics.place on a small local window
   and accumulated with bincount), then divided by the same stitching of ones (the coverage).
-- `align`: both images are cropped to the bounding box of the well-covered region
-  (coverage ≥ min_coverage); the shift between the amplitudes is measured with
-  skimage.registration.phase_cross_correlation (mean-free, Hann-windowed amplitudes, upsample
-  factor 50) and applied (Fourier shift, margins cropped) only with register=True; the amplitude is
-  scaled by mean(gt)/mean(pred); the phase difference loses a global offset and a least-squares
-  plane a·x + b·y + c (a coarse ramp is first taken from the FFT peak of exp(iΔφ), so wrapped ramps
-  are removed too). The aligned phase is gt phase + the wrapped residual, so the phase metrics
-  measure the residual modulo 2π.
-- `metrics`: MAE, MSE, PSNR and SSIM (data_range = ground-truth max − min, recorded), FRC50 (first
-  Fourier ring, index and fraction of Nyquist, where the FRC drops below 0.5, on a square centre
-  crop), separately for amplitude and phase. Pixels inside the bounding box that are not well
-  covered (holes of a sparse scan) are left out: MAE/MSE/PSNR use the covered pixels, SSIM averages
-  its map over pixels whose whole 7×7 window is covered, the FRC compares the mean-free images
-  with holes set to zero (no shared constant fill; the hole pattern still mixes frequencies, so
-  FRC50 of a sparse scan with holes is optimistic).
+- `scored_region`: the pixels scored: well covered by the stitch and, given the probe, lit by the
+  test scan (Σ_k |P(r − r_k)|² ≥ illumination_threshold × its maximum, `illumination`): the far
+  field says nothing about the object where no light fell.
+- `align`: both images are cropped to the scored region's bounding box; the shift between the
+  amplitudes is searched only within ±max_shift_px (`bounded_shift`: the positions are known, so
+  a right reconstruction sits within a pixel or two, and an unbounded search jumps to a spurious
+  far peak) and applied with a spline shift; the amplitude is scaled by mean(gt)/mean(pred); the
+  phase difference loses a global offset and a least-squares plane a·x + b·y + c (a coarse ramp is
+  first taken from the FFT peak of exp(iΔφ), so wrapped ramps are removed too). The aligned phase
+  is gt phase + the wrapped residual, so the phase metrics measure the residual modulo 2π.
+- `metrics`: MAE, MSE, PSNR and SSIM (data_range = ground-truth max − min, recorded), SSIM in the
+  original study's convention too (`ssim_original`: phase as (φ + π)/2π with data range 1), FRC50
+  (first Fourier ring, index and fraction of Nyquist, where the FRC drops below 0.5, on a square
+  centre crop), separately for amplitude and phase. Pixels inside the bounding box that are not
+  scored are left out: MAE/MSE/PSNR use the scored pixels, SSIM averages its map over pixels whose
+  whole 7×7 window is scored, the FRC compares the mean-free images with the rest set to zero.
 - `patchwise_correlation`: per predicted patch, the Pearson correlation with the true patch over
   the central crop of amplitude and of phase, each patch's own mean phase removed first (the far
   field cannot see a patch's constant phase, so stitched phase loses large-scale structure even
@@ -40,6 +41,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from fly64_train import physics
+from fly64_train.stitching import illumination, stitch
 from fly64_train.architecture import COVERAGE_EPSILON
 from fly64_train.files import atomic_output, atomic_write_bytes, jsonable
 
@@ -47,65 +49,15 @@ METRICS_NAME = "metrics.json"
 FIGURE_NAME = "reconstruction.png"
 RECONSTRUCTION_NAME = "reconstruction.npz"
 SSIM_WINDOW = 7  # skimage's default window
-REGISTRATION_UPSAMPLE = 50
+CHUNK = 1024  # patches per chunk of the per-patch scores
 DEFAULT_MIN_COVERAGE = 0.5
-STITCH_CHUNK = 1024
+DEFAULT_ILLUMINATION_THRESHOLD = 0.1  # score pixels lit by ≥ 10 % of the scan's peak Σ|P|²
+DEFAULT_MAX_SHIFT = 2.0  # registration search box, ± pixels
+REGISTRATION_UPSAMPLE = 20  # sub-pixel refinement: 1/20 px
+SHIFT_TOLERANCE = 0.05  # a measured shift smaller than this (pixels) is not applied
 FRC_THRESHOLD = 0.5
 
 PathLike = Union[str, os.PathLike]
-
-
-# ----------------------------------------------------------------------------- stitching
-
-def stitch(patches: np.ndarray, positions_xy: np.ndarray, object_shape: tuple[int, int],
-           crop: Optional[int] = None, chunk: int = STITCH_CHUNK) -> tuple[np.ndarray, np.ndarray]:
-    """Overlap-normalised stitching of patches (n, N, N) centred at positions (n, 2) = (x, y).
-
-    Returns (image complex128 of `object_shape`, coverage float64): image = Σ place(crop_k) /
-    Σ place(ones) where coverage > 1e-6, else 0.
-    """
-    patches = np.asarray(patches)
-    positions = np.asarray(positions_xy, dtype=np.float64)
-    if patches.ndim == 4:  # (n, C, N, N) groups: flatten
-        patches = patches.reshape(-1, *patches.shape[-2:])
-        positions = positions.reshape(-1, 2)
-    if patches.ndim != 3 or patches.shape[-1] != patches.shape[-2]:
-        raise ValueError(f"patches must be (n, N, N) square, got shape {patches.shape}")
-    if positions.shape != (len(patches), 2):
-        raise ValueError(f"positions must be (n, 2) = (x, y) with n = {len(patches)} patches, got {positions.shape}")
-    if len(patches) == 0:
-        raise ValueError("no patches to stitch")
-    if not np.all(np.isfinite(positions)):
-        raise ValueError("positions contain NaN or infinite values")
-    height, width = (int(s) for s in object_shape[-2:])
-    N = patches.shape[-1]
-    crop = N // 2 if crop is None else int(crop)
-    if not 1 <= crop <= N:
-        raise ValueError(f"stitch crop must be in [1, N={N}], got {crop}")
-    start = N // 2 - crop // 2
-    window = crop + 1
-    total = np.zeros(height * width, dtype=np.complex128)
-    coverage = np.zeros(height * width, dtype=np.float64)
-    local = np.arange(window)
-    for lo in range(0, len(patches), chunk):
-        part = patches[lo:lo + chunk, start:start + crop, start:start + crop].astype(np.complex64, copy=False)
-        top_left = positions[lo:lo + chunk] - crop // 2  # coordinate of cropped pixel 0, (x, y)
-        origin = np.floor(top_left).astype(np.int64)
-        centres = (top_left - origin) + crop // 2  # local centres: same fractional shift, window origin 0
-        values = physics.place(part, centres, (window, window))
-        weights = physics.place(np.ones(part.shape, dtype=np.float32), centres, (window, window))
-        rows = origin[:, 1, None, None] + local[None, :, None]
-        cols = origin[:, 0, None, None] + local[None, None, :]
-        inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
-        flat = (rows * width + cols)[inside]
-        values, weights = values[inside], weights[inside].astype(np.float64)
-        total.real += np.bincount(flat, weights=values.real.astype(np.float64), minlength=height * width)
-        total.imag += np.bincount(flat, weights=values.imag.astype(np.float64), minlength=height * width)
-        coverage += np.bincount(flat, weights=weights, minlength=height * width)
-    covered = coverage > COVERAGE_EPSILON
-    image = np.zeros_like(total)
-    image[covered] = total[covered] / coverage[covered]
-    return image.reshape(height, width), coverage.reshape(height, width)
 
 
 # ----------------------------------------------------------------------------- alignment
@@ -143,7 +95,8 @@ def _filled(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def _windowed(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Mean-free image (holes filled) under a Hann window, so the crop's edges do not pin the registration."""
+    """Mean-free image (holes filled) under a Hann window, so the region's edges and the flat fill
+    of its holes, the same in both images, do not pin the registration to zero shift."""
     from scipy.signal.windows import hann
 
     filled = _filled(image, mask)
@@ -186,43 +139,65 @@ def _phase_plane(difference: np.ndarray, mask: np.ndarray) -> tuple[float, float
     return float(a), float(b), c
 
 
-def align(reconstruction: np.ndarray, ground_truth: np.ndarray, coverage: np.ndarray,
-          min_coverage: float = DEFAULT_MIN_COVERAGE, register: bool = False,
-          upsample_factor: int = REGISTRATION_UPSAMPLE) -> Alignment:
-    """Crop to the well-covered bounding box, (optionally) register, scale amplitude, remove phase plane."""
-    from skimage.registration import phase_cross_correlation
+def bounded_shift(reference: np.ndarray, moving: np.ndarray, mask: np.ndarray,
+                  max_shift: float, upsample: int = REGISTRATION_UPSAMPLE) -> tuple[float, float]:
+    """(dy, dx) that registers `moving` to `reference`, searched only within ±max_shift pixels.
+
+    The peak of the cross-correlation of the mean-free, Hann-windowed images (holes filled) is
+    taken inside the search box (positions are known, so a right reconstruction sits within a pixel or two: an
+    unbounded search jumps to a far, spurious peak on weakly structured or noisy images), then
+    refined to 1/`upsample` pixel by evaluating the correlation on a fine grid of ±1 px around it
+    with a matrix DFT (skimage's upsampled-DFT refinement). The sign convention is skimage's
+    phase_cross_correlation: shifting `moving` by the result lines it up with `reference`.
+    """
+    if max_shift <= 0 or min(mask.shape) < 3:
+        return 0.0, 0.0
+    product = np.fft.fft2(_windowed(reference, mask)) * np.conj(np.fft.fft2(_windowed(moving, mask)))
+    correlation = np.fft.ifft2(product).real
+    height, width = correlation.shape
+    reach = int(math.floor(max_shift))
+    steps = np.arange(-reach, reach + 1)
+    box = correlation[np.ix_(steps % height, steps % width)]
+    iy, ix = np.unravel_index(int(np.argmax(box)), box.shape)
+    fine = np.arange(-upsample, upsample + 1) / upsample  # ±1 px around the integer peak
+    dy_grid, dx_grid = steps[iy] + fine, steps[ix] + fine
+    ky, kx = np.fft.fftfreq(height), np.fft.fftfreq(width)
+    rows = np.exp(2j * np.pi * dy_grid[:, None] * ky[None, :])  # (G, H)
+    cols = np.exp(2j * np.pi * kx[:, None] * dx_grid[None, :])  # (W, G)
+    local = (rows @ product @ cols).real
+    jy, jx = np.unravel_index(int(np.argmax(local)), local.shape)
+    return (float(np.clip(dy_grid[jy], -max_shift, max_shift)), float(np.clip(dx_grid[jx], -max_shift, max_shift)))
+
+
+def align(reconstruction: np.ndarray, ground_truth: np.ndarray, region: np.ndarray,
+          max_shift_px: float = DEFAULT_MAX_SHIFT) -> Alignment:
+    """Crop to the bounding box of `region` (the pixels to score), register within ±max_shift_px,
+    scale the amplitude, remove one phase offset and plane for the whole image."""
     import scipy.ndimage
 
     reconstruction, ground_truth = np.asarray(reconstruction), np.asarray(ground_truth)
-    coverage = np.asarray(coverage, dtype=np.float64)
-    if not reconstruction.shape == ground_truth.shape == coverage.shape or reconstruction.ndim != 2:
+    region = np.asarray(region, dtype=bool)
+    if not reconstruction.shape == ground_truth.shape == region.shape or reconstruction.ndim != 2:
         raise ValueError(f"reconstruction {reconstruction.shape}, ground truth {ground_truth.shape} and "
-                         f"coverage {coverage.shape} must be 2-D images of one shape")
-    well = coverage >= min(float(min_coverage), float(coverage.max())) - 1e-9
-    well &= coverage > COVERAGE_EPSILON
-    if not well.any():
-        raise ValueError("the reconstruction covers no pixel of the object (coverage is zero everywhere)")
-    r0, r1, c0, c1 = _bbox(well)
+                         f"scored region {region.shape} must be 2-D images of one shape")
+    if not region.any():
+        raise ValueError("no pixel of the object is scored: the reconstruction covers no illuminated pixel")
+    r0, r1, c0, c1 = _bbox(region)
     pred = reconstruction[r0:r1, c0:c1].astype(np.complex128)
     gt = ground_truth[r0:r1, c0:c1].astype(np.complex128)
-    mask = well[r0:r1, c0:c1].copy()
+    mask = region[r0:r1, c0:c1].copy()
 
-    shift = (0.0, 0.0)
-    applied = False
-    if min(mask.shape) >= 2:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            measured, _, _ = phase_cross_correlation(_windowed(np.abs(gt), mask), _windowed(np.abs(pred), mask),
-                                                     upsample_factor=upsample_factor)
-        shift = (float(measured[0]), float(measured[1]))
-    if register and any(abs(s) > 0 for s in shift):
-        pred = np.fft.ifft2(scipy.ndimage.fourier_shift(np.fft.fft2(pred), shift))
+    shift = bounded_shift(np.abs(gt), np.abs(pred), mask, float(max_shift_px))
+    applied = max(abs(shift[0]), abs(shift[1])) >= SHIFT_TOLERANCE
+    if applied:
+        # Spline shift of the real and imaginary parts (no wrap-around); the margin it fills is dropped.
+        pred = (scipy.ndimage.shift(pred.real, shift, order=3, mode="nearest")
+                + 1j * scipy.ndimage.shift(pred.imag, shift, order=3, mode="nearest"))
         margin = int(math.ceil(max(abs(s) for s in shift)))
         if 2 * margin < min(mask.shape):
             sl = np.s_[margin:mask.shape[0] - margin, margin:mask.shape[1] - margin]
             pred, gt, mask = pred[sl], gt[sl], mask[sl]
             r0, r1, c0, c1 = r0 + margin, r1 - margin, c0 + margin, c1 - margin
-        applied = True
 
     gt_amp, pred_amp = np.abs(gt), np.abs(pred)
     pred_mean = float(np.mean(pred_amp[mask]))
@@ -237,6 +212,22 @@ def align(reconstruction: np.ndarray, ground_truth: np.ndarray, coverage: np.nda
     return Alignment(pred_amp=pred_amp, gt_amp=gt_amp, pred_phase=gt_phase + residual, gt_phase=gt_phase,
                      mask=mask, bbox=(r0, r1, c0, c1), shift=shift, shift_applied=applied,
                      amplitude_scale=scale, phase_plane=(a, b, c))
+
+
+def scored_region(coverage: np.ndarray, lit: Optional[np.ndarray] = None,
+                  illumination_threshold: float = DEFAULT_ILLUMINATION_THRESHOLD,
+                  min_coverage: float = DEFAULT_MIN_COVERAGE) -> np.ndarray:
+    """Pixels to score: well covered by the stitch (coverage ≥ min_coverage, or its maximum if
+    lower) and, given the scan's illumination Σ|P|², lit by at least `illumination_threshold` of
+    its maximum (the far field says nothing about the object where no light fell)."""
+    coverage = np.asarray(coverage, dtype=np.float64)
+    region = (coverage >= min(float(min_coverage), float(coverage.max())) - 1e-9) & (coverage > COVERAGE_EPSILON)
+    if lit is not None:
+        lit = np.asarray(lit, dtype=np.float64)
+        if lit.shape != coverage.shape:
+            raise ValueError(f"illumination {lit.shape} and coverage {coverage.shape} differ in shape")
+        region &= lit >= illumination_threshold * float(lit.max())
+    return region
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -312,7 +303,8 @@ def metrics(pred_amp: np.ndarray, gt_amp: np.ndarray, pred_phase: np.ndarray, gt
             mask: Optional[np.ndarray] = None) -> dict[str, Any]:
     """{'amplitude': {...}, 'phase': {...}, 'data_range': {...}}: MAE, MSE, PSNR, SSIM, FRC50 per channel.
 
-    PSNR/SSIM use data_range = max − min of the ground truth (on `mask`), recorded per channel.
+    PSNR/SSIM use data_range = max − min of the ground truth (on `mask`), recorded per channel;
+    `ssim_original` is SSIM in the original study's convention (phase as (φ + π)/2π, data range 1).
     """
     arrays = [np.asarray(a, dtype=np.float64) for a in (pred_amp, gt_amp, pred_phase, gt_phase)]
     if len({a.shape for a in arrays}) != 1 or arrays[0].ndim != 2:
@@ -322,6 +314,10 @@ def metrics(pred_amp: np.ndarray, gt_amp: np.ndarray, pred_phase: np.ndarray, gt
         raise ValueError(f"mask {mask.shape} must match the images {arrays[0].shape} and select some pixels")
     amplitude = _channel_metrics(arrays[0], arrays[1], mask)
     phase = _channel_metrics(arrays[2], arrays[3], mask)
+    # The original study's convention (its Phase G): amplitude with its own data range (as above),
+    # phase mapped to (φ + π)/2π and compared with data range 1, i.e. on a 2π scale.
+    amplitude["ssim_original"] = amplitude["ssim"]
+    phase["ssim_original"] = _ssim(*(((a + np.pi) / (2 * np.pi)) for a in (arrays[3], arrays[2])), mask, 1.0)
     return {"amplitude": amplitude, "phase": phase,
             "data_range": {"amplitude": amplitude["data_range"], "phase": phase["data_range"]},
             "ssim_window": SSIM_WINDOW}
@@ -354,7 +350,8 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 
 def _title(name: str, m: dict[str, Any]) -> str:
-    return (f"Reconstruction {name}\nSSIM {_fmt(m['ssim'])}  PSNR {_fmt(m['psnr'])} dB\n"
+    return (f"Reconstruction {name}\nSSIM {_fmt(m['ssim'])} (original convention {_fmt(m.get('ssim_original'))})\n"
+            f"PSNR {_fmt(m['psnr'])} dB  "
             f"MAE {_fmt(m['mae'], 3)}  FRC50 {m['frc50']}/{m['frc_nyquist_index']}")
 
 
@@ -388,10 +385,15 @@ def save_figure(path: PathLike, aligned: Alignment, result: dict[str, Any], titl
             ax.set_xticks([])
             ax.set_yticks([])
             fig.colorbar(handle, ax=ax, shrink=0.8, label=name + (" (rad)" if name == "phase" else ""))
-    shift = result.get("registration_shift") or [0.0, 0.0]
+    registration = result.get("registration") or {}
+    shift = registration.get("shift") or [0.0, 0.0]
+    threshold = result.get("illumination_threshold")
+    scored = (f"scored: {int(aligned.mask.sum())} px" + (f" lit ≥ {threshold:.0%} of the peak" if threshold else "")
+              + f" ({100 * aligned.covered_fraction:.0f} % of the box)")
     fig.suptitle(title or (f"{result.get('n_patterns')} patterns, stitch crop {result.get('stitch_crop')} px, "
-                           f"covered {100 * aligned.covered_fraction:.0f} %, shift (dy, dx) = "
-                           f"({shift[0]:.2f}, {shift[1]:.2f}) px{' applied' if aligned.shift_applied else ''}"
+                           f"{scored}, shift (dy, dx) = ({shift[0]:.2f}, {shift[1]:.2f}) px "
+                           f"{'applied' if aligned.shift_applied else 'not applied'} "
+                           f"(search ±{registration.get('max_shift_px', 0):g} px)"
                            + _patchwise_line(result.get("patchwise"))),
                  fontsize=10)
     with atomic_output(path) as tmp:
@@ -443,10 +445,10 @@ def patchwise_against_object(predicted: np.ndarray, positions_xy: np.ndarray, ob
     """patchwise_correlation against the object's patches at the positions, in chunks (bounded memory)."""
     N = predicted.shape[-1]
     amplitude, phase = [], []
-    for start in range(0, len(predicted), STITCH_CHUNK):
-        xy = positions_xy[start:start + STITCH_CHUNK]
+    for start in range(0, len(predicted), CHUNK):
+        xy = positions_xy[start:start + CHUNK]
         truth = physics.extract_patches(obj, xy[:, 0], xy[:, 1], N)
-        a, p = _patch_correlations(predicted[start:start + STITCH_CHUNK], truth, crop)
+        a, p = _patch_correlations(predicted[start:start + CHUNK], truth, crop)
         amplitude.append(a)
         phase.append(p)
     return _patchwise_summary(np.concatenate(amplitude), np.concatenate(phase), crop)
@@ -454,12 +456,51 @@ def patchwise_against_object(predicted: np.ndarray, positions_xy: np.ndarray, ob
 
 # ----------------------------------------------------------------------------- the whole evaluation
 
+def score_image(image: np.ndarray, coverage: np.ndarray, ground_truth: np.ndarray,
+                lit: Optional[np.ndarray] = None, *,
+                illumination_threshold: float = DEFAULT_ILLUMINATION_THRESHOLD,
+                min_coverage: float = DEFAULT_MIN_COVERAGE,
+                max_shift_px: float = DEFAULT_MAX_SHIFT) -> tuple[Alignment, dict[str, Any]]:
+    """Align a stitched image to the ground truth on the scored region and score it.
+
+    The same path scores a reconstruction and the references a benchmark compares it with (a flat
+    object, a low-passed truth), so their numbers are comparable. Returns (alignment, metrics).
+    """
+    region = scored_region(coverage, lit, illumination_threshold, min_coverage)
+    aligned = align(image, ground_truth, region, max_shift_px=max_shift_px)
+    scores = metrics(aligned.pred_amp, aligned.gt_amp, aligned.pred_phase, aligned.gt_phase, aligned.mask)
+    result: dict[str, Any] = {
+        "amplitude": scores["amplitude"], "phase": scores["phase"], "data_range": scores["data_range"],
+        "registration": {"max_shift_px": float(max_shift_px), "shift": [aligned.shift[0], aligned.shift[1]],
+                         "applied": aligned.shift_applied},
+        "registration_shift": [aligned.shift[0], aligned.shift[1]],
+        "registration_applied": aligned.shift_applied,
+        "min_coverage": float(min_coverage),
+        "region": {"bbox_rows": [aligned.bbox[0], aligned.bbox[1]], "bbox_cols": [aligned.bbox[2], aligned.bbox[3]],
+                   "covered_fraction": aligned.covered_fraction, "scored_pixels": int(aligned.mask.sum()),
+                   "rule": ("stitch coverage ≥ min_coverage" if lit is None else
+                            "stitch coverage ≥ min_coverage and test-scan illumination Σ|P|² ≥ "
+                            "illumination_threshold × its maximum")},
+        "illumination_threshold": None if lit is None else float(illumination_threshold),
+        "amplitude_scale": aligned.amplitude_scale,
+        "phase_plane": dict(zip(("a", "b", "c"), aligned.phase_plane)),
+        "ssim_window": scores["ssim_window"],
+    }
+    return aligned, result
+
+
 def evaluate_predictions(prediction_patches: np.ndarray, positions: np.ndarray, ground_truth_object: np.ndarray,
-                         run_dir: PathLike, crop: Optional[int] = None, min_coverage: float = DEFAULT_MIN_COVERAGE,
-                         register: bool = False, title: Optional[str] = None) -> dict[str, Any]:
+                         run_dir: PathLike, *, probe: Optional[np.ndarray] = None, crop: Optional[int] = None,
+                         illumination_threshold: float = DEFAULT_ILLUMINATION_THRESHOLD,
+                         min_coverage: float = DEFAULT_MIN_COVERAGE, max_shift_px: float = DEFAULT_MAX_SHIFT,
+                         title: Optional[str] = None) -> dict[str, Any]:
     """Stitch predicted patches (n, C, N, N) or (n, N, N) at member positions (n, C, 2) or (n, 2) (x, y),
     align to the ground-truth object, score, and write metrics.json, reconstruction.png and
-    reconstruction.npz to `run_dir`. Returns the metrics dict (also the body of metrics.json)."""
+    reconstruction.npz to `run_dir`. Returns the metrics dict (also the body of metrics.json).
+
+    With the `probe`, only the illuminated region is scored: pixels where the test scan's summed
+    probe intensity reaches `illumination_threshold` of its maximum (and the stitch covers them).
+    """
     patches = np.asarray(prediction_patches)
     positions = np.asarray(positions, dtype=np.float64)
     ground_truth = np.asarray(ground_truth_object)
@@ -473,35 +514,30 @@ def evaluate_predictions(prediction_patches: np.ndarray, positions: np.ndarray, 
     bad = int(np.count_nonzero(~np.isfinite(patches)))
     if bad:
         raise ValueError(f"prediction patches hold {bad} non-finite value(s) (NaN/inf): the model diverged")
+    if probe is not None and np.asarray(probe).shape != patches.shape[-2:]:
+        raise ValueError(f"probe {np.asarray(probe).shape} does not match the patches' {patches.shape[-2:]}")
     flat_patches = patches.reshape(-1, *patches.shape[-2:])
     flat_positions = positions.reshape(-1, 2)
+    scan = np.unique(np.round(flat_positions, 6), axis=0)  # groups may share members: light each once
     N = patches.shape[-1]
     crop = N // 2 if crop is None else int(crop)
 
-    image, coverage = stitch(flat_patches, flat_positions, ground_truth.shape, crop)
-    aligned = align(image, ground_truth, coverage, min_coverage=min_coverage, register=register)
-    scores = metrics(aligned.pred_amp, aligned.gt_amp, aligned.pred_phase, aligned.gt_phase, aligned.mask)
-    result: dict[str, Any] = {
-        "amplitude": scores["amplitude"], "phase": scores["phase"], "data_range": scores["data_range"],
-        "n_patterns": int(len(np.unique(np.round(flat_positions, 6), axis=0))),
-        "n_patches": int(len(flat_patches)),
-        "registration_shift": [aligned.shift[0], aligned.shift[1]],
-        "registration_applied": aligned.shift_applied,
-        "stitch_crop": crop, "min_coverage": float(min_coverage),
-        "region": {"bbox_rows": [aligned.bbox[0], aligned.bbox[1]], "bbox_cols": [aligned.bbox[2], aligned.bbox[3]],
-                   "covered_fraction": aligned.covered_fraction},
-        "amplitude_scale": aligned.amplitude_scale,
-        "phase_plane": dict(zip(("a", "b", "c"), aligned.phase_plane)),
-        "ssim_window": scores["ssim_window"],
-        "patchwise": patchwise_against_object(flat_patches, flat_positions, ground_truth, crop),
-    }
+    weight = None if probe is None else np.abs(np.asarray(probe, dtype=np.complex128)) ** 2
+    image, coverage = stitch(flat_patches, flat_positions, ground_truth.shape, crop, weight=weight)
+    lit = None if probe is None else illumination(probe, scan, ground_truth.shape)
+    aligned, result = score_image(image, coverage, ground_truth, lit, illumination_threshold=illumination_threshold,
+                                  min_coverage=min_coverage, max_shift_px=max_shift_px)
+    result.update(n_patterns=int(len(scan)), n_patches=int(len(flat_patches)), stitch_crop=crop,
+                  patchwise=patchwise_against_object(flat_patches, flat_positions, ground_truth, crop))
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     curves = {name: frc_curve(_frc_input(gt, aligned.mask), _frc_input(pred, aligned.mask)).tolist()
               for name, gt, pred in (("amplitude", aligned.gt_amp, aligned.pred_amp),
                                      ("phase", aligned.gt_phase, aligned.pred_phase))}
-    save_reconstruction(run_dir / RECONSTRUCTION_NAME, image, coverage,
-                        bbox=np.asarray(aligned.bbox, dtype=np.int64))
+    extra = {"bbox": np.asarray(aligned.bbox, dtype=np.int64)}
+    if lit is not None:
+        extra["illumination"] = lit.astype(np.float32)
+    save_reconstruction(run_dir / RECONSTRUCTION_NAME, image, coverage, **extra)
     save_figure(run_dir / FIGURE_NAME, aligned, result, title)
     write_metrics(run_dir / METRICS_NAME, {**result, "frc_curves": curves})
     return result

@@ -113,3 +113,31 @@ def forward_amplitude(obj: np.ndarray, probe: np.ndarray, xcoords: np.ndarray, y
     """Noise-free diffraction amplitude of an object at scan positions (n, N, N) float64."""
     N = probe.shape[-1]
     return far_field_amplitude(illuminate(extract_patches(obj, xcoords, ycoords, N), probe))
+
+
+FOOTPRINT_ENERGY_FRACTION = 0.9  # the probe footprint: the disc holding 90 % of Σ|P|²
+
+
+def footprint_diameter(probe: np.ndarray, energy_fraction: float = FOOTPRINT_ENERGY_FRACTION) -> float:
+    """Diameter D (pixels) of the smallest disc about the intensity centroid of |P|² that holds
+    `energy_fraction` of the probe's energy: the illuminated footprint the study's overlap uses.
+
+    Pixels count at their centres (a radius r holds every pixel whose centre lies within r), so
+    D is exact to a pixel; a uniform disc of radius R gives D ≈ 2R·sqrt(energy_fraction).
+    """
+    probe = np.asarray(probe)
+    if probe.ndim != 2 or probe.shape[0] != probe.shape[1]:
+        raise ValueError(f"probe must be a square 2-D array, got shape {probe.shape}")
+    if not 0 < energy_fraction <= 1:
+        raise ValueError(f"energy_fraction must be in (0, 1], got {energy_fraction}")
+    intensity = np.abs(probe.astype(np.complex128)) ** 2
+    total = float(intensity.sum())
+    if not np.isfinite(total) or total <= 0:
+        raise ValueError("probe has no finite, non-zero intensity: its footprint is undefined")
+    rows, cols = np.indices(intensity.shape)
+    cy, cx = float((intensity * rows).sum() / total), float((intensity * cols).sum() / total)
+    radius = np.hypot(rows - cy, cols - cx).ravel()
+    order = np.argsort(radius, kind="stable")
+    enclosed = np.cumsum(intensity.ravel()[order]) / total
+    index = min(int(np.searchsorted(enclosed, energy_fraction - 1e-12)), radius.size - 1)
+    return float(2.0 * radius[order][index])

@@ -1,11 +1,12 @@
 """run_job: one study job from a resolved TrainingConfig and a run directory. No Hydra here.
 
-Flow: bridge the config into the legacy params → (dry run: record the plan) → datasets from the
-store → groups → backend build → shared training loop → bundle → evaluation → manifest.
-Every job leaves a training_manifest.json whose status says what happened (running, planned,
-success, skipped, failed); a failure records the stage and the error, then re-raises. What a job
-reports (the plan, the results) goes through `logging`, so it reaches the terminal and the job's
-log file alike (the handlers are Hydra's job_logging, conf/hydra/job_logging/fly64.yaml).
+Flow: bridge the config into the legacy params → (dry run: record the plan) → training loggers
+→ datasets from the store → groups → backend build → shared training loop → bundle → evaluation
+→ manifest. Every job leaves a training_manifest.json whose status says what happened (running,
+planned, success, skipped, failed); a failure records the stage and the error, then re-raises.
+A finished job's record holds its objective (objective.describe), what the CLI returns to a sweeper.
+What a job reports (the plan, the results) goes through `logging`, so it reaches the terminal and
+the job's log file alike (the handlers: conf/hydra/job_logging/fly64.yaml).
 """
 from __future__ import annotations
 
@@ -16,14 +17,14 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from fly64_train import architecture, files, legacy, manifest, study
+from fly64_train import architecture, files, legacy, manifest, objective, physics, study
 from fly64_train.backends.base import spec_from_bundle, spec_from_config
 from fly64_train.bundle import BUNDLE_NAME
 from fly64_train.config import TrainingConfig, from_dict, to_dict, validate
 
 log = logging.getLogger(__name__)
 # Fields that do not change what a job produces (so a resumed sweep may reuse its bundle).
-_NON_RESULT_FIELDS = ("dry_run", "force")
+_NON_RESULT_FIELDS = ("dry_run", "force", "logger", "objective")
 _LOCATION_KEYS = ("output_prefix", "train_data_file_path", "test_data_file_path")
 
 
@@ -102,6 +103,12 @@ def run_job(config: TrainingConfig, run_dir: Path, overrides: Sequence[str] = ()
     return record
 
 
+def _set_objective(record: dict, name: str) -> None:
+    record["objective"] = objective.describe(record, name)
+    if record["objective"]["value"] is None:
+        log.warning("objective %s is not available for this job (a sweeper gets None)", name)
+
+
 def _finish(record: dict, started: float, path: Path) -> None:
     record["finished_at"] = manifest.utc_now()
     record["wall_time_s"] = round(time.time() - started, 3)
@@ -131,6 +138,7 @@ def _reusable(previous: Optional[dict], record: dict, run_dir: Path, config: Tra
     reused = dict(previous)
     reused.update(status="skipped", skip_reason="bundle present, verified and made from the same config",
                   reused_at=manifest.utc_now(), overrides=record["overrides"])
+    _set_objective(reused, config.objective)
     files.write_json(run_dir / manifest.TRAINING_MANIFEST, reused)
     log.info("skipping: %s", reused["skip_reason"])
     return reused
@@ -159,7 +167,16 @@ def _prepare(config: TrainingConfig, record: dict) -> None:
 
     with _Stage(record, "Data preparation"):
         paths = store.prepare_dose(config)
+        geometry = store.view_geometry(paths) if paths["source"] == "synthetic" else None
     record.update(status="success", datasets=paths)
+    if geometry:
+        record["view_geometry"] = geometry
+        log.info("dose %s, N = %s: views on the probe footprint", study.format_number(config.dose), paths["N"])
+        for view, splits in geometry.items():
+            for split, g in splits.items():
+                log.info("  %-6s %-5s  D = %.1f px  S = %.1f px  %5d of %d positions  nearest-neighbour overlap %.3f",
+                         view, split, g["probe_diameter_px"], g["spacing_threshold_px"], g["n_accepted"],
+                         g["n_candidates"], g["nearest_overlap_fraction"])
     for key, value in _flatten(paths):
         log.info("%s: %s", key, value)
 
@@ -180,7 +197,10 @@ def _load_splits(config: TrainingConfig, record: dict):
     with _Stage(record, "Data preparation"):
         train_path, test_path = store.dataset_paths(config)
         record.update(train_data_path=str(train_path), test_data_path=str(test_path))
-        return contract.load_dataset(train_path), contract.load_dataset(test_path)
+        train, test = contract.load_dataset(train_path), contract.load_dataset(test_path)
+        # The probe's footprint D (disc holding 90 % of |P|²): what the views' spacing is tied to.
+        record["probe_diameter_px"] = physics.footprint_diameter(train.probe)
+        return train, test
 
 
 def _inputs(config: TrainingConfig, data, n_groups: Optional[int]):
@@ -204,6 +224,24 @@ def _backend(config: TrainingConfig, record: dict):
 
 
 def _train(config: TrainingConfig, params: dict, run_dir: Path, record: dict) -> None:
+    from fly64_train import tracking
+
+    with _Stage(record, "Loggers"):
+        loggers = tracking.create_loggers(config.logger, run_dir)
+        tags = {"job": study.job_name(config.dose, config.view), "dose": study.format_number(config.dose),
+                "view": str(config.view), "gridsize": str(config.gridsize), "backend": str(config.backend.name),
+                "job_kind": str(config.job.kind), "run_dir": str(run_dir)}
+        tracking.start(loggers, to_dict(config), tags, record["config_fingerprint"])
+    try:
+        _train_job(config, params, run_dir, record, loggers)
+    except BaseException as exc:
+        record.setdefault("error", f"{record.get('stage', 'Job')} failed: {type(exc).__name__}: {exc}")
+        tracking.finish(loggers, dict(record, status="failed"), run_dir)
+        raise
+    tracking.finish(loggers, record, run_dir)
+
+
+def _train_job(config: TrainingConfig, params: dict, run_dir: Path, record: dict, loggers) -> None:
     from fly64_train import bundle, training
 
     train_data, test_data = _load_splits(config, record)
@@ -215,6 +253,7 @@ def _train(config: TrainingConfig, params: dict, run_dir: Path, record: dict) ->
         legacy.set_runtime(params, padded_size=padded, diffraction_norm=train_inputs.norm)
         files.write_json(run_dir / "legacy_params.json", params)
         record["train_groups"] = train_inputs.n_groups
+        record["train_positions"] = int(np.unique(train_inputs.groups.indices).size)  # distinct patterns seen
     with _Stage(record, "Model build"):
         probe = architecture.model_probe(train_data.probe, config.model.N, config.model.object_amplitude,
                                          config.model.probe_mask)
@@ -228,8 +267,11 @@ def _train(config: TrainingConfig, params: dict, run_dir: Path, record: dict) ->
             min_lr=trainer.min_lr, early_stopping_patience=trainer.early_stopping_patience, seed=config.seed,
             checkpoint=trainer.checkpoint_every_epoch)
         result = training.run_training(model, train_inputs.x, train_inputs.rel, settings, run_dir,
-                                       fingerprint=record["config_fingerprint"])
-        record.update(final_loss=result.final_loss, epochs_completed=result.epochs_completed,
+                                       fingerprint=record["config_fingerprint"], callbacks=loggers)
+        last = result.history[-1] if result.history else {}
+        record.update(final_loss=result.final_loss, val_loss=last.get("val_loss"),
+                      epochs_completed=result.epochs_completed,
+                      optimiser_steps=result.epochs_completed * -(-result.train_groups // trainer.batch_size),
                       stopped_early=result.stopped_early, resumed_from_epoch=result.resumed_from_epoch,
                       validation_groups=result.validation_groups, training_time_s=round(result.seconds, 3))
     with _Stage(record, "Bundle"):
@@ -242,24 +284,29 @@ def _train(config: TrainingConfig, params: dict, run_dir: Path, record: dict) ->
         record.update(bundle_path=BUNDLE_NAME, bundle_sha256=info.sha256, bundle_size_bytes=info.size_bytes)
     if test_inputs is not None:
         with _Stage(record, "Evaluation"):
-            record["metrics"] = _score(model, test_inputs, test_data, config.evaluate.batch_size, run_dir)
+            record["metrics"] = _score(model, test_inputs, test_data, config, run_dir)
     (run_dir / training.CHECKPOINT_NAME).unlink(missing_ok=True)
     record.pop("stage", None)
     record["status"] = "success"
+    _set_objective(record, config.objective)
     log.info("%s (%s, gridsize %d): %d epochs, loss %.5g → %s", study.job_name(config.dose, config.view),
              config.backend.name, config.gridsize, result.epochs_completed, result.final_loss, run_dir / BUNDLE_NAME)
 
 
-def _score(model, inputs, data, batch_size: int, run_dir: Path) -> dict:
+def _score(model, inputs, data, config: TrainingConfig, run_dir: Path) -> dict:
     from fly64_train import evaluate
 
     patches = []
+    batch_size = config.evaluate.batch_size
     for start in range(0, inputs.n_groups, batch_size):
         stop = start + batch_size
         patches.append(model.predict(inputs.x[start:stop], inputs.rel[start:stop]).patches)
-    metrics = evaluate.evaluate_predictions(np.concatenate(patches), inputs.positions, data.obj, run_dir)
-    log.info("test metrics: amplitude SSIM %.4f, phase SSIM %.4f; per-patch correlation amplitude %.3f, "
-             "phase %.3f", metrics["amplitude"]["ssim"], metrics["phase"]["ssim"],
+    metrics = evaluate.evaluate_predictions(
+        np.concatenate(patches), inputs.positions, data.obj, run_dir, probe=data.probe,
+        illumination_threshold=config.evaluate.illumination_threshold, max_shift_px=config.evaluate.max_shift_px)
+    log.info("test metrics (lit region, %d px): amplitude SSIM %.4f, phase SSIM %.4f (original convention "
+             "%.4f); per-patch correlation amplitude %.3f, phase %.3f", metrics["region"]["scored_pixels"],
+             metrics["amplitude"]["ssim"], metrics["phase"]["ssim"], metrics["phase"]["ssim_original"],
              metrics["patchwise"]["amplitude_correlation"], metrics["patchwise"]["phase_correlation"])
     return metrics
 
@@ -285,9 +332,10 @@ def _evaluate_bundle(config: TrainingConfig, run_dir: Path, record: dict) -> Non
         model = _backend(config, record).build(spec)
         model.set_weights(weights)
     with _Stage(record, "Evaluation"):
-        record["metrics"] = _score(model, test_inputs, test_data, config.evaluate.batch_size, run_dir)
+        record["metrics"] = _score(model, test_inputs, test_data, config, run_dir)
     record.pop("stage", None)
     record["status"] = "success"
+    _set_objective(record, config.objective)
     m = record["metrics"]
     log.info("evaluated %s with %s: amplitude SSIM %.4f, phase SSIM %.4f → %s", bundle_path, config.backend.name,
              m["amplitude"]["ssim"], m["phase"]["ssim"], run_dir / "metrics.json")

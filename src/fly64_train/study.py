@@ -12,6 +12,7 @@ from typing import Optional
 DOSES = (1e3, 1e4, 1e5)  # photons per pattern = expected total counts
 SEEDS = {"simulation": 42, "grouping": 123, "subsampling": 456}
 NEIGHBOR_COUNT = 7  # K nearest neighbours a gridsize-2 group is drawn from
+OBJECT_KINDS = ("images", "random")  # synthetic objects: two test pictures | seeded random texture
 
 
 @dataclass(frozen=True)
@@ -20,9 +21,10 @@ class View:
     gridsize: int
     overlap: Optional[float]  # None: every Phase C position (no spacing filter)
 
-    def spacing(self, N: int) -> Optional[float]:
-        """Minimum distance between kept positions, S = (1 − f)·N (pixels)."""
-        return None if self.overlap is None else (1.0 - self.overlap) * N
+    def spacing(self, probe_diameter: float) -> Optional[float]:
+        """Minimum distance between kept positions, S = (1 − f)·D (pixels), D the probe's
+        footprint diameter (`physics.footprint_diameter`): overlap is where the illumination overlaps."""
+        return None if self.overlap is None else (1.0 - self.overlap) * float(probe_diameter)
 
 
 VIEWS = {

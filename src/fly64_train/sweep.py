@@ -1,9 +1,15 @@
 """The study summary of a sweep, rebuilt from the job directories after every job.
 
-Hydra skips `on_multirun_end` when any job failed, so the callback rebuilds at `on_job_end`
-(which runs in the job's own process, also for failed jobs and under submitit/joblib). Rebuilds
-are serialised by a file lock and every file is written atomically, so parallel jobs always
-leave a complete, current summary.
+Hydra skips `on_multirun_end` when any job failed, so the callback rebuilds the tables at
+`on_job_end` (which runs in the job's own process, also for failed jobs and under
+submitit/joblib). The figure, about a second to render, is drawn once at the end of a sweep, and
+also after every job once a job of the sweep has failed (no end-of-sweep call will come then) or,
+under an optimising sweeper, after a job that returned no objective value: every sweep that ran
+a job leaves study_summary.png. Rebuilds are serialised by a file lock and every file is written
+atomically, so parallel jobs always leave a complete, current summary.
+
+A tuning sweep (hydra/sweeper=fly64_optuna) puts every trial in its own directory; the summary
+lists each with its parameters and objective, and the heatmaps show each (dose, view)'s best trial.
 """
 from __future__ import annotations
 
@@ -12,21 +18,26 @@ import io
 import logging
 import math
 import os
+import re
+import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 from hydra.experimental.callback import Callback
 
-from fly64_train import files, manifest, study
+from fly64_train import files, manifest, objective, study
 
 log = logging.getLogger(__name__)
 
 SUMMARY_STEM = "study_summary"
-COLUMNS = ("dose", "view", "gridsize", "backend", "status", "epochs", "final_loss", "amplitude_ssim",
-           "phase_ssim", "amplitude_psnr", "phase_psnr", "amplitude_mae", "phase_mae", "amplitude_frc50",
-           "phase_frc50", "amplitude_patch_corr", "phase_patch_corr", "bundle_sha256", "wall_time_s",
-           "training_time_s", "job_dir", "error")
+# The result columns are objective.OBJECTIVES' names (any of them can be a sweep's objective).
+RESULTS = ("final_loss", "val_loss", "amplitude_ssim", "phase_ssim", "amplitude_psnr", "phase_psnr",
+           "amplitude_mae", "phase_mae", "amplitude_frc50", "phase_frc50", "amplitude_patch_corr",
+           "phase_patch_corr")
+COLUMNS = ("dose", "view", "gridsize", "backend", "status", "epochs", *RESULTS, "objective", "objective_value",
+           "bundle_sha256", "wall_time_s", "training_time_s", "job_dir", "overrides", "error")
+FigureWhen = Union[bool, str]  # True, False or "on_failure"
 
 
 def job_manifests(sweep_dir: Path) -> list[tuple[Path, dict]]:
@@ -42,13 +53,10 @@ def job_manifests(sweep_dir: Path) -> list[tuple[Path, dict]]:
     def order(item):
         record = item[1]
         view = record.get("view")
-        return (float(record.get("dose") or 0), views.index(view) if view in views else len(views), str(item[0]))
+        natural = [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(item[0]))]
+        return (float(record.get("dose") or 0), views.index(view) if view in views else len(views), natural)
 
     return sorted(found, key=order)
-
-
-def _metric(record: dict, part: str, name: str) -> Any:
-    return ((record.get("metrics") or {}).get(part) or {}).get(name)
 
 
 def summary_rows(sweep_dir: Path) -> list[dict]:
@@ -57,22 +65,33 @@ def summary_rows(sweep_dir: Path) -> list[dict]:
         row = {
             "dose": record.get("dose"), "view": record.get("view"), "gridsize": record.get("gridsize"),
             "backend": record.get("backend"), "status": record.get("status"),
-            "epochs": record.get("epochs_completed"), "final_loss": record.get("final_loss"),
+            "epochs": record.get("epochs_completed"),
             "bundle_sha256": record.get("bundle_sha256"), "wall_time_s": record.get("wall_time_s"),
             "training_time_s": record.get("training_time_s"),
-            "job_dir": os.path.relpath(job_dir, sweep_dir), "error": record.get("error"),
+            "job_dir": os.path.relpath(job_dir, sweep_dir), "overrides": " ".join(record.get("overrides") or []),
+            "error": record.get("error"),
         }
-        for part in ("amplitude", "phase"):
-            for name in ("ssim", "psnr", "mae", "frc50"):
-                row[f"{part}_{name}"] = _metric(record, part, name)
-            row[f"{part}_patch_corr"] = _metric(record, "patchwise", f"{part}_correlation")
+        row.update({name: objective.result_value(record, name) for name in RESULTS})
+        goal = record.get("objective") or {}
+        row.update(objective=goal.get("name"), objective_value=goal.get("value"))
         rows.append(row)
     return rows
 
 
-def write_summary(sweep_dir: Path, figure: bool = True) -> list[dict]:
-    """Rebuild study_summary.{csv,json} and skip_summary.json (and study_summary.png if `figure`);
-    return the rows."""
+def best_job(rows: list[dict]) -> Optional[dict]:
+    """The row with the best objective value (None when no job has one)."""
+    best = None
+    for row in rows:
+        if row["objective_value"] is None or row["objective"] not in objective.OBJECTIVES:
+            continue
+        if best is None or objective.better(row["objective_value"], best["objective_value"], row["objective"]):
+            best = row
+    return best
+
+
+def write_summary(sweep_dir: Path, figure: FigureWhen = True) -> list[dict]:
+    """Rebuild study_summary.{csv,json} and skip_summary.json, and study_summary.png if `figure`
+    (True, or "on_failure": when any job of the sweep failed); return the rows."""
     from filelock import FileLock
 
     sweep_dir = Path(sweep_dir)
@@ -85,17 +104,21 @@ def write_summary(sweep_dir: Path, figure: bool = True) -> list[dict]:
         files.atomic_write_bytes(sweep_dir / f"{SUMMARY_STEM}.csv", buffer.getvalue().encode())
         failed = [r for r in rows if r["status"] == "failed"]
         skipped = [r for r in rows if r["status"] == "skipped"]
+        best = best_job(rows)
+        goal = None if best is None else {
+            "name": best["objective"], "direction": objective.direction(best["objective"]),
+            "best_value": best["objective_value"], "best_job_dir": best["job_dir"]}
         files.write_json(sweep_dir / f"{SUMMARY_STEM}.json", {
             "updated_at": manifest.utc_now(), "n_jobs": len(rows),
             "n_success": sum(r["status"] == "success" for r in rows), "n_failed": len(failed),
-            "n_skipped": len(skipped), "jobs": rows})
+            "n_skipped": len(skipped), "objective": goal, "jobs": rows})
         files.write_json(sweep_dir / manifest.SKIP_SUMMARY, {
             "timestamp": manifest.utc_now(),
             "skipped": [{"job": r["job_dir"], "reason": "reused: bundle present, verified, same config"}
                         for r in skipped],
             "failed": [{"job": r["job_dir"], "reason": r["error"]} for r in failed],
             "skipped_count": len(skipped), "failed_count": len(failed)})
-        if not figure:
+        if not figure or (figure == "on_failure" and not failed):
             return rows
         try:
             files.atomic_write_bytes(sweep_dir / f"{SUMMARY_STEM}.png", render_summary_png(sweep_dir, rows))
@@ -113,50 +136,96 @@ HEATMAPS = (("amplitude_ssim", "amplitude SSIM"), ("phase_ssim", "phase SSIM"),
             ("phase_patch_corr", "phase: per-patch correlation"))
 
 
+def _cells(rows: list[dict]) -> dict[tuple[float, str], list[dict]]:
+    """The jobs of each (dose, view)."""
+    cells: dict[tuple[float, str], list[dict]] = {}
+    for r in rows:
+        if r["dose"] is not None and r["view"] in study.VIEWS:
+            cells.setdefault((float(r["dose"]), r["view"]), []).append(r)
+    return cells
+
+
+def cell_jobs(rows: list[dict]) -> dict[tuple[float, str], dict]:
+    """The job shown for each (dose, view): the one with the best objective when a tuning sweep
+    ran several there, else a successful one, else the last."""
+    chosen = {}
+    for key, jobs in _cells(rows).items():
+        done = [r for r in jobs if r["status"] in ("success", "skipped")]
+        chosen[key] = best_job(done) or (done or jobs)[-1]
+    return chosen
+
+
 def render_summary_png(sweep_dir: Path, rows: list[dict]) -> bytes:
     """Heatmaps over dose × view of amplitude SSIM, phase SSIM and the per-patch phase correlation
-    (which a patch's unobservable constant phase does not blur), and a grid of reconstructions."""
+    (which a patch's unobservable constant phase does not blur), a grid of reconstructions and, for
+    a tuning sweep (several jobs per dose and view), the objective of every trial."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    doses = sorted({float(r["dose"]) for r in rows if r["dose"] is not None})
-    views = [v for v in study.VIEWS if any(r["view"] == v for r in rows)]
+    cells = cell_jobs(rows)
+    doses = sorted({dose for dose, _ in cells})
+    views = [v for v in study.VIEWS if any(view == v for _, view in cells)]
+    tuning = any(len(jobs) > 1 for jobs in _cells(rows).values())
     n_rows = max(len(doses), 1)
     n_cols = max(len(views), 1)
-    fig = plt.figure(figsize=(4 + 2.2 * n_cols * 2 + 2.2 * len(HEATMAPS), 3 + 2.2 * n_rows),
+    extra = 2 if tuning else 0
+    fig = plt.figure(figsize=(4 + 2.2 * n_cols * 2 + 2.2 * (len(HEATMAPS) + extra), 3 + 2.2 * n_rows),
                      constrained_layout=True)
-    grid = fig.add_gridspec(n_rows, len(HEATMAPS) + n_cols)
+    grid = fig.add_gridspec(n_rows, len(HEATMAPS) + n_cols + extra)
     for col, (column, title) in enumerate(HEATMAPS):
         table = np.full((len(doses), len(views)), np.nan)
-        for r in rows:
-            if r["dose"] is not None and r["view"] in views:
-                table[doses.index(float(r["dose"])), views.index(r["view"])] = _value(r[column])
+        for (dose, view), r in cells.items():
+            table[doses.index(dose), views.index(view)] = _value(r[column])
         ax = fig.add_subplot(grid[:, col])
         image = ax.imshow(table, vmin=0, vmax=1, cmap="viridis", aspect="auto")
         ax.set_xticks(range(len(views)), views)
         ax.set_yticks(range(len(doses)), [study.format_number(d) for d in doses])
         ax.set_xlabel("view")
         ax.set_ylabel("dose (photons/pattern)")
-        ax.set_title(title)
-        for (i, j), value in np.ndenumerate(table):
-            ax.text(j, i, "failed" if math.isnan(value) else f"{value:.3f}", ha="center", va="center",
-                    color="white" if math.isnan(value) or value < 0.6 else "black", fontsize=9)
+        ax.set_title(title + (" (best trial)" if tuning else ""))
+        for (dose, view), r in cells.items():
+            i, j = doses.index(dose), views.index(view)
+            value = table[i, j]
+            # A NaN cell is blank (the figure's white): its label is dark.
+            label = f"{value:.3f}" if not math.isnan(value) else ("failed" if r["status"] == "failed" else "n/a")
+            ax.text(j, i, label, ha="center", va="center", fontsize=9,
+                    color="white" if not math.isnan(value) and value < 0.6 else "black")
         fig.colorbar(image, ax=ax, shrink=0.8)
-    for r in rows:
-        if r["dose"] is None or r["view"] not in views:
-            continue
-        ax = fig.add_subplot(grid[doses.index(float(r["dose"])), len(HEATMAPS) + views.index(r["view"])])
+    for (dose, view), r in cells.items():
+        ax = fig.add_subplot(grid[doses.index(dose), len(HEATMAPS) + views.index(view)])
         ax.set_axis_off()
-        ax.set_title(f"{r['view']} d={study.format_number(r['dose'])}\n{r['status']}", fontsize=8)
+        label = f"{r['job_dir']} " if tuning else ""
+        ax.set_title(f"{view} d={study.format_number(dose)}\n{label}{r['status']}", fontsize=8)
         image = _reconstruction_phase(Path(sweep_dir) / r["job_dir"])
         if image is not None:
             ax.imshow(image, cmap="twilight")
+    if tuning:
+        _objective_panel(fig.add_subplot(grid[:, len(HEATMAPS) + n_cols:]), rows)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=80)
     plt.close(fig)
     return buffer.getvalue()
+
+
+def _objective_panel(ax, rows: list[dict]) -> None:
+    """Objective value of every job in sweep order; jobs without one (failed) as red marks on the
+    bottom edge."""
+    for i, r in enumerate(rows):
+        value = _value(r["objective_value"])
+        if math.isnan(value):
+            ax.plot(i, 0.02, "x", color="tab:red", transform=ax.get_xaxis_transform(), clip_on=False)
+        else:
+            ax.plot(i, value, "o", color="tab:blue")
+    best = best_job(rows)
+    if best is not None:
+        ax.plot(rows.index(best), best["objective_value"], "*", color="tab:orange", markersize=14)
+    name = next((r["objective"] for r in rows if r["objective"]), "objective")
+    direction = objective.direction(name) if name in objective.OBJECTIVES else ""
+    ax.set_title(f"{name} ({direction}) per trial" + (f"\nbest: {best['job_dir']}" if best else ""), fontsize=9)
+    ax.set_xticks(range(len(rows)), [r["job_dir"] for r in rows], rotation=90, fontsize=7)
+    ax.set_ylabel(name)
 
 
 def _reconstruction_phase(job_dir: Path) -> Optional[np.ndarray]:
@@ -172,8 +241,14 @@ def _reconstruction_phase(job_dir: Path) -> Optional[np.ndarray]:
 
 class StudySummaryCallback(Callback):
     """Logs every job's start/end/status and rebuilds the sweep's study summary tables after each
-    job (a killed sweep still has them); the figure, which costs about a second to render, once
-    at the end of the sweep."""
+    job (a killed sweep still has them); the figure, which costs about a second to render, at the
+    end of the sweep, and after a job when the end may not come (`_figure_now`)."""
+
+    def __init__(self) -> None:
+        self._started = ""
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        self._started = manifest.utc_now()
 
     def on_job_start(self, config, **kwargs) -> None:
         from hydra.core.hydra_config import HydraConfig
@@ -192,7 +267,7 @@ class StudySummaryCallback(Callback):
         else:
             log.info("job finished (%s): %s", overrides, job_return.status.name)
         try:
-            rows = write_summary(_sweep_dir(), figure=False)
+            rows = write_summary(_sweep_dir(), figure=_figure_now(job_return))
             failed = [r["job_dir"] for r in rows if r["status"] == "failed"]
             log.info("study summary: %d jobs, failed: %s", len(rows), ", ".join(failed) or "none")
         except Exception as exc:  # noqa: BLE001 - never let the summary break the sweep
@@ -204,6 +279,39 @@ class StudySummaryCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = write_summary(sweep_dir)
         log.info("study summary of %d jobs in %s", len(rows), sweep_dir / (SUMMARY_STEM + ".csv"))
+        best = best_job(rows)
+        if best is not None:
+            log.info("best %s (%s): %.6g in %s", best["objective"], objective.direction(best["objective"]),
+                     best["objective_value"], best["job_dir"])
+        # The basic sweeper ends a sweep with a failed job with exit code 1 before this point; a
+        # sweeper that records failed jobs and goes on (Optuna, max_failure_rate) gets here: the
+        # command still exits 1 and names them.
+        failed = [r["job_dir"] for r in rows
+                  if r["status"] == "failed" and _finished_at(sweep_dir / r["job_dir"]) >= self._started]
+        if failed:
+            print(f"fly64-train: {len(failed)} of {len(rows)} jobs failed: {', '.join(failed)} "
+                  f"(errors in {SUMMARY_STEM}.csv and skip_summary.json)", file=sys.stderr, flush=True)
+            sys.exit(1)
+
+
+def _finished_at(job_dir: Path) -> str:
+    try:
+        return str(files.read_json(job_dir / manifest.TRAINING_MANIFEST).get("finished_at") or "")
+    except (OSError, ValueError):
+        return ""
+
+
+def _figure_now(job_return) -> FigureWhen:
+    """When to draw the figure after this job: once any job has failed, Hydra's basic sweeper will
+    skip on_multirun_end; an optimising sweeper (Optuna) counts a job that returned no number as a
+    failed trial and stops before it when no trial has a value. Otherwise the end draws it."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.utils import JobStatus
+
+    if job_return.status == JobStatus.COMPLETED and not isinstance(job_return.return_value, (int, float)):
+        if not str(HydraConfig.get().sweeper.get("_target_", "")).endswith("BasicSweeper"):
+            return True
+    return "on_failure"
 
 
 def _sweep_dir() -> Path:

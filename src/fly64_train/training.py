@@ -1,20 +1,20 @@
 """The framework-free training loop both backends run: seeded batches, validation split,
 learning-rate halving on plateau, early stopping, NaN guard, history, per-epoch checkpoints.
+After every epoch it calls its callbacks' `on_epoch_end(row, history)` (the training loggers:
+history.csv, TensorBoard, MLflow); it imports none of them.
 
 Schedule semantics follow Keras' ReduceLROnPlateau(monitor='val_loss', min_delta=1e-4) and
 EarlyStopping(monitor='loss', min_delta=0) as the original used them (reference §5.5).
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 
 PLATEAU_MIN_DELTA = 1e-4
 CHECKPOINT_NAME = "checkpoint.npz"
+
+
+class EpochCallback(Protocol):
+    def on_epoch_end(self, row: dict[str, Any], history: list[dict[str, Any]]) -> None: ...
 
 
 class NonFiniteLoss(RuntimeError):
@@ -91,16 +95,6 @@ def _mean_loss(model: Model, x: np.ndarray, rel: np.ndarray, indices: np.ndarray
     return total / count
 
 
-def write_history_csv(path: Path, history: list) -> None:
-    if not history:
-        return
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
-    writer.writeheader()
-    writer.writerows(history)
-    files.atomic_write_text(path, buffer.getvalue())
-
-
 def save_checkpoint(path: Path, model: Model, state: LoopState) -> None:
     arrays = {f"w/{k}": v for k, v in model.get_weights().items()}
     arrays.update({f"o/{k}": v for k, v in model.optimizer_state().items()})
@@ -131,8 +125,9 @@ def load_checkpoint(path: Path, model: Model, fingerprint: str) -> Optional[Loop
 
 
 def run_training(model: Model, x: np.ndarray, rel: np.ndarray, settings: LoopSettings,
-                 run_dir: Path, fingerprint: str = "") -> TrainResult:
-    """Train `model` on grouped data x (B,N,N,C), rel (B,C,2); history.csv and checkpoints in run_dir."""
+                 run_dir: Path, fingerprint: str = "", callbacks: Sequence[EpochCallback] = ()) -> TrainResult:
+    """Train `model` on grouped data x (B,N,N,C), rel (B,C,2); checkpoints in run_dir; `callbacks`
+    get every epoch's row (epoch, loss, val_loss, lr, seconds) and the history so far."""
     start = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
     train_idx, val_idx = split_validation(len(x), settings.validation_fraction, settings.seed)
@@ -173,7 +168,8 @@ def run_training(model: Model, x: np.ndarray, rel: np.ndarray, settings: LoopSet
         state.epoch = epoch
         log.info("epoch %d/%d loss=%.6g val_loss=%.6g lr=%.3g time=%.1fs", epoch, settings.epochs,
                  train_loss, val_loss, lr, state.history[-1]["seconds"])
-        write_history_csv(run_dir / "history.csv", state.history)
+        for callback in callbacks:
+            callback.on_epoch_end(state.history[-1], state.history)
         if settings.checkpoint:
             save_checkpoint(checkpoint_path, model, state)
 

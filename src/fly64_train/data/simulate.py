@@ -1,5 +1,10 @@
 """Phase C: the synthetic study data — probe, object, scan positions, diffraction per dose, y-split.
 
+The default study data (a fly64-like scan): a defocused probe with footprint D ≈ 0.6·N
+(`make_probe`), an object whose amplitude and phase are two different test pictures
+(`make_image_object`; `make_random_object` is the seeded multi-scale alternative), and a fly scan
+of rows with a small step along x and positioning jitter (`fly_scan_positions`).
+
 Everything is seeded: the object, the positions and the Poisson noise each draw from their own
 stream, `np.random.default_rng([seed, <tag>])` (a SeedSequence), so one seed never feeds two
 purposes. The noise of a dose draws from `SeedSequence([seed, NOISE_TAG, bits(dose)])`
@@ -25,7 +30,7 @@ import scipy.fft
 from scipy import ndimage
 from skimage import draw
 
-from fly64_train import files, physics
+from fly64_train import files, physics, study
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +45,19 @@ PIXELS_PER_CHUNK = 1 << 16
 # Probe optics, in detector (frequency) pixels, fixed for every N: an N=128 probe is the N=64 one
 # sampled twice as finely (as the original study's 128-px probe was the 64-px one upsampled 2x).
 PUPIL_RADIUS = 8.0  # radius of the circular pupil (aperture) → bright-field disc in the patterns
-DEFOCUS = 1.3 * np.pi  # quadratic phase at the pupil edge (radians): rings and a phase chirp
+# Quadratic phase at the pupil edge (radians). A defocused probe, as at a fly-scan beamline: 2.2π
+# spreads it to a footprint D ≈ 0.6·N (38 px at N = 64, 76 px at N = 128; D = the disc holding
+# 90 % of |P|², physics.footprint_diameter) with Fresnel rings and a phase chirp; |P|² at the
+# patch edge stays below 1 % of its peak, so the probe does not wrap around the patch.
+DEFOCUS = 2.2 * np.pi
 ASTIGMATISM = 0.35 * np.pi  # r² cos 2θ term at the pupil edge: breaks the radial symmetry
+
+# The default object: amplitude from one scikit-image test picture, phase from another (bundled
+# with scikit-image, no download), so a person sees at a glance whether a reconstruction is right.
+AMPLITUDE_IMAGE = "camera"
+PHASE_IMAGE = "astronaut"
+AMPLITUDE_RANGE = (0.3, 1.0)
+PHASE_LIMIT = np.pi / 2  # phase in [−π/2, π/2]: no wrapping anywhere
 
 
 def _rng(seed: int, tag: int) -> np.random.Generator:
@@ -74,8 +90,8 @@ def make_probe(N: int) -> np.ndarray:
     """A deterministic fly-scan-like focused probe (N, N) complex64, max |P| = 1.
 
     A circular pupil (anti-aliased edge) carrying defocus and a little astigmatism is propagated
-    to the sample by an FFT: a central spot about N/4 wide (≈ 95 % of the energy within radius
-    N/4) with Airy/Fresnel rings and a phase chirp, not a flat disc.
+    to the sample by an FFT: a defocused spot with footprint D ≈ 0.6·N (90 % of the energy;
+    `physics.footprint_diameter`) with Fresnel rings and a phase chirp, not a flat disc.
     """
     if N < 8:
         raise ValueError(f"probe size N={N} is too small (need N ≥ 8)")
@@ -125,8 +141,8 @@ def _squash(values: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh((values - values.mean()) / (1.5 * values.std())))
 
 
-def make_object(size: int, seed: int) -> np.ndarray:
-    """A large synthetic object (size, size) complex64 with structure at several scales.
+def make_random_object(size: int, seed: int) -> np.ndarray:
+    """A large random object (size, size) complex64 with structure at several scales.
 
     Amplitude in (0.3, 1), phase in (−π/2, π/2): independent smooth random fields at σ = 2, 6, 20
     and 60 px for amplitude and phase, plus sharp discs and bars that both absorb (lower amplitude)
@@ -144,22 +160,75 @@ def make_object(size: int, seed: int) -> np.ndarray:
     return (amplitude * np.exp(1j * phase)).astype(np.complex64)
 
 
-def scan_positions(n: int, object_shape: Sequence[int], N: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """n uniform random scan positions (x, y) float64, every N-patch fully inside the object.
+def _test_picture(name: str, size: int) -> np.ndarray:
+    """A scikit-image test picture as grey levels in [0, 1], resized (bicubic) to size × size."""
+    from skimage import color, data, transform
 
-    x ∈ [N/2, W − 1 − N/2], y ∈ [N/2, H − 1 − N/2] (margin ≥ N/2: the bilinear patch of
-    `physics.extract_patches` then never reads outside the object). Seeded.
+    picture = getattr(data, name)()
+    if picture.ndim == 3:
+        picture = color.rgb2gray(picture[..., :3])
+    picture = np.asarray(picture, dtype=np.float64)
+    picture = (picture - picture.min()) / max(float(np.ptp(picture)), 1e-12)
+    if picture.shape != (size, size):
+        picture = transform.resize(picture, (size, size), order=3, mode="reflect",
+                                   anti_aliasing=min(picture.shape) > size)
+    return np.clip(picture, 0.0, 1.0)
+
+
+def make_image_object(size: int) -> np.ndarray:
+    """The recognisable default object (size, size) complex64: amplitude from scikit-image's
+    `camera` mapped to [0.3, 1], phase from `astronaut` (grey) mapped to [−π/2, π/2].
+
+    Natural pictures carry detail at every scale down to a pixel or two, so SSIM's 7-px window
+    sees real structure, and a reconstruction is judged right or wrong by eye. Deterministic.
+    """
+    if size < 16:
+        raise ValueError(f"object size {size} is too small (need ≥ 16 px)")
+    low, high = AMPLITUDE_RANGE
+    amplitude = low + (high - low) * _test_picture(AMPLITUDE_IMAGE, size)
+    phase = PHASE_LIMIT * (2.0 * _test_picture(PHASE_IMAGE, size) - 1.0)
+    return (amplitude * np.exp(1j * phase)).astype(np.complex64)
+
+
+def make_object(size: int, seed: int, kind: str = "images") -> np.ndarray:
+    """The synthetic object of `kind`: 'images' (make_image_object, the default; seed unused) or
+    'random' (make_random_object, seeded)."""
+    if kind == "images":
+        return make_image_object(size)
+    if kind == "random":
+        return make_random_object(size, seed)
+    raise ValueError(f"object kind {kind!r} is not known: expected one of {', '.join(study.OBJECT_KINDS)}")
+
+
+def fly_scan_positions(object_shape: Sequence[int], N: int, step: float, row_spacing: float,
+                       jitter: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fly scan over the object: rows `row_spacing` apart, exposures every `step` px along x
+    (serpentine: odd rows run right to left), each position displaced by seeded Gaussian jitter of
+    standard deviation `jitter` px (positioning error), as (x, y) float64 in scan order.
+
+    Every position keeps a margin of N/2 inside the object (the bilinear patch of
+    `physics.extract_patches` then never reads outside it; jittered positions are clipped to it);
+    the grid is centred on the object and does not depend on the jitter.
     """
     height, width = int(object_shape[0]), int(object_shape[1])
     low, high_x, high_y = N / 2, width - 1 - N / 2, height - 1 - N / 2
     if high_x <= low or high_y <= low:
         raise ValueError(f"object {height}×{width} is too small for N={N} patches: positions need a "
                          f"margin of N/2 = {N / 2:g} px on every side")
-    if n < 1:
-        raise ValueError(f"number of scan positions must be positive, got {n}")
+    for name, value in (("scan step", step), ("row spacing", row_spacing)):
+        if not value > 0:
+            raise ValueError(f"{name} must be a positive number of pixels, got {value}")
+    if not jitter >= 0:
+        raise ValueError(f"scan jitter must be ≥ 0 px, got {jitter}")
+    n_x, n_y = int((high_x - low) // step) + 1, int((high_y - low) // row_spacing) + 1
+    x_row = low + (high_x - low - (n_x - 1) * step) / 2 + step * np.arange(n_x)
+    y_rows = low + (high_y - low - (n_y - 1) * row_spacing) / 2 + row_spacing * np.arange(n_y)
+    xcoords = np.concatenate([x_row if j % 2 == 0 else x_row[::-1] for j in range(n_y)])
+    ycoords = np.repeat(y_rows, n_x)
     rng = _rng(seed, POSITIONS_TAG)
-    xcoords = rng.uniform(low, high_x, n)
-    ycoords = rng.uniform(low, high_y, n)
+    offsets = rng.normal(0.0, jitter, size=(2, xcoords.size)) if jitter > 0 else np.zeros((2, xcoords.size))
+    xcoords = np.clip(xcoords + offsets[0], low, high_x)
+    ycoords = np.clip(ycoords + offsets[1], low, high_y)
     return xcoords, ycoords
 
 
@@ -249,9 +318,7 @@ def add_noise(amplitude: np.ndarray, photon_scale: float, seed: int, dose: float
         noisy[lo:hi] = physics.poisson_amplitude(amplitude[lo:hi], photon_scale, rng)
         return hi - lo
 
-    from fly64_train.study import format_number
-
-    with _progress(n, f"Poisson dose={format_number(dose)}", progress) as bar:
+    with _progress(n, f"Poisson dose={study.format_number(dose)}", progress) as bar:
         _run_chunks(task, len(starts), workers or default_workers(), bar)
     return noisy
 

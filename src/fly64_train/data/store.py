@@ -8,9 +8,10 @@ Layout (cache_dir is `DatasetConfig.cache_dir`, relative to the current director
     <cache_dir>/<key[:16]>/phase_d/dose_<d>/{view}_{split}.npz              + complete.json
     <cache_dir>/<key[:16]>/phase_d/dose_<d>/{view}_{split}_metrics.json
 
-`key` is the SHA-256 of everything that shapes the data — source, object_size, n_positions, the
-probe/object file paths and the SHA-256 of their contents, the simulation and subsampling seeds, N
-and the format version. Each `phase_c/dose_<d>` and `phase_d/dose_<d>` directory is one *unit*
+`key` is the SHA-256 of everything that shapes the data — source, the object kind and size, the
+scan geometry (step, row spacing, jitter), the probe/object file paths and the SHA-256 of their
+contents, the simulation and subsampling seeds, N and the format version (2 since the fly-scan
+geometry: a cache written by an earlier version is never read as today's data). Each `phase_c/dose_<d>` and `phase_d/dose_<d>` directory is one *unit*
 with its own key (the entry key + phase + dose [+ the views' spacings]) recorded in its
 `complete.json`, which lists every file with its size and SHA-256 and is written last. A unit
 without a valid marker, with another key, or with a file whose hash does not match is partial or
@@ -22,10 +23,11 @@ both get the complete copy, and a killed build leaves nothing that looks complet
 always phase D before phase C (never the reverse), so jobs cannot deadlock.
 
 Dataset files are written with fixed archive timestamps: the same config gives the same bytes.
-Phase C files hold every scan position of a split; phase D files hold the positions of a view
-(kept at least (1 − f)·N apart). The measured overlap uses discs of diameter N/2 — the synthetic
-probe's central spot (≈ 95 % of its energy lies within radius N/4) — and, for reference, of the
-N-pixel patch on which the spacing rule is defined.
+Phase C files hold every scan position of a split; phase D files hold the positions of a view,
+kept at least S = (1 − f)·D apart, D the probe's footprint diameter (the disc holding 90 % of
+|P|², `physics.footprint_diameter`, measured on the probe actually used: synthetic or the user's).
+Each view's metrics JSON records D, S, the counts and the measured disc overlap at D, with the
+nearest neighbour and with the k = K − 1 nearest.
 """
 from __future__ import annotations
 
@@ -52,10 +54,9 @@ from fly64_train.files import sha256_bytes, sha256_file, write_json
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1  # bump whenever the simulation or the file layout changes
+FORMAT_VERSION = 2  # bump whenever the simulation or the file layout changes
 MARKER = "complete.json"
 SPLITS = ("train", "test")
-PROBE_DIAMETER_FRACTION = 0.5  # disc diameter of the overlap metric: N/2 (the probe's central spot)
 METRIC_NEIGHBOURS = study.NEIGHBOR_COUNT - 1  # k nearest others per position in the overlap metric
 
 
@@ -93,8 +94,10 @@ class _Plan:
         self.params = {
             "format_version": FORMAT_VERSION,
             "source": "synthetic",
+            "object_kind": str(dataset.object_kind),
             "object_size": int(dataset.object_size),
-            "n_positions": int(dataset.n_positions),
+            "scan": {"step_px": float(dataset.scan_step), "row_spacing_px": float(dataset.scan_row_spacing),
+                     "jitter_px": float(dataset.scan_jitter)},
             "probe_path": str(self.probe_path) if self.probe_path else None,
             "probe_sha256": sha256_file(self.probe_path) if self.probe_path else None,
             "object_path": str(self.object_path) if self.object_path else None,
@@ -105,6 +108,17 @@ class _Plan:
         }
         self.key = study.config_fingerprint(self.params)
         self.root = Path(dataset.cache_dir).expanduser().resolve() / self.key[:16]
+        self._probe: Optional[tuple[np.ndarray, dict]] = None
+
+    def probe(self) -> tuple[np.ndarray, dict]:
+        """The probe (N, N) complex64 and how it was made, incl. its footprint diameter D."""
+        if self._probe is None:
+            self._probe = _make_probe(self)
+        return self._probe
+
+    @property
+    def probe_diameter(self) -> float:
+        return self.probe()[1]["footprint_diameter_px"]
 
     def phase_c_dir(self, dose: float) -> Path:
         return self.root / "phase_c" / _dose_dir(dose)
@@ -116,12 +130,12 @@ class _Plan:
         return study.config_fingerprint({"entry": self.key, "phase": "C", "dose": float(dose)})
 
     def spacings(self) -> dict:
-        return {name: study.VIEWS[name].spacing(self.N) for name in study.SPACED_VIEWS}
+        return {name: study.VIEWS[name].spacing(self.probe_diameter) for name in study.SPACED_VIEWS}
 
     def phase_d_key(self, dose: float) -> str:
         return study.config_fingerprint({"entry": self.key, "phase": "D", "dose": float(dose),
                                          "spacings": self.spacings(),
-                                         "probe_diameter_px": PROBE_DIAMETER_FRACTION * self.N,
+                                         "probe_diameter_px": self.probe_diameter,
                                          "metric_neighbours": METRIC_NEIGHBOURS})
 
 
@@ -235,35 +249,51 @@ def _init_root(plan: _Plan) -> None:
 # ----------------------------------------------------------------------------------------------
 # phase C
 
-def _base_arrays(plan: _Plan) -> tuple[np.ndarray, np.ndarray, dict, dict]:
-    """Object, probe and how they were made."""
+def _make_probe(plan: _Plan) -> tuple[np.ndarray, dict]:
     N = plan.N
     if plan.probe_path:
         probe = load_array(plan.probe_path, ("probeGuess", "probe"), "the probe")
         if probe.shape != (N, N):
             raise ContractError(f"{plan.probe_path}: key 'probeGuess': expected a ({N}, {N}) probe for "
                                 f"model.N={N}; found shape {probe.shape}")
-        probe_info = {"source": str(plan.probe_path), "file_sha256": plan.params["probe_sha256"]}
+        info = {"source": str(plan.probe_path), "file_sha256": plan.params["probe_sha256"]}
     else:
         probe = simulate.make_probe(N)
-        probe_info = {"source": f"synthetic make_probe(N={N})", "pupil_radius_px": simulate.PUPIL_RADIUS,
-                      "defocus_rad": simulate.DEFOCUS, "astigmatism_rad": simulate.ASTIGMATISM}
+        info = {"source": f"synthetic make_probe(N={N})", "pupil_radius_px": simulate.PUPIL_RADIUS,
+                "defocus_rad": simulate.DEFOCUS, "astigmatism_rad": simulate.ASTIGMATISM}
+    try:
+        diameter = physics.footprint_diameter(probe)
+    except ValueError as error:
+        raise ContractError(f"{plan.probe_path or 'synthetic probe'}: key 'probeGuess': {error}") from None
+    info.update(sha256=_sha256_array(probe), footprint_diameter_px=diameter,
+                footprint_rule=f"diameter of the disc about the intensity centroid holding "
+                               f"{physics.FOOTPRINT_ENERGY_FRACTION:.0%} of |P|^2")
+    return probe, info
+
+
+def _base_arrays(plan: _Plan) -> tuple[np.ndarray, np.ndarray, dict, dict]:
+    """Object, probe and how they were made."""
+    probe, probe_info = plan.probe()
     if plan.object_path:
         obj = load_array(plan.object_path, ("objectGuess", "object"), "the object")
         obj_info = {"source": str(plan.object_path), "file_sha256": plan.params["object_sha256"]}
     else:
-        size, seed = plan.params["object_size"], plan.params["simulation_seed"]
-        obj = simulate.make_object(size, seed)
-        obj_info = {"source": f"synthetic make_object(size={size}, seed={seed})"}
-    probe_info["sha256"], obj_info["sha256"] = _sha256_array(probe), _sha256_array(obj)
+        kind, size, seed = plan.params["object_kind"], plan.params["object_size"], plan.params["simulation_seed"]
+        obj = simulate.make_object(size, seed, kind)
+        obj_info = {"source": f"synthetic make_object(size={size}, seed={seed}, kind={kind!r})"}
+        if kind == "images":
+            obj_info.update(amplitude_image=f"skimage.data.{simulate.AMPLITUDE_IMAGE}",
+                            phase_image=f"skimage.data.{simulate.PHASE_IMAGE}")
+    obj_info["sha256"] = _sha256_array(obj)
     obj_info["shape"] = list(obj.shape)
     return obj, probe, obj_info, probe_info
 
 
 def _positions(plan: _Plan, obj: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    scan = plan.params["scan"]
     try:
-        return simulate.scan_positions(plan.params["n_positions"], obj.shape, plan.N,
-                                       plan.params["simulation_seed"])
+        return simulate.fly_scan_positions(obj.shape, plan.N, scan["step_px"], scan["row_spacing_px"],
+                                           scan["jitter_px"], plan.params["simulation_seed"])
     except ValueError as error:
         if plan.object_path:
             raise ContractError(f"{plan.object_path}: key 'objectGuess': {error}") from None
@@ -315,6 +345,9 @@ def _simulate_phase_c(plan: _Plan, doses: list[float]) -> Iterator[tuple[float, 
                           "noise": f"SeedSequence([{seed}, {simulate.NOISE_TAG}, float64 bits of dose]), "
                                    "one child per chunk of the split-ordered scan"},
                 "object": obj_info, "probe": probe_info,
+                "probe_diameter_px": probe_info["footprint_diameter_px"],
+                "scan": {"kind": "fly scan: rows along x, serpentine, Gaussian positioning jitter",
+                         **plan.params["scan"]},
                 "n_positions": int(xcoords.size), "n_patterns": int(hi - lo),
                 "split_rule": {"axis": "y", "split_point": split, "train": "y < split_point",
                                "test": "y >= split_point"},
@@ -359,27 +392,29 @@ def _ensure_phase_c(plan: _Plan, doses: Iterable[float], keep: bool = True) -> d
 # phase D
 
 def _view_data(plan: _Plan, source: StudyData, view: str, split: str, dose: float) -> tuple[StudyData, dict]:
-    spacing = study.VIEWS[view].spacing(plan.N)
+    diameter = plan.probe_diameter
+    spacing = study.VIEWS[view].spacing(diameter)
     keep = spaced_subset(source.xcoords, source.ycoords, spacing, plan.params["subsampling_seed"])
-    diameter = PROBE_DIAMETER_FRACTION * plan.N
-    measured = overlap_metrics(source.xcoords[keep], source.ycoords[keep], diameter, METRIC_NEIGHBOURS)
-    patch = overlap_metrics(source.xcoords[keep], source.ycoords[keep], float(plan.N), METRIC_NEIGHBOURS)
+    x, y = source.xcoords[keep], source.ycoords[keep]
+    nearest = overlap_metrics(x, y, diameter, 1)
+    neighbours = overlap_metrics(x, y, diameter, METRIC_NEIGHBOURS)
     n_candidates = int(source.n)
     summary = {
         "view": view, "split": split, "dose": float(dose), "N": plan.N,
         "overlap_fraction": study.VIEWS[view].overlap,
+        "probe_diameter_px": diameter,
+        "probe_diameter_rule": plan.probe()[1]["footprint_rule"],
         "spacing_threshold_px": spacing,
+        "spacing_rule": "S = (1 - overlap_fraction) * probe_diameter_px",
         "n_candidates": n_candidates, "n_accepted": int(keep.size),
         "acceptance_rate": keep.size / n_candidates if n_candidates else 0.0,
         "selection": "seeded minimum-degree greedy packing (data.overlap.spaced_subset)",
-        "probe_diameter_px": diameter,
-        "probe_diameter_rule": "N/2: the synthetic probe's central spot (about 95 % of its energy "
-                               "lies within radius N/4)",
-        "measured_overlap_fraction": measured["mean_overlap_fraction"],
-        "patch_overlap_fraction": patch["mean_overlap_fraction"],
+        "nearest_overlap_fraction": nearest["mean_overlap_fraction"],
+        "measured_overlap_fraction": neighbours["mean_overlap_fraction"],
     }
-    metrics = {**summary, "measured": measured,
-               "patch_metrics": {**patch, "note": "discs of diameter N (the patch the spacing rule uses)"}}
+    metrics = {**summary, "nearest": nearest, "measured": neighbours,
+               "note": "disc overlap of equal discs of diameter D: nearest = with the nearest other "
+                       f"position; measured = mean over the k = {METRIC_NEIGHBOURS} nearest"}
     metadata = {**source.metadata, **summary, "phase": "D"}
     return source.subset(keep, metadata=metadata), metrics
 
@@ -405,10 +440,10 @@ def _ensure_phase_d(plan: _Plan, dose: float,
                     data, metrics = _view_data(plan, phase_c[split], view, split, dose)
                     save_dataset(tmp / f"{view}_{split}.npz", data)
                     write_json(tmp / f"{view}_{split}_metrics.json", metrics)
-                    logger.info("phase D dose=%s %s/%s: %d of %d positions ≥ %.1f px apart, overlap %.3f",
-                                study.format_number(dose), view, split, metrics["n_accepted"],
-                                metrics["n_candidates"], metrics["spacing_threshold_px"],
-                                metrics["measured_overlap_fraction"] or 0.0)
+                    logger.info("phase D dose=%s %s/%s: %d of %d positions ≥ %.1f px apart (D = %.1f px), "
+                                "nearest-neighbour overlap %.3f", study.format_number(dose), view, split,
+                                metrics["n_accepted"], metrics["n_candidates"], metrics["spacing_threshold_px"],
+                                metrics["probe_diameter_px"], metrics["nearest_overlap_fraction"] or 0.0)
 
         _build_unit(unit, key, plan, write)
     return unit
@@ -489,6 +524,23 @@ def _dose_summary(plan: _Plan, dose: float) -> dict:
     return {"source": "synthetic", "dose": dose, "N": plan.N, "cache_entry": str(plan.root),
             "phase_c": {"dir": str(c_dir), **{split: str(c_dir / f"patched_{split}.npz") for split in SPLITS}},
             "phase_d": {"dir": str(d_dir), **views}}
+
+
+GEOMETRY_KEYS = ("probe_diameter_px", "spacing_threshold_px", "n_candidates", "n_accepted",
+                 "nearest_overlap_fraction", "measured_overlap_fraction")
+
+
+def view_geometry(summary: dict) -> dict:
+    """{view: {split: D, S, counts and measured overlaps}} read from a prepared dose's metrics files."""
+    geometry = {}
+    for view in study.SPACED_VIEWS:
+        entry = summary["phase_d"][view]
+        geometry[view] = {}
+        for split in SPLITS:
+            with open(entry[f"{split}_metrics"]) as handle:
+                metrics = json.load(handle)
+            geometry[view][split] = {key: metrics[key] for key in GEOMETRY_KEYS}
+    return geometry
 
 
 def prepare_dose(config: TrainingConfig) -> dict:

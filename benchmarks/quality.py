@@ -1,0 +1,193 @@
+"""Reconstruction quality of the CPU-scale study, with the references that give it meaning.
+
+    python benchmarks/quality.py                          # 3 doses × 3 views, TensorFlow, the train preset
+    python benchmarks/quality.py --quick                  # dose 1e5: baseline, dense, sparse
+    python benchmarks/quality.py --backend pytorch --doses 1e5 --views dense
+    python benchmarks/quality.py --set trainer.epochs=30  # any config override, for every job
+
+Every job runs as its own `fly64-train` process (one at a time: two at once halve each other's
+speed) from a clean dataset cache under --out. For each job it reads the job's metrics (the lit
+region of the test view; SSIM in the original study's convention: phase as (φ + π)/2π, data
+range 1) and scores two references through the same evaluation on the same region:
+the floor (a flat object at the truth's mean amplitude, zero phase) and the dose-limited
+reference (the truth low-passed at the frequency where the noiseless patterns carry about one
+photon per detector pixel). Each score is also given as the fraction of the floor → perfect
+gap it closes, (s − s_floor)/(1 − s_floor).
+
+Prints a table and JSON (also written to <out>/quality.json) and draws <out>/quality.png:
+the truth and every job's reconstruction, amplitude and phase, on the scored region.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from fly64_train import evaluate, references, study  # noqa: E402
+from fly64_train.data import load_dataset  # noqa: E402
+
+PARTS = ("amplitude", "phase")
+
+
+def run_job(out: Path, dose: float, view: str, backend: str, extra: list[str]) -> Path:
+    job_dir = out / "jobs" / study.job_name(dose, view)
+    if (job_dir / "training_manifest.json").is_file():
+        record = json.loads((job_dir / "training_manifest.json").read_text())
+        if record.get("status") in ("success", "skipped"):
+            return job_dir  # a rerun of the benchmark into the same --out reuses finished jobs
+    command = [sys.executable, "-m", "fly64_train.cli", f"dose={dose}", f"view={view}", f"backend={backend}",
+               f"dataset.cache_dir={out / 'cache'}", f"hydra.run.dir={job_dir}", *extra]
+    started = time.perf_counter()
+    result = subprocess.run(command, cwd=out, capture_output=True, text=True)
+    print(f"  {study.job_name(dose, view)}: exit {result.returncode} after {time.perf_counter() - started:.0f} s",
+          file=sys.stderr, flush=True)
+    if result.returncode != 0:
+        print(result.stderr[-2000:], file=sys.stderr)
+    return job_dir
+
+
+def job_result(job_dir: Path) -> dict:
+    """The job's own metrics, the two references on its scored region, and gap fractions."""
+    record = json.loads((job_dir / "training_manifest.json").read_text())
+    row = {"dose": record.get("dose"), "view": record.get("view"), "gridsize": record.get("gridsize"),
+           "status": record.get("status"), "error": record.get("error"),
+           "epochs": record.get("epochs_completed"), "wall_time_s": record.get("wall_time_s"),
+           "training_time_s": record.get("training_time_s"), "train_groups": record.get("train_groups"),
+           "train_positions": record.get("train_positions"), "optimiser_steps": record.get("optimiser_steps")}
+    metrics = record.get("metrics")
+    if record.get("status") not in ("success", "skipped") or not metrics:
+        return row
+    test = load_dataset(record["test_data_path"])
+    with np.load(job_dir / evaluate.RECONSTRUCTION_NAME) as saved:
+        coverage, lit = saved["coverage"].astype(np.float64), saved["illumination"].astype(np.float64)
+    threshold = metrics["illumination_threshold"]
+    region = evaluate.scored_region(coverage, lit, threshold, metrics["min_coverage"])
+    settings = dict(illumination_threshold=threshold, min_coverage=metrics["min_coverage"],
+                    max_shift_px=metrics["registration"]["max_shift_px"])
+    _, floor = evaluate.score_image(references.flat_object(test.obj, region), coverage, test.obj, lit, **settings)
+    cutoff, _ = references.dose_limited_cutoff(test.obj, test.probe, test.xcoords, test.ycoords,
+                                               test.metadata["photon_scale"])
+    _, limited = evaluate.score_image(references.lowpass(test.obj, cutoff), coverage, test.obj, lit, **settings)
+    row["dose_limited_cutoff_cycles_per_px"] = cutoff
+    for part in PARTS:
+        for name, source in (("", metrics), ("floor_", floor), ("dose_limited_", limited)):
+            row[f"{name}{part}_ssim"] = source[part]["ssim_original"]
+        row[f"{part}_ssim_raw_range"] = metrics[part]["ssim"]
+        row[f"{part}_frc50"] = metrics[part]["frc50"]
+        row[f"{part}_patch_corr"] = metrics["patchwise"][f"{part}_correlation"]
+        row[f"{part}_gap_closed"] = references.gap_closed(row[f"{part}_ssim"], row[f"floor_{part}_ssim"])
+        row[f"dose_limited_{part}_gap_closed"] = references.gap_closed(row[f"dose_limited_{part}_ssim"],
+                                                                       row[f"floor_{part}_ssim"])
+    row["scored_pixels"] = metrics["region"]["scored_pixels"]
+    return row
+
+
+def _fmt(value, digits: int = 2) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def table(rows: list[dict]) -> str:
+    head = ("dose", "view", "ep", "steps", "pos", "amp SSIM", "gap", "(dose-lim)", "phase SSIM", "gap",
+            "(dose-lim)", "FRC50 a/p", "patch a/p", "min")
+    lines = [" | ".join(head), " | ".join("---" for _ in head)]
+    for r in rows:
+        if r.get("amplitude_ssim") is None:
+            lines.append(" | ".join([study.format_number(r["dose"]), r["view"], r.get("status") or "?"]
+                                    + [""] * (len(head) - 3)))
+            continue
+        lines.append(" | ".join([
+            study.format_number(r["dose"]), r["view"], _fmt(r["epochs"]), _fmt(r["optimiser_steps"]),
+            _fmt(r["train_positions"]),
+            _fmt(r["amplitude_ssim"]), _fmt(r["amplitude_gap_closed"]), _fmt(r["dose_limited_amplitude_gap_closed"]),
+            _fmt(r["phase_ssim"]), _fmt(r["phase_gap_closed"]), _fmt(r["dose_limited_phase_gap_closed"]),
+            f"{r['amplitude_frc50']}/{r['phase_frc50']}",
+            f"{_fmt(r['amplitude_patch_corr'])}/{_fmt(r['phase_patch_corr'])}",
+            _fmt((r["wall_time_s"] or 0) / 60, 1)]))
+    return "\n".join(lines)
+
+
+def figure(path: Path, rows: list[dict], out: Path) -> None:
+    """Truth and each job's aligned reconstruction (amplitude row, phase row) on the scored region."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    done = [r for r in rows if r.get("amplitude_ssim") is not None]
+    if not done:
+        return
+    fig = Figure(figsize=(2.6 * (len(done) + 1), 5.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = np.atleast_2d(fig.subplots(2, len(done) + 1, squeeze=False))
+    truth_shown = False
+    for col, r in enumerate(done, start=1):
+        job_dir = out / "jobs" / study.job_name(r["dose"], r["view"])
+        record = json.loads((job_dir / "training_manifest.json").read_text())
+        test = load_dataset(record["test_data_path"])
+        with np.load(job_dir / evaluate.RECONSTRUCTION_NAME) as saved:
+            image, coverage, lit = saved["image"], saved["coverage"], saved["illumination"]
+        metrics = record["metrics"]
+        aligned, _ = evaluate.score_image(image, coverage, test.obj, lit,
+                                          illumination_threshold=metrics["illumination_threshold"],
+                                          min_coverage=metrics["min_coverage"],
+                                          max_shift_px=metrics["registration"]["max_shift_px"])
+        panels = ((aligned.gt_amp, aligned.pred_amp, "gray"), (aligned.gt_phase, aligned.pred_phase, "twilight"))
+        for row, (gt, pred, cmap) in enumerate(panels):
+            vmin, vmax = float(np.min(gt[aligned.mask])), float(np.max(gt[aligned.mask]))
+            if not truth_shown:
+                axes[row, 0].imshow(np.where(aligned.mask, gt, np.nan), cmap=cmap, vmin=vmin, vmax=vmax)
+                axes[row, 0].set_title(f"truth {PARTS[row]}", fontsize=9)
+            axes[row, col].imshow(np.where(aligned.mask, pred, np.nan), cmap=cmap, vmin=vmin, vmax=vmax)
+            axes[row, col].set_title(f"{study.format_number(r['dose'])} {r['view']}\nSSIM {r[f'{PARTS[row]}_ssim']:.2f}, "
+                                     f"gap {_fmt(r[f'{PARTS[row]}_gap_closed'])}", fontsize=9)
+        truth_shown = True
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.savefig(path, format="png", dpi=70)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", default="tensorflow", choices=("tensorflow", "pytorch"))
+    parser.add_argument("--doses", nargs="+", type=float, default=list(study.DOSES))
+    parser.add_argument("--views", nargs="+", default=list(study.VIEWS), choices=list(study.VIEWS))
+    parser.add_argument("--quick", action="store_true", help="dose 1e5 only (all three views)")
+    parser.add_argument("--out", type=Path, default=Path("outputs/quality"), help="jobs, cache, table, figure")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override passed to every job (repeatable)")
+    args = parser.parse_args()
+    doses = [1e5] if args.quick else args.doses
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    rows = []
+    for dose in doses:
+        for view in args.views:
+            rows.append(job_result(run_job(out, dose, view, args.backend, args.overrides)))
+    report = {"benchmark": "quality", "backend": args.backend, "overrides": args.overrides,
+              "python": platform.python_version(), "cpu_count": os.cpu_count(),
+              "load_average": [round(v, 2) for v in os.getloadavg()],
+              "wall_time_s": round(time.perf_counter() - started, 1),
+              "ssim_convention": "original study: amplitude with its own data range, phase as (phi+pi)/2pi "
+                                 "with data range 1; lit region of the test view",
+              "targets_gap_closed_dense": {"1e5": 0.7, "1e4": 0.5, "1e3": 0.25},
+              "jobs": rows}
+    (out / "quality.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+    figure(out / "quality.png", rows, out)
+    print(table(rows))
+    print(json.dumps(report, indent=2, default=float))
+
+
+if __name__ == "__main__":
+    main()
