@@ -35,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-BACKENDS = ("tensorflow", "pytorch")
+from fly64_train.backends.registry import BACKENDS  # every registered backend
+
 N = 64
 BATCH = 16
 N_FILTERS_SCALE = 2
@@ -140,15 +141,17 @@ def synthetic_data(gridsize: int, n_groups: int, seed: int = 0):
 CASES = (("gs1", 1, "shared"), ("gs2", 2, "stacked"), ("gs2_shared", 2, "shared"))
 
 
-def make_params(gridsize: int, rel: np.ndarray, member_encoding: str) -> dict:
-    from fly64_train import architecture, config, legacy
+def make_spec(backend: str, gridsize: int, rel: np.ndarray, probe: np.ndarray, member_encoding: str):
+    """The spec the runner would build (backend.compile as the backend's preset has it)."""
+    from fly64_train import architecture, config
+    from fly64_train.backends import registry
+    from fly64_train.backends.base import spec_from_config
 
     view = "baseline" if gridsize == 1 else "dense"
     cfg = config.validate(config.TrainingConfig(
-        view=view, dose=1e4, model=config.ModelConfig(N=N, n_filters_scale=N_FILTERS_SCALE,
-                                                      member_encoding=member_encoding)))
-    params = legacy.update_legacy_dict(legacy.new_params(), cfg)
-    return legacy.set_runtime(params, padded_size=architecture.padded_size_for(N, rel))
+        view=view, dose=1e4, backend=config.BackendConfig(name=backend, compile=registry.entry(backend).compiles),
+        model=config.ModelConfig(N=N, n_filters_scale=N_FILTERS_SCALE, member_encoding=member_encoding)))
+    return spec_from_config(cfg, architecture.padded_size_for(N, rel), probe)
 
 
 def _rate(seconds: list[float], groups: int) -> dict:
@@ -159,8 +162,7 @@ def _rate(seconds: list[float], groups: int) -> dict:
 # One backend, in its own process
 
 def run_worker(name: str, threads: int, steps: int, repeats: int) -> dict:
-    from fly64_train import architecture
-    from fly64_train.backends.base import get_backend
+    from fly64_train.backends.registry import get_backend
 
     backend = get_backend(name)
     backend.configure(threads=threads, deterministic=False, seed=0)
@@ -176,8 +178,8 @@ def run_worker(name: str, threads: int, steps: int, repeats: int) -> dict:
 
     for label, gridsize, encoding in CASES:
         x, rel, probe = synthetic_data(gridsize, n_pool, seed=gridsize)
-        params = make_params(gridsize, rel, encoding)
-        model = backend.build(params, probe, seed=0)
+        spec = make_spec(name, gridsize, rel, probe, encoding)
+        model = backend.build(spec)
         batches = [(x[i:i + BATCH], rel[i:i + BATCH]) for i in range(0, n_pool, BATCH)]
         model.train_step(*batches[0])
         if gridsize == 1:
@@ -198,7 +200,7 @@ def run_worker(name: str, threads: int, steps: int, repeats: int) -> dict:
             model.predict(x, rel)
             times.append(time.perf_counter() - start)
         result[f"inference_groups_per_s_{label}"] = _rate(times, n_pool)
-        geometry = architecture.geometry_from_params(params)
+        geometry = spec.geometry
         if gridsize == 1:
             shapes = geometry.parameter_shapes()
             result["parameters"] = int(sum(np.prod(s) for k, s in shapes.items() if k != "probe"))
@@ -249,13 +251,13 @@ def summarise(result: dict, peak: float) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", choices=("tensorflow", "pytorch", "both"), default="both")
+    parser.add_argument("--backend", choices=(*BACKENDS, "both"), default="both")
     parser.add_argument("--threads", type=int, default=0, help="0 = all cores")
     parser.add_argument("--steps", type=int, default=8, help="training steps per timed repeat")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats (best and median reported)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="alternate the backends' workers this many times; each backend's best round counts")
-    parser.add_argument("--worker", choices=BACKENDS, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=list(BACKENDS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     src = Path(__file__).resolve().parents[1] / "src"
     if src.is_dir() and str(src) not in sys.path:
@@ -274,7 +276,7 @@ def main(argv=None) -> int:
                     "matmul_peak_note": "oneDNN's AVX-512 convolutions can beat NumPy's sgemm, so a fraction "
                                         "above 1 is possible; a busy machine lowers every number",
                     "targets": TARGETS, "backends": {}}
-    names = BACKENDS if args.backend == "both" else (args.backend,)
+    names = list(BACKENDS) if args.backend == "both" else [args.backend]
     rounds: dict[str, list] = {}
     for _ in range(max(1, args.rounds)):
         for name in names:

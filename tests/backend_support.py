@@ -1,24 +1,45 @@
-"""Helpers shared by the backend tests: bridged params, a focused probe, a determinism run."""
+"""Helpers shared by the backend tests: specs built the way the runner builds them, a focused probe,
+synthetic grouped data, an independent NumPy forward pass of architecture.py, a determinism run."""
 from __future__ import annotations
 
-import numpy as np
+import dataclasses
+import math
 
-from fly64_train import architecture, config, legacy
+import numpy as np
+import pytest
+
+from fly64_train import architecture, config, physics
+from fly64_train.backends import registry
+from fly64_train.backends.base import ModelSpec, spec_from_config
 from fly64_train.training import LoopSettings, run_training
 
 VIEW_FOR_GRIDSIZE = {1: "baseline", 2: "dense"}
+TRAINER_FIELDS = {f.name for f in dataclasses.fields(config.TrainerConfig)}
+INSTALLED = [name for name in registry.BACKENDS if registry.available(name)]
 
 
-def make_params(gridsize: int = 2, N: int = 64, padded_size: int | None = None, reach: float = 6.0,
-                **model) -> dict:
-    """Legacy params as the runner bridges them; the canvas fits member offsets up to `reach` px."""
-    cfg = config.validate(config.TrainingConfig(view=VIEW_FOR_GRIDSIZE[gridsize],
-                                                model=config.ModelConfig(N=N, **model)))
-    params = legacy.update_legacy_dict(legacy.new_params(), cfg)
+def installed_backend(name: str):
+    """The configured backend `name`, or a skip when its framework is not installed."""
+    if name not in INSTALLED:
+        pytest.skip(f"backend {name}: {registry.BACKENDS[name].framework} is not installed")
+    backend = registry.get_backend(name)
+    backend.configure(threads=0, deterministic=False, seed=0)
+    return backend
+
+
+def make_spec(gridsize: int = 2, N: int = 64, padded_size: int | None = None, reach: float = 6.0,
+              probe: np.ndarray | None = None, seed: int = 0, compile: bool = False, **fields) -> ModelSpec:
+    """The spec the runner builds (config → validate → spec_from_config); the canvas fits member offsets
+    up to `reach` px. `fields` are ModelConfig or TrainerConfig fields."""
+    trainer = {k: v for k, v in fields.items() if k in TRAINER_FIELDS}
+    model = {k: v for k, v in fields.items() if k not in TRAINER_FIELDS}
+    cfg = config.validate(config.TrainingConfig(
+        view=VIEW_FOR_GRIDSIZE[gridsize], seed=seed, model=config.ModelConfig(N=N, **model),
+        trainer=config.TrainerConfig(**trainer), backend=config.BackendConfig(compile=False)))
     if padded_size is None:
         offsets = np.full((1, 2), reach) if gridsize > 1 else np.zeros((1, 2))
         padded_size = architecture.padded_size_for(N, offsets)
-    return legacy.set_runtime(params, padded_size=padded_size)
+    return spec_from_config(cfg, padded_size, smooth_probe(N) if probe is None else probe).replace(compile=compile)
 
 
 def smooth_probe(N: int, seed: int = 0, chirp: float = 0.002) -> np.ndarray:
@@ -29,10 +50,119 @@ def smooth_probe(N: int, seed: int = 0, chirp: float = 0.002) -> np.ndarray:
     return architecture.model_probe(probe, N, object_amplitude=0.5, probe_mask=False)
 
 
-def deterministic_weights(backend, run_dir, x, rel, probe, threads: int) -> dict[str, np.ndarray]:
+def smooth_object(size: int, seed: int = 0) -> np.ndarray:
+    """A small random smooth complex object: amplitude in ~[0.2, 0.8], phase within ±1 rad."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] / size
+    amp, phase = np.full_like(xx, 0.5), np.zeros_like(xx)
+    for _ in range(4):
+        fx, fy, p1, p2 = rng.uniform(2, 9), rng.uniform(2, 9), rng.uniform(0, 6), rng.uniform(0, 6)
+        amp += 0.15 * np.sin(fx * xx + p1) * np.cos(fy * yy + p2)
+        phase += 0.4 * np.sin(fy * xx + p2) * np.cos(fx * yy + p1)
+    return (amp * np.exp(1j * phase)).astype(np.complex64)
+
+
+def synthetic_groups(N: int, gridsize: int, n_groups: int, seed: int = 0, spread: float = 5.0):
+    """Diffraction amplitudes x (B,N,N,C) of a smooth object, offsets rel (B,C,2), the probe, true patches."""
+    rng = np.random.default_rng(seed)
+    obj = smooth_object(3 * N, seed)
+    probe = smooth_probe(N)
+    C = gridsize * gridsize
+    centres = rng.uniform(N, 2 * N, size=(n_groups, 2))
+    rel = rng.uniform(-spread, spread, size=(n_groups, C, 2)) if C > 1 else np.zeros((n_groups, 1, 2))
+    rel = rel - rel.mean(axis=1, keepdims=True)
+    positions = (centres[:, None, :] + rel).reshape(-1, 2)
+    patches = physics.extract_patches(obj, positions[:, 0], positions[:, 1], N)
+    amp = physics.far_field_amplitude(physics.illuminate(patches, probe)).astype(np.float32)
+    x = np.ascontiguousarray(np.moveaxis(amp.reshape(n_groups, C, N, N), 1, -1))
+    return x, rel.astype(np.float32), probe, patches.reshape(n_groups, C, N, N)
+
+
+def deterministic_weights(backend, run_dir, x, rel, probe) -> dict[str, np.ndarray]:
     """Weights after a short deterministic training run (to compare two runs byte for byte)."""
-    backend.configure(threads=threads, deterministic=True, seed=7)
-    model = backend.build(make_params(gridsize=2, n_filters_scale=1), probe, seed=11)
+    backend.configure(threads=0, deterministic=True, seed=7)
+    model = backend.build(make_spec(gridsize=2, n_filters_scale=1, probe=probe, seed=11,
+                                    compile=registry.entry(backend.name).compiles))
     run_dir.mkdir()
     run_training(model, x, rel, LoopSettings(epochs=2, batch_size=4, checkpoint=False), run_dir)
     return model.get_weights()
+
+
+# ---------------------------------------------------------------------------------------------
+# An independent NumPy forward pass of architecture.py (float64)
+
+def np_conv(x, weights, conv, act=None):
+    kernel, bias = weights[f"{conv.name}/kernel"].astype(np.float64), weights[f"{conv.name}/bias"]
+    H, W = x.shape[1:3]
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    out = sum(np.einsum("bhwc,co->bhwo", padded[:, i:i + H, j:j + W], kernel[i, j])
+              for i in range(3) for j in range(3)) + bias
+    return np.maximum(out, 0) if act == "relu" else out
+
+
+def np_up(x):
+    return x.repeat(2, axis=1).repeat(2, axis=2)
+
+
+def np_sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+NP_ACT = {"sigmoid": np_sigmoid, "swish": lambda t: t * np_sigmoid(t), "relu": lambda t: np.maximum(t, 0),
+          "softplus": lambda t: np.logaddexp(0, t)}
+
+
+def numpy_object(weights, spec: ModelSpec, x):
+    """Object patches (B, C_out, N, N) complex of the network for x (B, N, N, C)."""
+    g = spec.geometry
+    if g.shared_members:  # each member through the single-pattern network
+        B, N, _, C = x.shape
+        members = np.moveaxis(x, -1, 1).reshape(B * C, N, N, 1)
+        single = architecture.Geometry(**{**g.to_dict(), "gridsize": 1})
+        return numpy_object(weights, ModelSpec(single, spec.training, spec.probe, spec.intensity_scale, spec.seed),
+                            members).reshape(B, C, N, N)
+    h = x.astype(np.float64) * spec.intensity_scale / np.exp(float(weights["log_scale"]))
+    for block in g.encoder():
+        for conv in block:
+            h = np_conv(h, weights, conv, "relu")
+        B, H, W, C = h.shape
+        h = h.reshape(B, H // 2, 2, W // 2, 2, C).max(axis=(2, 4))
+    out = {}
+    for branch in ("amp", "phase"):
+        layers, d = g.decoder(branch), h
+        for block in layers["blocks"]:
+            for conv in block:
+                d = np_conv(d, weights, conv, "relu")
+            d = np_up(d)
+        act = NP_ACT[g.amp_activation] if branch == "amp" else (lambda t: math.pi * np.tanh(t))
+        q = g.N // 4
+        x1 = np.pad(act(np_conv(d[..., :-4], weights, layers["head"])), ((0, 0), (q, q), (q, q), (0, 0)))
+        if g.probe_big:
+            x2 = d[..., -4:]
+            for conv in layers["border_block"]:
+                x2 = np_conv(x2, weights, conv, "relu")
+            x2 = np_conv(np_up(x2), weights, layers["border_out"])
+            x1 = x1 + x2 * np_sigmoid(x2) * g.border_mask()[None, :, :, None]
+        out[branch] = x1
+    return np.moveaxis(out["amp"] * np.exp(1j * out["phase"]), -1, 1)  # (B, C_out, N, N)
+
+
+def numpy_forward(weights, spec: ModelSpec, x, rel):
+    """trimmed (B,N,N), patches (B,C,N,N), amplitude (B,N,N,C) by physics.py from numpy_object."""
+    g = spec.geometry
+    N, P, C = g.N, g.padded_size, g.channels
+    obj = numpy_object(weights, spec, x)
+    centres = P // 2 + rel.astype(np.float64)
+    canvases = []
+    for b in range(len(x)):
+        if g.object_big:
+            canvases.append(physics.weighted_mean(obj[b], centres[b], (P, P), g.canvas_weight())[0])
+        else:
+            canvases.append(physics.place(obj[b], np.array([[P // 2, P // 2]]), (P, P))[0])
+    canvases = np.stack(canvases)
+    trimmed = physics.extract(canvases, np.full((len(x), 2), P // 2), N)
+    patches = np.stack([physics.extract(np.repeat(canvases[b:b + 1], C, 0), centres[b], N)
+                        for b in range(len(x))])
+    probe = weights["probe"].astype(np.complex128)
+    amplitude = physics.far_field_amplitude(physics.illuminate(patches, probe)) * np.exp(float(weights["log_scale"]))
+    return trimmed, patches, np.moveaxis(amplitude, 1, -1)

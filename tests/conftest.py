@@ -33,5 +33,5 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 600, env_extra: dict | 
     env = dict(os.environ)
     env.pop("HYDRA_FULL_ERROR", None)
     env.update(env_extra or {})
-    command = [sys.executable, "-m", "fly64_train.cli", *args]
+    command = [sys.executable, "-m", "fly64_train", *args]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)

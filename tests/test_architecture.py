@@ -1,5 +1,8 @@
-"""The framework-free network spec: parameter layout per member encoding, the canvas weight map."""
+"""The framework-free network spec: parameter layout per member encoding, the canvas weight map, the
+initial weights every backend starts from, and the ModelSpec backends are built from."""
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -39,10 +42,11 @@ def test_member_encoding_errors_and_old_params_default_to_stacked():
     with pytest.raises(ValueError, match="object_big=True"):
         geometry(2, "shared", object_big=False)
     assert geometry(2, "stacked", object_big=False).object_channels == 1
-    params = {"N": 64, "gridsize": 2, "n_filters_scale": 2, "object.big": True, "probe.big": True,
-              "amp_activation": "sigmoid", "padded_size": 80}  # a bundle written before the option
-    assert architecture.geometry_from_params(params).member_encoding == "stacked"
-    assert architecture.geometry_from_params({**params, "member_encoding": "shared"}).shared_members
+    recorded = {"N": 64, "gridsize": 2, "n_filters_scale": 2, "object_big": True, "probe_big": True,
+                "amp_activation": "sigmoid", "padded_size": 80}  # a bundle's geometry from before the option
+    assert architecture.Geometry.from_dict(recorded).member_encoding == "stacked"
+    assert architecture.Geometry.from_dict({**recorded, "member_encoding": "shared"}).shared_members
+    assert architecture.Geometry.from_dict(geometry(2, "shared").to_dict()) == geometry(2, "shared")
 
 
 def test_canvas_weight_is_one_on_the_head_square_and_small_outside():
@@ -55,3 +59,97 @@ def test_canvas_weight_is_one_on_the_head_square_and_small_outside():
     np.testing.assert_array_equal(geometry(2, "shared").canvas_weight(), w)
     # the head writes exactly where the weight is 1 (border_mask is its complement)
     np.testing.assert_array_equal(geometry(2, "shared").border_mask() == 0, w == 1)
+
+
+def test_initial_weights_are_seeded_glorot_uniform_in_architecture_order():
+    g = geometry(2, "stacked")
+    probe = np.full((64, 64), 0.5 + 0.25j, np.complex64)
+    weights = architecture.initial_weights(g, seed=5, intensity_scale=2.0, probe=probe)
+    assert list(weights) == list(g.parameter_shapes())
+    for conv in g.convs():
+        limit = np.sqrt(6.0 / (9 * conv.in_channels + 9 * conv.out_channels))
+        kernel = weights[f"{conv.name}/kernel"]
+        assert kernel.dtype == np.float32 and kernel.shape == (3, 3, conv.in_channels, conv.out_channels)
+        assert np.abs(kernel).max() <= limit and np.abs(kernel).max() > 0.8 * limit
+        assert abs(float(kernel.mean())) < 0.1 * limit  # centred
+        assert not weights[f"{conv.name}/bias"].any()
+    assert weights["log_scale"] == np.float32(np.log(2.0)) and weights["log_scale"].shape == ()
+    np.testing.assert_array_equal(weights["probe"], probe)
+    again = architecture.initial_weights(g, seed=5, intensity_scale=2.0, probe=probe)
+    assert all(again[k].tobytes() == v.tobytes() for k, v in weights.items())
+    other = architecture.initial_weights(g, seed=6, intensity_scale=2.0, probe=probe)
+    assert not np.array_equal(other["encoder/block0/conv0/kernel"], weights["encoder/block0/conv0/kernel"])
+    with pytest.raises(ValueError, match="intensity_scale"):
+        architecture.initial_weights(g, seed=5, intensity_scale=0.0, probe=probe)
+
+
+def test_geometry_rejects_what_the_architecture_does_not_cover():
+    with pytest.raises(ValueError, match="N=96"):
+        geometry(2, "shared", N=96)
+    with pytest.raises(ValueError, match="amp_activation='tanh'"):
+        architecture.Geometry(N=64, gridsize=1, n_filters_scale=1, object_big=True, probe_big=True,
+                              amp_activation="tanh", padded_size=64)
+    with pytest.raises(ValueError, match="padded_size=32"):
+        architecture.Geometry(N=64, gridsize=1, n_filters_scale=1, object_big=True, probe_big=True,
+                              amp_activation="sigmoid", padded_size=32)
+
+
+@pytest.mark.parametrize("dose,N,expected", [(1e3, 64, 0.9882), (1e4, 64, 3.125), (1e5, 128, 4.9411)])
+def test_intensity_scale_matches_the_reference_values(dose, N, expected):
+    assert architecture.intensity_scale(dose, N) == pytest.approx(expected, rel=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------
+# The ModelSpec (backends/base.py: framework-free)
+
+def test_spec_from_config_is_the_one_translation_of_the_config():
+    from fly64_train.backends.base import spec_from_config
+    from tests.conftest import compose_config
+    from fly64_train.config import validate
+
+    cfg = validate(compose_config("view=sparse", "dose=1e4", "trainer.learning_rate=5e-4", "trainer.mae_weight=0.5",
+                                  "model.probe_trainable=true", "model.amp_activation=swish", "seed=9"))
+    probe = np.ones((64, 64), np.complex64)
+    spec = spec_from_config(cfg, padded_size=80, probe=probe)
+    assert spec.geometry == architecture.Geometry(N=64, gridsize=2, n_filters_scale=1, object_big=True,
+                                                  probe_big=True, amp_activation="swish", padded_size=80,
+                                                  member_encoding="shared")
+    assert type(spec.geometry.amp_activation) is str and type(spec.geometry.member_encoding) is str
+    t = spec.training
+    assert (t.learning_rate, t.nll_weight, t.mae_weight, t.probe_trainable, t.intensity_scale_trainable, t.compile) \
+        == (5e-4, 1.0, 0.5, True, True, True)
+    assert spec.intensity_scale == architecture.intensity_scale(1e4, 64) and spec.seed == 9
+    assert spec.probe.dtype == np.complex64 and not spec.probe.flags.writeable
+    probe[0, 0] = 7  # the spec holds its own copy
+    assert spec.probe[0, 0] == 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.seed = 3
+
+
+def test_spec_from_a_bundle_manifest_old_and_new():
+    from fly64_train.backends.base import spec_from_bundle
+    from fly64_train.config import TrainingConfig, to_dict, validate
+
+    content = {"geometry": {"N": 64, "gridsize": 2, "n_filters_scale": 1, "object_big": True, "probe_big": True,
+                            "amp_activation": "sigmoid", "padded_size": 78},  # before member_encoding
+               "config": to_dict(validate(TrainingConfig())), "intensity_scale": 0.9882}
+    spec = spec_from_bundle(content, seed=3, compile=False)
+    assert spec.geometry.member_encoding == "stacked" and spec.geometry.padded_size == 78
+    assert spec.intensity_scale == 0.9882 and spec.training.compile is False
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(probe=np.ones((32, 32), np.complex64)), r"shape \(64, 64\)"),
+    (dict(probe=np.full((64, 64), np.nan, np.complex64)), "NaN"),
+    (dict(intensity_scale=0.0), "intensity_scale must be positive")])
+def test_spec_errors(change, message):
+    from fly64_train.backends.base import ModelSpec, TrainingSettings
+
+    values = dict(geometry=geometry(1, "shared"), training=TrainingSettings(), probe=np.ones((64, 64), np.complex64),
+                  intensity_scale=1.0, seed=0)
+    with pytest.raises(ValueError, match=message):
+        ModelSpec(**{**values, **change})
+    with pytest.raises(ValueError, match="both 0"):
+        TrainingSettings(nll_weight=0.0, mae_weight=0.0)
+    with pytest.raises(ValueError, match="learning_rate"):
+        TrainingSettings(learning_rate=0.0)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from fly64_train import architecture, physics
-from tests.backend_support import make_params, smooth_probe
+from tests.backend_support import installed_backend, make_spec, smooth_probe
 
 # Asymmetric member offsets (x, y): a sign flip or an x/y swap moves every member somewhere else.
 ASYMMETRIC_REL = np.array([[3.0, -2.0], [-5.5, 1.25], [2.0, 6.0], [-1.0, -4.75]])
@@ -39,14 +39,7 @@ def batch(N: int, gridsize: int, n: int, seed: int):
 
 @pytest.fixture(scope="module")
 def backends():
-    from fly64_train.backends.base import get_backend
-
-    tf_backend = pytest.importorskip("fly64_train.backends.tensorflow")
-    pytest.importorskip("torch")
-    pt = get_backend("pytorch")
-    tf = get_backend("tensorflow")
-    assert type(tf).__name__ == tf_backend.TensorFlowBackend.__name__
-    return {"tensorflow": tf, "pytorch": pt}
+    return {name: installed_backend(name) for name in ("tensorflow", "pytorch")}
 
 
 @pytest.fixture(scope="module")
@@ -154,13 +147,20 @@ def test_every_member_is_placed_identically(tfm):
 # The full forward pass on shared weights
 
 def _forward_pair(backends, gridsize: int, source: str, seed: int, N: int = 64, **model):
-    params = make_params(gridsize, N=N, reach=7.0, **model)
-    probe = focused_probe(N)
     target = "pytorch" if source == "tensorflow" else "tensorflow"
-    a = backends[source].build(params, probe, seed=seed)
-    b = backends[target].build(params, focused_probe(N) * 0.5, seed=seed + 100)
+    a = backends[source].build(make_spec(gridsize, N=N, reach=7.0, probe=focused_probe(N), seed=seed, **model))
+    b = backends[target].build(make_spec(gridsize, N=N, reach=7.0, probe=focused_probe(N) * 0.5, seed=seed + 100,
+                                         **model))
     b.set_weights(a.get_weights())
     return a, b
+
+
+def test_the_same_seed_starts_both_backends_from_the_same_weights(backends):
+    spec = make_spec(2, probe=focused_probe(64), seed=17)
+    first, second = (backends[name].build(spec).get_weights() for name in ("tensorflow", "pytorch"))
+    assert list(first) == list(second)
+    for name, value in first.items():
+        assert value.dtype == second[name].dtype and value.tobytes() == second[name].tobytes(), name
 
 
 @pytest.mark.parametrize("gridsize,encoding", [(1, "shared"), (2, "shared"), (2, "stacked")])
@@ -187,12 +187,11 @@ def test_bundle_from_one_backend_loads_into_the_other(backends, tmp_path, source
     from fly64_train import bundle
 
     target = "pytorch" if source == "tensorflow" else "tensorflow"
-    params = make_params(2, reach=7.0)
-    a = backends[source].build(params, focused_probe(64), seed=11)
+    a = backends[source].build(make_spec(2, reach=7.0, probe=focused_probe(64), seed=11))
     info = bundle.write_bundle(tmp_path / "wts.h5.zip", a.get_weights(), {"backend": source})
     weights, manifest = bundle.read_bundle(info.path, expected_sha256=info.sha256)
     assert manifest["backend"] == source
-    b = backends[target].build(params, focused_probe(64) * 0.5, seed=12)
+    b = backends[target].build(make_spec(2, reach=7.0, probe=focused_probe(64) * 0.5, seed=12))
     b.set_weights(weights)
     x, rel = batch(64, 2, 3, seed=4)
     rel[0] = ASYMMETRIC_REL
@@ -245,7 +244,7 @@ def test_missing_framework_is_one_line_error(backend, framework, requirement):
     code = textwrap.dedent(f"""
         import sys
         sys.modules[{framework!r}] = None  # import {framework} now raises ImportError
-        from fly64_train.backends.base import BackendUnavailable, get_backend
+        from fly64_train.backends.registry import BackendUnavailable, get_backend
         try:
             get_backend({backend!r})
         except BackendUnavailable as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -18,13 +19,34 @@ def manifests(root: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(root.glob("**/training_manifest.json"))]
 
 
-def test_help_lists_config_groups_and_examples(tmp_path):
+def test_help_lists_config_groups_field_help_and_examples(tmp_path):
     result = run_cli(["--help"], tmp_path)
     assert result.returncode == 0, result.stderr
     for text in ("backend: pytorch, tensorflow", "dataset: fly64_synthetic, npz",
                  "job: evaluate, prepare, smoke, study, train", "logger: csv, mlflow, tensorboard",
-                 "--multirun dose=1000,10000,100000", "hydra/sweeper=fly64_optuna"):
+                 "--multirun dose=1000,10000,100000", "hydra/sweeper=fly64_optuna", "fly64-train --version"):
         assert text in result.stdout
+    lines = result.stdout.splitlines()
+    dose = next(line for line in lines if line.startswith("dose: 1000.0"))
+    assert "# photons per pattern" in dose  # the field's help text, from its metadata
+    view = next(line for line in lines if line.startswith("view: dense"))
+    assert "[baseline|dense|sparse]" in view
+    assert any(line.startswith("  learning_rate: 0.001") and "Adam" in line for line in lines)
+    # Every launcher preset the help names exists.
+    presets = re.findall(r"hydra/launcher=(\w+)", result.stdout)
+    assert presets and all((REPO / "conf" / "hydra" / "launcher" / f"{name}.yaml").is_file() for name in presets)
+
+
+def test_version_and_python_dash_m(tmp_path):
+    from importlib import metadata
+
+    import fly64_train
+
+    result = run_cli(["--version"], tmp_path)  # run_cli runs `python -m fly64_train`
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"fly64-train {fly64_train.__version__} ")
+    assert metadata.version("fly64-train") == fly64_train.__version__
+    assert not (tmp_path / "outputs").exists()
 
 
 def test_single_dry_run_records_the_plan(tmp_path):
@@ -40,6 +62,8 @@ def test_single_dry_run_records_the_plan(tmp_path):
     legacy_params = json.loads((run_dirs[0] / "legacy_params.json").read_text())
     assert legacy_params["nphotons"] == 10000.0 and legacy_params["gridsize"] == 2
     assert "[dry run] dose_10000/sparse" in result.stdout
+    log_text = (run_dirs[0] / "train.log").read_text()  # <job.name>.log: what the terminal showed, too
+    assert "[dry run] dose_10000/sparse" in log_text and "legacy params:" in log_text
     # Dry runs build nothing: no dataset cache, no bundle.
     assert not (tmp_path / "outputs" / "cache").exists()
     assert not list(tmp_path.glob("**/wts.h5.zip"))
@@ -61,16 +85,41 @@ def test_dry_run_multirun_makes_nine_job_directories(tmp_path):
 @pytest.mark.parametrize("args,fragment", [
     (["view=baseline", "model.gridsize=2"], "model.gridsize=2 is not allowed: view=baseline requires gridsize 1"),
     (["dose=-5"], "dose=-5.0 is not allowed: expected a positive number"),
-    (["view=diagonal"], "view='diagonal' is not allowed"),
+    (["backend=pytorch", "backend.compile=true"], "backend.compile=True is not allowed"),
 ])
-def test_bad_overrides_exit_with_one_clear_line(tmp_path, args, fragment):
+def test_bad_values_exit_with_one_clear_line_and_the_traceback_in_the_log(tmp_path, args, fragment):
     result = run_cli(["dry_run=true", *args], tmp_path, timeout=120)
     assert result.returncode == 2
     first = result.stderr.strip().splitlines()[0]
     assert first.startswith("fly64-train: error:") and fragment in first
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    assert len(result.stderr.strip().splitlines()) == 2  # the error and where the manifest and log are
     record = manifests(tmp_path / "outputs")[0]
     assert record["status"] == "failed" and fragment in record["error"]
+    log_text = next((tmp_path / "outputs" / "runs").glob("*/train.log")).read_text()
+    assert "Traceback (most recent call last)" in log_text and fragment in log_text
+
+
+@pytest.mark.parametrize("override,message", [("view=bogus", "expected one of [baseline, dense, sparse]"),
+                                              ("backend.name=jax", "expected one of [tensorflow, pytorch]")])
+def test_a_bad_choice_fails_while_composing_and_writes_nothing(tmp_path, override, message):
+    result = run_cli([override], tmp_path, timeout=120)
+    assert result.returncode != 0
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) <= 8  # Hydra's own message
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    assert not (tmp_path / "outputs").exists()  # no run directory, no cache
+
+
+def test_a_failing_sweep_job_is_one_line_not_a_traceback(tmp_path):
+    result = run_cli(["--multirun", "dry_run=true", "dose=1000,-5", "view=baseline"], tmp_path, timeout=300)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    assert "dose=-5.0 is not allowed" in result.stderr and len(result.stderr.strip().splitlines()) <= 4
+    assert "job FAILED (dry_run=True dose=-5 view=baseline)" in result.stdout
+    sweep = next((tmp_path / "outputs" / "multirun").iterdir())
+    failed_log = (sweep / "dose_-5" / "baseline" / "train.log").read_text()
+    assert "Traceback (most recent call last)" in failed_log and "job FAILED" in failed_log  # sweep status too
+    assert "study summary: 2 jobs, failed: dose_-5/baseline" in failed_log
 
 
 def test_typo_fails_at_composition_with_hydras_message(tmp_path):

@@ -1,13 +1,15 @@
 """Composition over the study matrix, validation of bad overrides, directory naming."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
-from fly64_train import study
+from fly64_train import config, study
 from fly64_train.config import ConfigError, TrainingConfig, from_dict, to_dict, validate
 from tests.conftest import compose_config
 
@@ -49,7 +51,7 @@ def test_job_presets(job, expect):
 
 
 def test_npz_dataset_requires_both_paths():
-    with pytest.raises(Exception, match="train_path"):
+    with pytest.raises(ConfigError, match="dataset.train_path=None is not allowed: dataset=npz needs"):
         validate(compose_config("dataset=npz"))
     config = validate(compose_config("dataset=npz", "dataset.train_path=a.npz", "dataset.test_path=b.npz"))
     assert config.dataset.source == "npz"
@@ -58,7 +60,6 @@ def test_npz_dataset_requires_both_paths():
 @pytest.mark.parametrize("overrides,field,fragment", [
     (["view=baseline", "model.gridsize=2"], "model.gridsize=2", "view=baseline requires gridsize 1"),
     (["view=sparse", "model.gridsize=1"], "model.gridsize=1", "view=sparse requires gridsize 2"),
-    (["view=diagonal"], "view='diagonal'", "baseline, dense, sparse"),
     (["dose=0"], "dose=0.0", "positive"),
     (["dose=-1000"], "dose=-1000.0", "positive"),
     (["dose=nan"], "dose=nan", "positive"),
@@ -69,7 +70,10 @@ def test_npz_dataset_requires_both_paths():
     (["model.N=96"], "model.N=96", "64, 128"),
     (["backend.threads=-1"], "backend.threads=-1", "positive"),
     (["job=evaluate"], "evaluate.bundle=None", "evaluate.bundle=<path"),
-    (["model.member_encoding=mixed"], "model.member_encoding='mixed'", "shared, stacked"),
+    (["backend=pytorch", "backend.compile=true"], "backend.compile=True", "the pytorch backend runs eagerly"),
+    (["trainer.validation_fraction=0.5"], "trainer.validation_fraction=0.5", "[0, 0.5)"),
+    (["trainer.n_groups=0"], "trainer.n_groups=0", "positive count or null"),
+    (["model.pad_object=false"], "model.pad_object=False", "only the padded object head"),
     (["view=dense", "model.object_big=false"], "model.object_big=False", "member_encoding=stacked"),
 ])
 def test_bad_values_fail_with_one_clear_line(overrides, field, fragment):
@@ -96,6 +100,48 @@ def test_typos_fail_at_composition_with_hydras_message(override):
         compose_config(*override.split())
 
 
+@pytest.mark.parametrize("override,choices", [
+    ("view=diagonal", "baseline, dense, sparse"), ("backend.name=jax", "tensorflow, pytorch"),
+    ("dataset.source=hdf5", "synthetic, npz"), ("job.kind=fit", "train, prepare, evaluate"),
+    ("model.amp_activation=tanh", "sigmoid, swish, softplus, relu"), ("model.member_encoding=mixed", "shared, stacked"),
+    ("model.model_type=supervised", "pinn")])
+def test_choices_fail_at_composition(override, choices):
+    """Choices are Enums: Hydra rejects a value outside them while composing (no run directory yet)."""
+    with pytest.raises(ConfigCompositionException) as info:
+        compose_config(override)
+    assert f"expected one of [{choices}]" in str(info.value.__cause__)
+
+
+def test_choices_are_the_owning_modules_lists():
+    from fly64_train import architecture
+    from fly64_train.backends import registry
+    assert config.View.values() == list(study.VIEWS)
+    assert config.BackendName.values() == list(registry.BACKENDS)
+    assert config.AmpActivation.values() == list(architecture.AMP_ACTIVATIONS)
+    assert config.MemberEncoding.values() == list(architecture.MEMBER_ENCODINGS)
+
+
+def test_choices_from_python_are_checked_and_compare_as_strings():
+    made = TrainingConfig(view="sparse", backend=config.BackendConfig(name="pytorch", compile=False))
+    assert made.view is config.View.sparse and made.view == "sparse" and f"{made.view}" == "sparse"
+    assert made.backend.name is config.BackendName.pytorch
+    with pytest.raises(ConfigError, match=r"^view='diagonal' is not allowed: expected one of baseline, dense, sparse$"):
+        TrainingConfig(view="diagonal")
+    with pytest.raises(ConfigError, match=r"^model.amp_activation='tanh' is not allowed"):
+        config.ModelConfig(amp_activation="tanh")
+
+
+def test_every_field_has_help_and_help_shows_it():
+    for cls in (TrainingConfig, config.JobConfig, config.BackendConfig, config.DatasetConfig, config.ModelConfig,
+                config.TrainerConfig, config.EvaluateConfig):
+        for f in dataclasses.fields(cls):
+            assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help text"
+    text = config.describe()
+    assert "dose: 1000.0" in text and "photons per pattern" in text
+    assert "view: dense" in text and "[baseline|dense|sparse]" in text
+    assert "  learning_rate: 0.001" in text and "Adam's initial learning rate" in text
+
+
 @pytest.mark.parametrize("override", ["trainer.batch_size=1.5", "trainer.batch_size=sixteen", "dose=lots",
                                       "deterministic=maybe"])
 def test_wrong_types_fail_at_composition(override):
@@ -104,5 +150,10 @@ def test_wrong_types_fail_at_composition(override):
 
 
 def test_config_round_trips_through_a_plain_dict():
-    config = validate(compose_config("view=sparse", "backend=pytorch", "trainer.epochs=3"))
-    assert from_dict(to_dict(config)) == config
+    composed = validate(compose_config("view=sparse", "backend=pytorch", "trainer.epochs=3"))
+    plain = to_dict(composed)
+    assert type(plain["view"]) is str and type(plain["backend"]["name"]) is str
+    assert type(plain["model"]["member_encoding"]) is str and type(plain["job"]["kind"]) is str
+    assert json.loads(json.dumps(plain)) == plain
+    assert from_dict(plain) == composed
+    assert from_dict({**plain, "retired_field": 1, "model": {"N": 64}}).model.member_encoding == "shared"

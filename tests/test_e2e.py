@@ -46,14 +46,14 @@ def test_a_training_job_leaves_a_complete_run_directory(run, request):
     run_dir = record["_dir"]
     assert record["status"] == "success" and record["gridsize"] == 2
     for name in ("wts.h5.zip", "metrics.json", "reconstruction.png", "history.csv", "legacy_params.json",
-                 "resolved_config.json", "cli.log"):
+                 "resolved_config.json", "smoke.log"):
         assert (run_dir / name).is_file(), name
     assert not (run_dir / "checkpoint.npz").exists()
     bundle = run_dir / "wts.h5.zip"
     assert record["bundle_sha256"] == hashlib.sha256(bundle.read_bytes()).hexdigest()
     assert record["bundle_size_bytes"] == bundle.stat().st_size
     assert record["epochs_completed"] == 2 and len((run_dir / "history.csv").read_text().splitlines()) == 3
-    assert "epoch 2/2 loss=" in (run_dir / "cli.log").read_text()
+    assert "epoch 2/2 loss=" in (run_dir / "smoke.log").read_text()  # <job.name>.log
     assert set(record["metrics"]["amplitude"]) >= {"mae", "psnr", "ssim", "ssim_original", "frc50", "data_range"}
     # what the study needs to read a job: the footprint, the lit region, the budget
     assert record["probe_diameter_px"] == pytest.approx(38.2, abs=0.5)

@@ -8,7 +8,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from fly64_train import objective
-from fly64_train.config import (ConfigError, CsvLoggerConfig, MlflowLoggerConfig, from_dict, to_dict,
+from fly64_train.config import (ConfigError, CsvLoggerConfig, MlflowLoggerConfig, TrainingConfig, from_dict, to_dict,
                                 validate, conf_dir)
 from fly64_train.sweep import best_job
 from tests.conftest import compose_config
@@ -47,8 +47,11 @@ def test_best_job_follows_the_direction():
 
 
 def test_objective_is_validated():
+    with pytest.raises(ConfigCompositionException) as info:  # a Choice: rejected while composing
+        compose_config("objective=accuracy")
+    assert "expected one of [val_loss, final_loss" in str(info.value.__cause__)
     with pytest.raises(ConfigError, match="objective='accuracy' is not allowed: expected one of val_loss"):
-        validate(compose_config("objective=accuracy"))
+        TrainingConfig(objective="accuracy")  # built in Python: the same choices
     with pytest.raises(ConfigError, match="a test metric needs evaluate.enabled=true"):
         validate(compose_config("objective=phase_ssim", "evaluate.enabled=false"))
     assert validate(compose_config("objective=final_loss", "evaluate.enabled=false")).objective == "final_loss"

@@ -45,7 +45,13 @@ def test_basic_sweep_summarises_six_jobs(basic_sweep):
         (d, v) for d in ("1000.0", "100000.0") for v in ("baseline", "dense", "sparse")]
     assert {r["status"] for r in rows} == {"success"}
     for row in rows:
-        assert len(row["bundle_sha256"]) == 64 and float(row["amplitude_ssim"]) > -1
+        metrics = json.loads((sweep / row["job_dir"] / "metrics.json").read_text())
+        for part in ("amplitude", "phase"):  # the summary carries each job's own scores
+            assert float(row[f"{part}_ssim"]) == pytest.approx(metrics[part]["ssim"], rel=1e-9)
+            assert float(row[f"{part}_patch_corr"]) == pytest.approx(metrics["patchwise"][f"{part}_correlation"])
+        assert -1 <= float(row["amplitude_ssim"]) <= 1
+        manifest = json.loads((sweep / row["job_dir"] / "training_manifest.json").read_text())
+        assert row["bundle_sha256"] == manifest["bundle_sha256"] and len(row["bundle_sha256"]) == 64
         assert row["gridsize"] == ("1" if row["view"] == "baseline" else "2")
         assert (sweep / row["job_dir"] / "wts.h5.zip").is_file()
     data = json.loads((sweep / "study_summary.json").read_text())
@@ -86,6 +92,8 @@ def test_a_failing_job_does_not_stop_the_sweep_and_the_figure_is_drawn(tmp_path)
     result = run_cli(["--multirun", *SMOKE, "dose=-5,100000", "view=baseline"], tmp_path, timeout=900)
     assert result.returncode != 0
     assert "job FAILED" in result.stdout and "dose=-5" in result.stdout
+    assert "Traceback" not in result.stdout and "Traceback" not in result.stderr
+    assert "dose=-5.0 is not allowed" in result.stderr and len(result.stderr.strip().splitlines()) <= 4
     sweep = sweep_dir(tmp_path)
     rows = {r["dose"]: r for r in summary(sweep)}
     assert rows["100000.0"]["status"] == "success"
@@ -103,6 +111,7 @@ def test_nan_loss_stops_the_job_without_a_bundle(tmp_path):
                      timeout=600)
     assert result.returncode == 1
     assert "training loss became" in result.stderr
+    assert "Traceback" not in result.stdout and "Traceback" not in result.stderr
     record = json.loads(next(tmp_path.glob("outputs/runs/*/training_manifest.json")).read_text())
     assert record["status"] == "failed" and record["error"].startswith("Training failed: NonFiniteLoss")
     assert not list(tmp_path.glob("outputs/runs/*/wts.h5.zip"))
@@ -113,7 +122,7 @@ def test_a_killed_job_is_redone_from_its_last_checkpoint(tmp_path):
     args = [*SMOKE, "view=baseline", "trainer.epochs=40", "trainer.early_stopping_patience=100",
             "evaluate.enabled=false", f"hydra.run.dir={run_dir}"]
     env = dict(os.environ)
-    process = subprocess.Popen([sys.executable, "-m", "fly64_train.cli", *args], cwd=tmp_path, env=env,
+    process = subprocess.Popen([sys.executable, "-m", "fly64_train", *args], cwd=tmp_path, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     checkpoint = run_dir / "checkpoint.npz"
     deadline = time.time() + 300

@@ -8,7 +8,7 @@ TensorFlow and PyTorch backends cannot drift apart. Forward pass, for input x (B
     network, whose heads give C_out channels (C if object_big else 1).
   member_encoding 'shared': every member's pattern goes through the same single-pattern network
     (input channels 1, head channels 1; members folded into the batch), C_out = C.
-  h = (x·s) / exp(log_scale)                       s = params['intensity_scale'] (fixed)
+  h = (x·s) / exp(log_scale)                       s = intensity_scale(dose, N) (fixed)
   encoder: per block [conv3×3 ReLU, conv3×3 ReLU, maxpool 2×2]          → (B, 8, 8, ·)
   for d in (amp, phase):
     g = h; per decoder block [conv3×3 ReLU, conv3×3 ReLU, nearest upsample ×2] → (B, N/2, N/2, 32f)
@@ -30,7 +30,7 @@ centre, (x, y) order, in pixels (data/grouping.py).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -44,6 +44,12 @@ COVERAGE_EPSILON = 1e-6
 # (measured: the network then never leaves the amplitude-only basin at gridsize 2).
 CANVAS_BORDER_WEIGHT = 1e-3
 MEMBER_ENCODINGS = ("shared", "stacked")
+AMP_ACTIVATIONS = ("sigmoid", "swish", "softplus", "relu")  # the amplitude head's activation (§5.1)
+SUPPORTED_N = (64, 128)  # patch sizes the encoder/decoder filter tables cover
+PROBE_NAME = "probe"
+LOG_SCALE_NAME = "log_scale"
+# Initial kernels: Glorot-uniform, drawn in architecture order (HWIO) from this stream of `seed`.
+INIT_STREAM = 0x9E3779B9
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,12 @@ class Geometry:
     member_encoding: str = "stacked"
 
     def __post_init__(self):
+        if self.N not in SUPPORTED_N:
+            raise ValueError(f"N={self.N} is not supported by the architecture; expected one of {SUPPORTED_N}")
+        if self.padded_size < self.N:
+            raise ValueError(f"padded_size={self.padded_size} must be at least N={self.N}")
+        if self.amp_activation not in AMP_ACTIVATIONS:
+            raise ValueError(f"amp_activation={self.amp_activation!r}; expected one of {AMP_ACTIVATIONS}")
         if self.member_encoding not in MEMBER_ENCODINGS:
             raise ValueError(f"member_encoding={self.member_encoding!r}; expected one of {MEMBER_ENCODINGS}")
         if self.shared_members and not self.object_big:
@@ -152,8 +164,8 @@ class Geometry:
         shapes: dict[str, tuple[int, ...]] = {}
         for conv in self.convs():
             shapes.update(conv.shapes())
-        shapes["log_scale"] = ()
-        shapes["probe"] = (self.N, self.N)
+        shapes[LOG_SCALE_NAME] = ()
+        shapes[PROBE_NAME] = (self.N, self.N)
         return shapes
 
     def border_mask(self) -> np.ndarray:
@@ -173,6 +185,13 @@ class Geometry:
                 "amp_activation": self.amp_activation, "padded_size": self.padded_size,
                 "member_encoding": self.member_encoding}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Geometry":
+        """The geometry a bundle's manifest records (`to_dict`). Bundles written before
+        member_encoding existed used the reference's stacking (the field's default)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
 
 def canvas_weight(n: int, border_weight: float = CANVAS_BORDER_WEIGHT) -> np.ndarray:
     """(n, n) float32: 1 on the central n/2 square (where the object head writes), border_weight outside."""
@@ -182,18 +201,28 @@ def canvas_weight(n: int, border_weight: float = CANVAS_BORDER_WEIGHT) -> np.nda
     return weight
 
 
-def geometry_from_params(params: dict[str, Any]) -> Geometry:
-    """The network geometry the legacy params dict describes (after the bridge and set_runtime)."""
-    missing = [k for k in ("N", "gridsize", "n_filters_scale", "object.big", "probe.big",
-                           "amp_activation", "padded_size") if k not in params]
-    if missing:
-        raise KeyError(f"legacy params miss {missing}: bridge the config and set padded_size first")
-    return Geometry(N=int(params["N"]), gridsize=int(params["gridsize"]),
-                    n_filters_scale=int(params["n_filters_scale"]), object_big=bool(params["object.big"]),
-                    probe_big=bool(params["probe.big"]), amp_activation=str(params["amp_activation"]),
-                    padded_size=int(params["padded_size"]),
-                    # bundles written before the option existed used the reference's stacking
-                    member_encoding=str(params.get("member_encoding", "stacked")))
+def initial_weights(geometry: Geometry, seed: int, intensity_scale: float, probe: np.ndarray) -> dict[str, np.ndarray]:
+    """Every parameter's initial value, the same for every backend: Glorot-uniform kernels drawn in
+    architecture order (HWIO) from NumPy stream [seed, INIT_STREAM], zero biases, log_scale =
+    ln(intensity_scale), and the network probe. Architecture order and names, float32/complex64."""
+    if not intensity_scale > 0:
+        raise ValueError(f"intensity_scale must be positive, got {intensity_scale}")
+    rng = np.random.default_rng([int(seed), INIT_STREAM])
+    weights: dict[str, np.ndarray] = {}
+    for conv in geometry.convs():
+        fan_in, fan_out = 9 * conv.in_channels, 9 * conv.out_channels
+        limit = math.sqrt(6.0 / (fan_in + fan_out))
+        kernel = rng.uniform(-limit, limit, size=(3, 3, conv.in_channels, conv.out_channels))
+        weights[f"{conv.name}/kernel"] = kernel.astype(np.float32)
+        weights[f"{conv.name}/bias"] = np.zeros((conv.out_channels,), dtype=np.float32)
+    weights[LOG_SCALE_NAME] = np.asarray(math.log(intensity_scale), dtype=np.float32)
+    weights[PROBE_NAME] = np.asarray(probe).astype(np.complex64)
+    return weights
+
+
+def intensity_scale(dose: float, N: int) -> float:
+    """s = sqrt(dose)/(N/2): counts ≈ (s·X)² for data normalised to mean Σ X² = (N/2)² (reference §5.3)."""
+    return math.sqrt(dose) / (N / 2)
 
 
 def padded_size_for(N: int, relative_offsets: np.ndarray) -> int:

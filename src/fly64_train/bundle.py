@@ -18,21 +18,17 @@ written to a temporary name in its directory and renamed, so it is never seen ha
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import io
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Union
+from typing import Any, Mapping, Optional
 
 import h5py
 import numpy as np
 
-from fly64_train.manifest import json_default
+from fly64_train.files import PathLike, atomic_write_bytes, json_default, sha256_file
 
 FORMAT_NAME = "fly64-bundle"
 FORMAT_VERSION = 1
@@ -44,10 +40,7 @@ MEMBERS = (MANIFEST_MEMBER, WEIGHTS_MEMBER)  # written in this order
 ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
 ZIP_EXTERNAL_ATTR = (0o100000 | 0o644) << 16  # regular file, rw-r--r--
 ZIP_CREATE_SYSTEM = 3  # Unix, whatever the writing platform
-CHUNK_BYTES = 64 * 1024
 _RESERVED_KEYS = ("format", "format_version", "tensors")
-
-PathLike = Union[str, os.PathLike]
 
 
 class BundleError(ValueError):
@@ -63,43 +56,6 @@ class BundleInfo:
     def manifest_fields(self) -> dict[str, Any]:
         """The fields a training_manifest.json records (and `verify_against_manifest` checks)."""
         return {"bundle_sha256": self.sha256, "bundle_size_bytes": self.size_bytes}
-
-
-# ----------------------------------------------------------------------------- files
-
-@contextlib.contextmanager
-def atomic_output(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; on success it replaces `path`, on error it is removed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
-def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    with atomic_output(path) as tmp:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-
-
-def sha256_file(path: PathLike) -> str:
-    """Hex SHA-256 of a file, read in 64 KiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------- writing
@@ -123,8 +79,6 @@ def _check_weights(weights: Mapping[str, Any]) -> dict[str, np.ndarray]:
             if "/".join(parts[:i]) in names:
                 raise BundleError(f"tensor {'/'.join(parts[:i])!r} is also a group of tensor {name!r}")
     return arrays
-
-
 
 
 def _tensor_table(arrays: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:

@@ -1,296 +1,394 @@
 """Typed configuration of one fly64 study job.
 
-The dataclasses below are the schema Hydra composes into (typos and wrong types fail at
-composition with Hydra's own message); `validate()` then checks the rules that types cannot
-express (gridsize follows the view, positive dose, ...) and returns the resolved config.
+The dataclasses below are the schema Hydra composes into. Types do the first checks while Hydra
+composes, before any run directory exists: a typo, a wrong type, or a value outside a choice
+(the `Choice` enums: view, backend.name, dataset.source, dataset.object_kind, job.kind,
+model.amp_activation, model.member_encoding, model.model_type, objective) fails with Hydra's own
+short message. Every field
+carries its help text (shown by `fly64-train --help`) and, where a type cannot say it, a range
+rule (`check`); `validate()` runs those and the rules that span fields, and returns the resolved
+config. A broken rule is a ConfigError with one line naming the field, the value and the rule.
 """
 from __future__ import annotations
 
 import dataclasses
+import enum
+import functools
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, ClassVar, Optional
 
-from fly64_train import objective, study
-from fly64_train.architecture import MEMBER_ENCODINGS
+from fly64_train import architecture, objective, study
+from fly64_train.backends import registry
 
 
 class ConfigError(ValueError):
     """A configuration value is not allowed. The message is one line naming field, value and rule."""
 
 
-@dataclass
-class JobConfig:
-    name: str = "train"
-    # train: data → train → bundle → evaluate; prepare: only build the datasets;
-    # evaluate: score an existing bundle (evaluate.bundle) on the test split.
-    kind: str = "train"
+class Choice(str, enum.Enum):
+    """A closed set of config values. OmegaConf checks them at composition (by name = value); in
+    Python a member compares, hashes, prints and formats as its value string."""
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+    @classmethod
+    def values(cls) -> list[str]:
+        return [member.value for member in cls]
+
+
+def _choice(name: str, values) -> type[Choice]:
+    return Choice(name, [(str(value), str(value)) for value in values], module=__name__, qualname=name)
+
+
+# Each list comes from the module that owns it; nothing here repeats one.
+View = _choice("View", study.VIEWS)
+BackendName = _choice("BackendName", registry.BACKENDS)
+DatasetSource = _choice("DatasetSource", ("synthetic", "npz"))
+ObjectKind = _choice("ObjectKind", study.OBJECT_KINDS)
+JobKind = _choice("JobKind", ("train", "prepare", "evaluate"))
+AmpActivation = _choice("AmpActivation", architecture.AMP_ACTIVATIONS)
+MemberEncoding = _choice("MemberEncoding", architecture.MEMBER_ENCODINGS)
+ModelType = _choice("ModelType", ("pinn",))
+Objective = _choice("Objective", objective.OBJECTIVES)
+
+
+# ---------------------------------------------------------------------------------------------
+# Range rules a type cannot express: value → None (fine) or the rule it breaks.
+
+Check = Callable[[Any], Optional[str]]
+
+
+def _rule(ok: Callable[[Any], bool], rule: str) -> Check:
+    return lambda value: None if ok(value) else rule
+
+
+positive = _rule(lambda v: v > 0, "expected a positive number")  # also rejects NaN
+positive_int = _rule(lambda v: isinstance(v, int) and v > 0, "expected a positive integer")
+non_negative = _rule(lambda v: v >= 0, "expected 0 (all cores) or a positive count")
+weight = _rule(lambda v: 0 <= v <= 1, "expected a weight in [0, 1]")
+optional_count = _rule(lambda v: v is None or v >= 1, "expected a positive count or null (all groups)")
+non_empty = _rule(bool, "expected a name")
+
+
+def _meta(default: Any = dataclasses.MISSING, help: str = "", check: Optional[Check] = None,
+          factory: Any = dataclasses.MISSING) -> Any:
+    """A field with help text (shown by --help) and an optional range rule (run by validate)."""
+    metadata = {"help": help, "check": check}
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _section_type(hint: Any) -> Optional[type]:
+    """The dataclass a field holds (also inside Optional[...]), else None."""
+    if dataclasses.is_dataclass(hint):
+        return hint
+    options = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    return options[0] if len(options) == 1 and dataclasses.is_dataclass(options[0]) else None
+
+
+def _choice_type(hint: Any) -> Optional[type[Choice]]:
+    return hint if isinstance(hint, type) and issubclass(hint, Choice) else None
+
+
+class _Section:
+    """Python-side construction (tests, bundles' configs) gets the same choices as composition:
+    plain strings become the field's Choice, a value outside it is a ConfigError."""
+    PREFIX: ClassVar[str] = ""
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            kind = _choice_type(_hints(type(self)).get(f.name))
+            value = getattr(self, f.name)
+            if kind is None or isinstance(value, kind):
+                continue
+            try:
+                setattr(self, f.name, kind(value))
+            except ValueError:
+                raise ConfigError(f"{self.PREFIX}{f.name}={value!r} is not allowed: expected one of "
+                                  + ", ".join(kind.values())) from None
 
 
 @dataclass
-class BackendConfig:
-    name: str = "tensorflow"
-    # 0 = one thread per core of the machine. Bitwise reproducibility needs a fixed count.
-    threads: int = 0
-    # tf.function-compile the training step (about 1.7x faster than eager on CPU).
-    compile: bool = True
+class JobConfig(_Section):
+    PREFIX: ClassVar[str] = "job."
+    name: str = _meta("train", "the job preset's name; also names the job's log file (<name>.log)")
+    kind: JobKind = _meta(JobKind.train, "train: data → train → bundle → evaluate; prepare: only build the "
+                                         "datasets; evaluate: score evaluate.bundle on the test split")
 
 
 @dataclass
-class DatasetConfig:
-    name: str = "fly64_synthetic"
-    source: str = "synthetic"  # synthetic | npz
-    # Synthetic study data (used when source=synthetic): an object_size² object, fly-scanned in
-    # rows scan_row_spacing apart with an exposure every scan_step px along x, each position off
-    # by Gaussian jitter (std scan_jitter px). The default: 24,676 positions ≈ 0.08·D apart.
-    object_kind: str = "images"  # images: camera amplitude, astronaut phase | random: seeded texture
-    object_size: int = 660
-    scan_step: float = 3.0
-    scan_row_spacing: float = 4.8
-    scan_jitter: float = 0.5
-    probe_path: Optional[str] = None  # NPZ with probeGuess: replaces the synthetic probe
-    object_path: Optional[str] = None  # NPZ with objectGuess: replaces the synthetic object
-    # A user's own measured data in the data contract (used when source=npz).
-    train_path: Optional[str] = None
-    test_path: Optional[str] = None
-    cache_dir: str = "outputs/cache"
-    simulation_seed: int = study.SEEDS["simulation"]
-    grouping_seed: int = study.SEEDS["grouping"]
-    subsampling_seed: int = study.SEEDS["subsampling"]
+class BackendConfig(_Section):
+    PREFIX: ClassVar[str] = "backend."
+    name: BackendName = _meta(BackendName.tensorflow, "the framework that trains the network")
+    threads: int = _meta(0, "CPU threads; 0 = one per core. Bitwise reproducibility needs a fixed count",
+                         non_negative)
+    compile: bool = _meta(True, "compiled training steps (tensorflow: tf.function, about 1.7x faster than "
+                                "eager on CPU); pytorch runs eagerly and rejects true")
 
 
 @dataclass
-class ModelConfig:
-    N: int = 64
-    gridsize: Optional[int] = None  # None: follows the view (baseline 1, dense/sparse 2)
-    n_filters_scale: int = 2
-    model_type: str = "pinn"
-    amp_activation: str = "sigmoid"
-    object_big: bool = True
-    probe_big: bool = True
-    probe_mask: bool = False
-    pad_object: bool = True
-    probe_trainable: bool = False
-    intensity_scale_trainable: bool = True
-    # gridsize 2: 'shared' runs every member's pattern through one single-pattern network (the
-    # members meet on the canvas); 'stacked' is the reference's network with the C patterns as
-    # input channels, which at CPU scale stays in an amplitude-only solution (README).
-    member_encoding: str = "shared"
-    # The network's probe is normalised so that an object of this uniform amplitude
-    # reproduces the data's mean pattern intensity (keeps the sigmoid head in range).
-    object_amplitude: float = 0.5
+class DatasetConfig(_Section):
+    PREFIX: ClassVar[str] = "dataset."
+    name: str = _meta("fly64_synthetic", "the dataset preset's name")
+    source: DatasetSource = _meta(DatasetSource.synthetic, "synthetic: simulate the study data; npz: your own "
+                                                           "files (train_path, test_path)")
+    object_kind: ObjectKind = _meta(ObjectKind.images, "synthetic object: images (camera amplitude, astronaut "
+                                                       "phase) or random (a seeded texture)")
+    object_size: int = _meta(660, "synthetic: object side in pixels", positive)
+    scan_step: float = _meta(3.0, "synthetic fly scan: an exposure every scan_step px along x", positive)
+    scan_row_spacing: float = _meta(4.8, "synthetic fly scan: rows this many px apart (default: 24,676 positions "
+                                         "≈ 0.08·D apart)", positive)
+    scan_jitter: float = _meta(0.5, "synthetic fly scan: Gaussian position jitter (std, px)",
+                               _rule(lambda v: v >= 0, "expected a standard deviation ≥ 0 px"))
+    probe_path: Optional[str] = _meta(None, "NPZ with probeGuess: replaces the synthetic probe")
+    object_path: Optional[str] = _meta(None, "NPZ with objectGuess: replaces the synthetic object")
+    train_path: Optional[str] = _meta(None, "npz: training data in the data contract")
+    test_path: Optional[str] = _meta(None, "npz: test data in the data contract")
+    cache_dir: str = _meta("outputs/cache", "content-addressed dataset cache, shared by parallel jobs")
+    simulation_seed: int = _meta(study.SEEDS["simulation"], "seed of the simulated probe, object, scan and noise")
+    grouping_seed: int = _meta(study.SEEDS["grouping"], "seed of the gridsize-2 neighbour groups")
+    subsampling_seed: int = _meta(study.SEEDS["subsampling"], "seed of the dense/sparse views' subsampling")
 
 
 @dataclass
-class TrainerConfig:
-    epochs: int = 50
-    batch_size: int = 16
-    learning_rate: float = 1e-3
-    nll_weight: float = 1.0
-    mae_weight: float = 0.0
-    validation_fraction: float = 0.05
-    lr_plateau_factor: float = 0.5
-    lr_plateau_patience: int = 2
-    min_lr: float = 1e-4
-    early_stopping_patience: int = 3
-    n_groups: Optional[int] = None  # None: every group the view provides
-    neighbor_count: int = study.NEIGHBOR_COUNT
-    enable_oversampling: bool = False
-    checkpoint_every_epoch: bool = True
+class ModelConfig(_Section):
+    PREFIX: ClassVar[str] = "model."
+    N: int = _meta(64, "patch (diffraction pattern) size: 64 or 128",
+                   _rule(lambda v: v in architecture.SUPPORTED_N,
+                         "expected one of " + ", ".join(map(str, architecture.SUPPORTED_N))))
+    gridsize: Optional[int] = _meta(None, "patterns per group side; null follows the view (baseline 1, dense and "
+                                          "sparse 2), another value must agree")
+    n_filters_scale: int = _meta(2, "network width multiplier (2 = the reference's 2.3M parameters)", positive)
+    model_type: ModelType = _meta(ModelType.pinn, "the physics-informed network (the only type here)")
+    amp_activation: AmpActivation = _meta(AmpActivation.sigmoid, "activation of the amplitude head")
+    object_big: bool = _meta(True, "one object patch per group member (false: one per group)")
+    probe_big: bool = _meta(True, "decoders also write the patch border outside the central N/2")
+    probe_mask: bool = _meta(False, "mask the network probe to r < N/4")
+    pad_object: bool = _meta(True, "the object head writes the central N/2, zero-padded (only true is implemented)",
+                             _rule(lambda v: v is True, "only the padded object head (true) is implemented"))
+    probe_trainable: bool = _meta(False, "train the network probe")
+    intensity_scale_trainable: bool = _meta(True, "train log_scale (starts at ln of the dose's intensity scale)")
+    member_encoding: MemberEncoding = _meta(
+        MemberEncoding.shared, "gridsize 2: shared runs every member through one single-pattern network; "
+                               "stacked is the reference's network with the patterns as input channels (README)")
+    object_amplitude: float = _meta(0.5, "the network probe is scaled so that an object of this uniform amplitude "
+                                         "reproduces the data's mean intensity", positive)
 
 
 @dataclass
-class EvaluateConfig:
-    enabled: bool = True  # evaluate on the test split after training
-    bundle: Optional[str] = None  # job.kind=evaluate: the wts.h5.zip to score
-    batch_size: int = 64
-    # Score only the illuminated region: pixels whose summed test-scan probe intensity Σ|P|² is at
-    # least this fraction of its maximum.
-    illumination_threshold: float = 0.1
-    # Registration searches shifts of at most this many pixels (the positions are known, so a
-    # correct reconstruction sits within a pixel or two); 0 = no registration.
-    max_shift_px: float = 2.0
+class TrainerConfig(_Section):
+    PREFIX: ClassVar[str] = "trainer."
+    epochs: int = _meta(50, "maximum epochs", positive)
+    batch_size: int = _meta(16, "groups per optimiser step", positive_int)
+    learning_rate: float = _meta(1e-3, "Adam's initial learning rate", positive)
+    nll_weight: float = _meta(1.0, "weight of the Poisson negative log-likelihood in the loss", weight)
+    mae_weight: float = _meta(0.0, "weight of the amplitude mean absolute error in the loss", weight)
+    validation_fraction: float = _meta(0.05, "share of the groups held out to monitor the learning rate",
+                                       _rule(lambda v: 0 <= v < 0.5, "expected a fraction in [0, 0.5)"))
+    lr_plateau_factor: float = _meta(0.5, "learning-rate factor after a plateau",
+                                     _rule(lambda v: 0 < v < 1, "expected a factor in (0, 1)"))
+    lr_plateau_patience: int = _meta(2, "epochs without validation improvement before the rate drops")
+    min_lr: float = _meta(1e-4, "the learning rate's floor")
+    early_stopping_patience: int = _meta(3, "epochs without training-loss improvement before stopping")
+    n_groups: Optional[int] = _meta(None, "cap on training groups; null = every group the view provides",
+                                    optional_count)
+    neighbor_count: int = _meta(study.NEIGHBOR_COUNT, "K nearest neighbours a gridsize-2 group is drawn from")
+    enable_oversampling: bool = _meta(False, "allow more groups than positions (groups drawn with repeats)")
+    checkpoint_every_epoch: bool = _meta(True, "checkpoint every epoch; a killed job continues from it")
+
+
+@dataclass
+class EvaluateConfig(_Section):
+    PREFIX: ClassVar[str] = "evaluate."
+    enabled: bool = _meta(True, "evaluate on the test split after training")
+    bundle: Optional[str] = _meta(None, "job=evaluate: the wts.h5.zip to score")
+    batch_size: int = _meta(64, "groups per forward pass when evaluating", positive)
+    illumination_threshold: float = _meta(
+        0.1, "score only pixels whose summed test-scan probe intensity is at least this fraction of its maximum",
+        _rule(lambda v: 0 < v < 1, "expected a fraction of the peak illumination in (0, 1)"))
+    max_shift_px: float = _meta(2.0, "registration searches shifts of at most this many px; 0 = no registration",
+                                _rule(lambda v: v >= 0, "expected a number of pixels ≥ 0"))
 
 
 @dataclass
 class CsvLoggerConfig:
-    filename: str = "history.csv"  # one row per epoch, in the run directory
+    filename: str = _meta("history.csv", "one row per epoch, in the run directory")
 
 
 @dataclass
 class TensorBoardLoggerConfig:
-    log_dir: str = "tensorboard"  # event files, inside the run directory
+    log_dir: str = _meta("tensorboard", "event files, inside the run directory")
 
 
 @dataclass
 class MlflowLoggerConfig:
-    # Any MLflow tracking URI (http://host:5000, databricks, ...). The default is a local SQLite
-    # store under outputs/ (a relative path is relative to the working directory).
-    tracking_uri: str = "sqlite:///outputs/mlflow.db"
-    # Where a new experiment keeps its artifacts (a local path or URI; an existing experiment keeps its own).
-    artifact_location: str = "outputs/mlartifacts"
-    experiment_name: str = "fly64"
-    log_bundle: bool = True  # the bundle (wts.h5.zip) as an artifact
+    tracking_uri: str = _meta("sqlite:///outputs/mlflow.db", "any MLflow tracking URI (http://host:5000, ...); "
+                                                               "default: a local SQLite store under outputs/")
+    artifact_location: str = _meta("outputs/mlartifacts", "where a new experiment keeps its artifacts")
+    experiment_name: str = _meta("fly64", "the MLflow experiment", non_empty)
+    log_bundle: bool = _meta(True, "the bundle (wts.h5.zip) as an artifact")
 
 
 @dataclass
 class LoggerConfig:
     """The training loggers of a job: the `logger` group, several at once (logger=[csv,mlflow])."""
-    csv: Optional[CsvLoggerConfig] = None
-    tensorboard: Optional[TensorBoardLoggerConfig] = None
-    mlflow: Optional[MlflowLoggerConfig] = None
+    csv: Optional[CsvLoggerConfig] = _meta(None, "logger=csv: history.csv (the default)")
+    tensorboard: Optional[TensorBoardLoggerConfig] = _meta(None, "logger=tensorboard: event files")
+    mlflow: Optional[MlflowLoggerConfig] = _meta(None, "logger=mlflow: one MLflow run per job")
 
     def selected(self) -> list[str]:
         return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
 
 
 @dataclass
-class TrainingConfig:
-    job: JobConfig = field(default_factory=JobConfig)
-    backend: BackendConfig = field(default_factory=BackendConfig)
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    # What the job returns to a sweeper (objective.OBJECTIVES: val_loss, amplitude_ssim, ...).
-    objective: str = "val_loss"
-    dose: float = 1000.0
-    view: str = "dense"
-    seed: int = 42
-    deterministic: bool = False
-    dry_run: bool = False
-    force: bool = False  # redo a job whose verified bundle is already present
+class TrainingConfig(_Section):
+    job: JobConfig = _meta(help="what the job does", factory=JobConfig)
+    backend: BackendConfig = _meta(help="the framework", factory=BackendConfig)
+    dataset: DatasetConfig = _meta(help="where the data comes from", factory=DatasetConfig)
+    model: ModelConfig = _meta(help="the network", factory=ModelConfig)
+    trainer: TrainerConfig = _meta(help="the training loop", factory=TrainerConfig)
+    evaluate: EvaluateConfig = _meta(help="scoring on the test split", factory=EvaluateConfig)
+    logger: LoggerConfig = _meta(help="training loggers (group logger: csv, tensorboard, mlflow)",
+                                 factory=LoggerConfig)
+    objective: Objective = _meta(Objective.val_loss, "what the job returns to a sweeper (its direction follows)")
+    dose: float = _meta(1000.0, "photons per pattern (expected total counts): 1e3, 1e4, 1e5 in the study", positive)
+    view: View = _meta(View.dense, "the study view: baseline (gridsize 1, every position), dense (gridsize 2, "
+                                   "70 % overlap), sparse (gridsize 2, 20 % overlap)")
+    seed: int = _meta(42, "initial weights, validation split and batch order")
+    deterministic: bool = _meta(False, "deterministic ops: the same config gives the same bundle bytes")
+    dry_run: bool = _meta(False, "plan only: datasets, gridsize, legacy params, output directory")
+    force: bool = _meta(False, "redo a job whose verified bundle is already present")
 
     @property
     def gridsize(self) -> int:
         return study.gridsize_for(self.view) if self.model.gridsize is None else self.model.gridsize
 
 
-JOB_KINDS = ("train", "prepare", "evaluate")
-BACKENDS = ("tensorflow", "pytorch")
-DATASET_SOURCES = ("synthetic", "npz")
-AMP_ACTIVATIONS = ("sigmoid", "swish", "softplus", "relu")
-SUPPORTED_N = (64, 128)
-
+# ---------------------------------------------------------------------------------------------
+# Validation
 
 def _fail(name: str, value: Any, rule: str) -> None:
     raise ConfigError(f"{name}={value!r} is not allowed: {rule}")
 
 
-def _one_of(name: str, value: Any, allowed: tuple) -> None:
-    if value not in allowed:
-        _fail(name, value, "expected one of " + ", ".join(map(str, allowed)))
-
-
-def _positive(name: str, value: float) -> None:
-    if not value > 0:  # also rejects NaN
-        _fail(name, value, "expected a positive number")
+def _check_fields(section: Any, prefix: str = "") -> None:
+    """Every field's own `check` (metadata), depth first."""
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_fields(value, f"{prefix}{f.name}.")
+            continue
+        check = f.metadata.get("check")
+        rule = check(value) if check is not None else None
+        if rule is not None:
+            _fail(prefix + f.name, value, rule)
 
 
 def validate(config: TrainingConfig) -> TrainingConfig:
-    """Check every rule types cannot express; return the config with gridsize resolved."""
-    _one_of("view", config.view, tuple(study.VIEWS))
-    _one_of("objective", config.objective, tuple(objective.OBJECTIVES))
-    if config.objective in objective.TEST_METRICS and not config.evaluate.enabled and config.job.kind == "train":
+    """Check every field's range rule and the rules that span fields; return the config with
+    gridsize resolved."""
+    _check_fields(config)
+    if config.objective in objective.TEST_METRICS and not config.evaluate.enabled \
+            and config.job.kind == JobKind.train:
         _fail("objective", config.objective, "a test metric needs evaluate.enabled=true")
-    if config.logger.mlflow is not None and not config.logger.mlflow.experiment_name:
-        _fail("logger.mlflow.experiment_name", config.logger.mlflow.experiment_name, "expected a name")
-    _positive("dose", config.dose)
-    _one_of("job.kind", config.job.kind, JOB_KINDS)
-    _one_of("backend.name", config.backend.name, BACKENDS)
-    if config.backend.threads < 0:
-        _fail("backend.threads", config.backend.threads, "expected 0 (all cores) or a positive count")
-    _one_of("dataset.source", config.dataset.source, DATASET_SOURCES)
-    if config.dataset.source == "npz":
+    if config.dataset.source == DatasetSource.npz:
         for key in ("train_path", "test_path"):
             if not getattr(config.dataset, key):
                 _fail(f"dataset.{key}", None, "dataset=npz needs dataset.train_path and dataset.test_path")
-    else:
-        _one_of("dataset.object_kind", config.dataset.object_kind, study.OBJECT_KINDS)
-        _positive("dataset.object_size", config.dataset.object_size)
-        _positive("dataset.scan_step", config.dataset.scan_step)
-        _positive("dataset.scan_row_spacing", config.dataset.scan_row_spacing)
-        if not config.dataset.scan_jitter >= 0:
-            _fail("dataset.scan_jitter", config.dataset.scan_jitter, "expected a standard deviation ≥ 0 px")
-
-    model = config.model
-    _one_of("model.N", model.N, SUPPORTED_N)
     expected = study.gridsize_for(config.view)
+    model = config.model
     if model.gridsize is not None and model.gridsize != expected:
         _fail("model.gridsize", model.gridsize, f"view={config.view} requires gridsize {expected}")
-    _positive("model.n_filters_scale", model.n_filters_scale)
-    _one_of("model.model_type", model.model_type, ("pinn",))
-    _one_of("model.amp_activation", model.amp_activation, AMP_ACTIVATIONS)
-    if not model.pad_object:
-        _fail("model.pad_object", False, "only the padded object head (true) is implemented")
-    _positive("model.object_amplitude", model.object_amplitude)
-    _one_of("model.member_encoding", model.member_encoding, MEMBER_ENCODINGS)
-    if model.member_encoding == "shared" and not model.object_big and config.gridsize > 1:
+    if model.member_encoding == MemberEncoding.shared and not model.object_big and expected > 1:
         _fail("model.object_big", False, "member_encoding=shared gives every member its own patch: "
                                          "needs object_big=true (or member_encoding=stacked)")
-
     trainer = config.trainer
-    _positive("trainer.epochs", trainer.epochs)
-    if not isinstance(trainer.batch_size, int) or trainer.batch_size <= 0:
-        _fail("trainer.batch_size", trainer.batch_size, "expected a positive integer")
-    _positive("trainer.learning_rate", trainer.learning_rate)
-    for name in ("nll_weight", "mae_weight"):
-        value = getattr(trainer, name)
-        if not 0 <= value <= 1:
-            _fail(f"trainer.{name}", value, "expected a weight in [0, 1]")
     if trainer.nll_weight == 0 and trainer.mae_weight == 0:
         _fail("trainer.nll_weight", 0.0, "nll_weight and mae_weight cannot both be 0")
-    if not 0 <= trainer.validation_fraction < 0.5:
-        _fail("trainer.validation_fraction", trainer.validation_fraction, "expected a fraction in [0, 0.5)")
-    if not 0 < trainer.lr_plateau_factor < 1:
-        _fail("trainer.lr_plateau_factor", trainer.lr_plateau_factor, "expected a factor in (0, 1)")
-    if trainer.n_groups is not None and trainer.n_groups < 1:
-        _fail("trainer.n_groups", trainer.n_groups, "expected a positive count or null (all groups)")
-    gridsize = expected
-    members = gridsize * gridsize
-    if gridsize > 1 and trainer.neighbor_count < members:
+    members = expected * expected
+    if expected > 1 and trainer.neighbor_count < members:
         _fail("trainer.neighbor_count", trainer.neighbor_count,
-              f"gridsize {gridsize} groups need at least C = gridsize² = {members} neighbours")
-    if config.job.kind == "evaluate" and not config.evaluate.bundle:
+              f"gridsize {expected} groups need at least C = gridsize² = {members} neighbours")
+    if config.job.kind == JobKind.evaluate and not config.evaluate.bundle:
         _fail("evaluate.bundle", None, "job=evaluate needs evaluate.bundle=<path to wts.h5.zip>")
-    _positive("evaluate.batch_size", config.evaluate.batch_size)
-    if not 0 < config.evaluate.illumination_threshold < 1:
-        _fail("evaluate.illumination_threshold", config.evaluate.illumination_threshold,
-              "expected a fraction of the peak illumination in (0, 1)")
-    if not config.evaluate.max_shift_px >= 0:
-        _fail("evaluate.max_shift_px", config.evaluate.max_shift_px, "expected a number of pixels ≥ 0")
-    return dataclasses.replace(config, model=dataclasses.replace(model, gridsize=gridsize))
+    if config.backend.compile and not registry.entry(config.backend.name).compiles:
+        _fail("backend.compile", True, f"the {config.backend.name} backend runs eagerly; set backend.compile=false")
+    return dataclasses.replace(config, model=dataclasses.replace(model, gridsize=expected))
+
+
+# ---------------------------------------------------------------------------------------------
+# Plain dicts (manifests, bundles) and Hydra
+
+def plain(value: Any) -> Any:
+    """A config value (or dict of them) with every Choice as its string."""
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    return value.value if isinstance(value, enum.Enum) else value
 
 
 def to_dict(config: TrainingConfig) -> dict:
-    """Plain JSON-able dict of the config (what manifests record)."""
-    return dataclasses.asdict(config)
+    """Plain JSON-able dict of the config (what manifests record; choices as their strings)."""
+    return plain(dataclasses.asdict(config))
 
 
 def from_dict(data: dict) -> TrainingConfig:
-    """Rebuild a TrainingConfig from `to_dict` output (e.g. a bundle's manifest)."""
-    sections = {f.name: f.type for f in dataclasses.fields(TrainingConfig)}
-    kwargs: dict[str, Any] = {}
-    nested = {"job": JobConfig, "backend": BackendConfig, "dataset": DatasetConfig,
-              "model": ModelConfig, "trainer": TrainerConfig, "evaluate": EvaluateConfig}
-    loggers = {"csv": CsvLoggerConfig, "tensorboard": TensorBoardLoggerConfig, "mlflow": MlflowLoggerConfig}
-    for key, value in data.items():
-        if key not in sections:
+    """Rebuild a TrainingConfig from `to_dict` output (e.g. a bundle's manifest); unknown keys (from
+    other versions) are dropped, missing ones take their defaults."""
+    def build(cls: type, values: dict) -> Any:
+        hints = _hints(cls)
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in values:
+                continue
+            value = values[f.name]
+            nested = _section_type(hints.get(f.name))
+            kwargs[f.name] = build(nested, value) if nested is not None and isinstance(value, dict) else value
+        return cls(**kwargs)
+
+    return build(TrainingConfig, data)
+
+
+def describe(node: Any = None, cls: type = TrainingConfig, indent: str = "") -> str:
+    """Every field as `key: value  # help`, nested like the YAML (values from `node`, a composed config,
+    else the defaults). What `fly64-train --help` shows under == Config ==."""
+    from omegaconf import OmegaConf
+
+    hints = _hints(cls)
+    lines = []
+    for f in dataclasses.fields(cls):
+        nested = _section_type(hints.get(f.name))
+        child = node.get(f.name) if node is not None else None
+        if nested is not None and (child is not None or dataclasses.is_dataclass(hints.get(f.name))):
+            lines.append(f"{f'{indent}{f.name}:':<41} # {f.metadata['help']}")
+            lines.append(describe(child, nested, indent + "  "))
             continue
-        if key == "logger":
-            kwargs[key] = LoggerConfig(**{name: loggers[name](**settings) for name, settings in (value or {}).items()
-                                          if name in loggers and settings is not None})
-        elif key in nested:
-            known = {f.name for f in dataclasses.fields(nested[key])}
-            kwargs[key] = nested[key](**{k: v for k, v in value.items() if k in known})
+        if node is not None and OmegaConf.is_missing(node, f.name):
+            value = "???"
         else:
-            kwargs[key] = value
-    return TrainingConfig(**kwargs)
+            value = node.get(f.name) if node is not None else f.default
+            value = plain(value)
+            value = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+        text = f"{indent}{f.name}: {value}"
+        kind = _choice_type(hints.get(f.name))
+        choices = f"[{'|'.join(kind.values())}] " if kind is not None else ""
+        lines.append(f"{text:<41} # {choices}{f.metadata['help']}")
+    return "\n".join(lines).replace("$", "$$")  # Hydra's help template is a string.Template
 
 
 def register_configs() -> None:
-    """Fill Hydra's ConfigStore with the schema (called by cli.py and the tests' conftest)."""
+    """Fill Hydra's ConfigStore with the schema and register fly64's resolvers (cli.py and the
+    tests' conftest call this)."""
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
@@ -299,7 +397,10 @@ def register_configs() -> None:
         OmegaConf.register_new_resolver("fly64.int", study.format_number)
     if not OmegaConf.has_resolver("fly64.direction"):
         # The Optuna preset's direction follows the objective: ${fly64.direction:${objective}}.
-        OmegaConf.register_new_resolver("fly64.direction", objective.direction)
+        OmegaConf.register_new_resolver("fly64.direction", lambda name: objective.direction(str(name)))
+    if not OmegaConf.has_resolver("fly64.describe"):
+        # --help: the composed config with every field's help text (conf/hydra/help/fly64.yaml).
+        OmegaConf.register_new_resolver("fly64.describe", lambda *, _root_: describe(_root_))
     store = ConfigStore.instance()
     store.store(name="fly64_schema", node=TrainingConfig)
 

@@ -43,7 +43,7 @@ import numpy as np
 from fly64_train import physics
 from fly64_train.stitching import illumination, stitch
 from fly64_train.architecture import COVERAGE_EPSILON
-from fly64_train.bundle import atomic_output, atomic_write_bytes
+from fly64_train.files import atomic_output, atomic_write_bytes, jsonable
 
 METRICS_NAME = "metrics.json"
 FIGURE_NAME = "reconstruction.png"
@@ -325,22 +325,9 @@ def metrics(pred_amp: np.ndarray, gt_amp: np.ndarray, pred_phase: np.ndarray, gt
 
 # ----------------------------------------------------------------------------- files
 
-def _strict(value: Any) -> Any:
-    """JSON-safe copy: NumPy → Python, tuples → lists, NaN/inf → None."""
-    if isinstance(value, dict):
-        return {str(k): _strict(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_strict(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def write_metrics(path: PathLike, payload: dict[str, Any]) -> Path:
     path = Path(path)
-    text = json.dumps(_strict(payload), sort_keys=True, indent=2, allow_nan=False)
+    text = json.dumps(jsonable(payload), sort_keys=True, indent=2, allow_nan=False)
     atomic_write_bytes(path, (text + "\n").encode("utf-8"))
     return path
 

@@ -1,16 +1,18 @@
 """The legacy PtychoPINN params dict and the one bridge into it.
 
-Model code reads the dict it is handed (never a module global), so several jobs with different
-gridsize or N can run in one process. This module is the only writer of that dict: the bridge
-`update_legacy_dict` and `set_runtime` for values known only once the data is loaded.
+The dict is the form the original PtychoPINN code reads (reference §6). fly64-train writes it
+for the record (`legacy_params.json`, the bundle's manifest) and never reads it back to decide
+anything: its own backends are built from a typed `backends.base.ModelSpec`. This module is the
+only writer of the dict: the bridge `update_legacy_dict` and `set_runtime` for values known only
+once the data is loaded.
 """
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any
 
-from fly64_train.config import TrainingConfig
+from fly64_train import architecture
+from fly64_train.config import TrainingConfig, plain
 
 # Defaults of the original `params.cfg` (reference §6.1).
 DEFAULT_CFG: dict[str, Any] = {
@@ -46,11 +48,6 @@ RUNTIME_KEYS = ("padded_size", "diffraction_norm")
 
 def new_params() -> dict[str, Any]:
     return copy.deepcopy(DEFAULT_CFG)
-
-
-def intensity_scale(nphotons: float, N: int) -> float:
-    """s = sqrt(nphotons)/(N/2): counts ≈ (s·X)² for data normalised to mean Σ X² = (N/2)² (§5.3)."""
-    return math.sqrt(nphotons) / (N / 2)
 
 
 def dataclass_to_legacy_dict(config: TrainingConfig, output_dir: str = "", train_data_file: str = "",
@@ -89,7 +86,7 @@ def dataclass_to_legacy_dict(config: TrainingConfig, output_dir: str = "", train
         "train_data_file": str(train_data_file),
         "test_data_file": str(test_data_file),
     }
-    return {KEY_MAPPINGS.get(key, key): value for key, value in flat.items()}
+    return {KEY_MAPPINGS.get(key, key): plain(value) for key, value in flat.items()}
 
 
 def update_legacy_dict(params: dict[str, Any], config: TrainingConfig, output_dir: str = "",
@@ -98,7 +95,7 @@ def update_legacy_dict(params: dict[str, Any], config: TrainingConfig, output_di
     params.update(dataclass_to_legacy_dict(config, output_dir, train_data_file, test_data_file))
     gridsize, N = params["gridsize"], params["N"]
     params["bigN"] = N + (gridsize - 1) * params["offset"]
-    params["intensity_scale"] = intensity_scale(params["nphotons"], N)
+    params["intensity_scale"] = architecture.intensity_scale(params["nphotons"], N)
     return params
 
 
@@ -110,9 +107,3 @@ def set_runtime(params: dict[str, Any], **values: Any) -> dict[str, Any]:
     params.update(values)
     return params
 
-
-def require(params: dict[str, Any], *keys: str) -> None:
-    """Fail clearly when model code is handed a dict the bridge did not fill."""
-    missing = [key for key in keys if key not in params]
-    if missing:
-        raise KeyError(f"legacy params miss {missing}: call legacy.update_legacy_dict(params, config) first")

@@ -5,23 +5,24 @@ Flow: bridge the config into the legacy params → (dry run: record the plan) �
 → manifest. Every job leaves a training_manifest.json whose status says what happened (running,
 planned, success, skipped, failed); a failure records the stage and the error, then re-raises.
 A finished job's record holds its objective (objective.describe), what the CLI returns to a sweeper.
+What a job reports (the plan, the results) goes through `logging`, so it reaches the terminal and
+the job's log file alike (the handlers: conf/hydra/job_logging/fly64.yaml).
 """
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from fly64_train import architecture, legacy, manifest, objective, physics, study
+from fly64_train import architecture, files, legacy, manifest, objective, physics, study
+from fly64_train.backends.base import spec_from_bundle, spec_from_config
+from fly64_train.bundle import BUNDLE_NAME
 from fly64_train.config import TrainingConfig, from_dict, to_dict, validate
 
 log = logging.getLogger(__name__)
-
-BUNDLE_NAME = "wts.h5.zip"
 # Fields that do not change what a job produces (so a resumed sweep may reuse its bundle).
 _NON_RESULT_FIELDS = ("dry_run", "force", "logger", "objective")
 _LOCATION_KEYS = ("output_prefix", "train_data_file_path", "test_data_file_path")
@@ -80,11 +81,11 @@ def run_job(config: TrainingConfig, run_dir: Path, overrides: Sequence[str] = ()
             record["gridsize"] = config.gridsize
             record["config_fingerprint"] = fingerprint(config)
             params = legacy.update_legacy_dict(legacy.new_params(), config, output_dir=str(run_dir))
-            manifest.write_json(run_dir / "resolved_config.json", to_dict(config))
+            files.write_json(run_dir / "resolved_config.json", to_dict(config))
         reused = _reusable(previous, record, run_dir, config)
         if reused is not None:
             return reused
-        manifest.write_json(manifest_path, record)
+        files.write_json(manifest_path, record)
         if config.dry_run:
             _dry_run(config, params, run_dir, record)
         elif config.job.kind == "prepare":
@@ -111,12 +112,12 @@ def _set_objective(record: dict, name: str) -> None:
 def _finish(record: dict, started: float, path: Path) -> None:
     record["finished_at"] = manifest.utc_now()
     record["wall_time_s"] = round(time.time() - started, 3)
-    manifest.write_json(path, record)
+    files.write_json(path, record)
 
 
 def _read_previous(path: Path) -> Optional[dict]:
     try:
-        return manifest.read_json(path)
+        return files.read_json(path)
     except (FileNotFoundError, ValueError):
         return None
 
@@ -138,7 +139,7 @@ def _reusable(previous: Optional[dict], record: dict, run_dir: Path, config: Tra
     reused.update(status="skipped", skip_reason="bundle present, verified and made from the same config",
                   reused_at=manifest.utc_now(), overrides=record["overrides"])
     _set_objective(reused, config.objective)
-    manifest.write_json(run_dir / manifest.TRAINING_MANIFEST, reused)
+    files.write_json(run_dir / manifest.TRAINING_MANIFEST, reused)
     log.info("skipping: %s", reused["skip_reason"])
     return reused
 
@@ -150,15 +151,15 @@ def _dry_run(config: TrainingConfig, params: dict, run_dir: Path, record: dict) 
         plan = {"datasets": store.planned_paths(config), "gridsize": config.gridsize,
                 "run_dir": str(run_dir), "bundle": str(run_dir / BUNDLE_NAME), "backend": config.backend.name,
                 "kind": config.job.kind}
-        manifest.write_json(run_dir / "legacy_params.json", params)
-        manifest.write_json(run_dir / "plan.json", plan)
+        files.write_json(run_dir / "legacy_params.json", params)
+        files.write_json(run_dir / "plan.json", plan)
     record.update(status="planned", plan=plan)
-    print(f"[dry run] {study.job_name(config.dose, config.view)}  gridsize={config.gridsize}  "
-          f"backend={config.backend.name}  kind={config.job.kind}")
+    log.info("[dry run] %s  gridsize=%s  backend=%s  kind=%s", study.job_name(config.dose, config.view),
+             config.gridsize, config.backend.name, config.job.kind)
     for key, value in plan["datasets"].items():
-        print(f"  dataset {key}: {value}")
-    print(f"  legacy params: {run_dir / 'legacy_params.json'}")
-    print(f"  output: {run_dir}")
+        log.info("  dataset %s: %s", key, value)
+    log.info("  legacy params: %s", run_dir / "legacy_params.json")
+    log.info("  output: %s", run_dir)
 
 
 def _prepare(config: TrainingConfig, record: dict) -> None:
@@ -170,14 +171,14 @@ def _prepare(config: TrainingConfig, record: dict) -> None:
     record.update(status="success", datasets=paths)
     if geometry:
         record["view_geometry"] = geometry
-        print(f"dose {study.format_number(config.dose)}, N = {paths['N']}: views on the probe footprint")
+        log.info("dose %s, N = %s: views on the probe footprint", study.format_number(config.dose), paths["N"])
         for view, splits in geometry.items():
             for split, g in splits.items():
-                print(f"  {view:6s} {split:5s}  D = {g['probe_diameter_px']:.1f} px  S = {g['spacing_threshold_px']:.1f} px  "
-                      f"{g['n_accepted']:5d} of {g['n_candidates']} positions  "
-                      f"nearest-neighbour overlap {g['nearest_overlap_fraction']:.3f}")
+                log.info("  %-6s %-5s  D = %.1f px  S = %.1f px  %5d of %d positions  nearest-neighbour overlap %.3f",
+                         view, split, g["probe_diameter_px"], g["spacing_threshold_px"], g["n_accepted"],
+                         g["n_candidates"], g["nearest_overlap_fraction"])
     for key, value in _flatten(paths):
-        print(f"{key}: {value}")
+        log.info("%s: %s", key, value)
 
 
 def _flatten(tree: dict, prefix: str = ""):
@@ -214,7 +215,7 @@ def _inputs(config: TrainingConfig, data, n_groups: Optional[int]):
 
 
 def _backend(config: TrainingConfig, record: dict):
-    from fly64_train.backends.base import get_backend
+    from fly64_train.backends.registry import get_backend
 
     backend = get_backend(config.backend.name)
     backend.configure(config.backend.threads, config.deterministic, config.seed)
@@ -228,8 +229,8 @@ def _train(config: TrainingConfig, params: dict, run_dir: Path, record: dict) ->
     with _Stage(record, "Loggers"):
         loggers = tracking.create_loggers(config.logger, run_dir)
         tags = {"job": study.job_name(config.dose, config.view), "dose": study.format_number(config.dose),
-                "view": config.view, "gridsize": str(config.gridsize), "backend": config.backend.name,
-                "job_kind": config.job.kind, "run_dir": str(run_dir)}
+                "view": str(config.view), "gridsize": str(config.gridsize), "backend": str(config.backend.name),
+                "job_kind": str(config.job.kind), "run_dir": str(run_dir)}
         tracking.start(loggers, to_dict(config), tags, record["config_fingerprint"])
     try:
         _train_job(config, params, run_dir, record, loggers)
@@ -250,14 +251,14 @@ def _train_job(config: TrainingConfig, params: dict, run_dir: Path, record: dict
         offsets = [train_inputs.rel] + ([test_inputs.rel] if test_inputs is not None else [])
         padded = architecture.padded_size_for(config.model.N, np.concatenate([o.reshape(-1, 2) for o in offsets]))
         legacy.set_runtime(params, padded_size=padded, diffraction_norm=train_inputs.norm)
-        manifest.write_json(run_dir / "legacy_params.json", params)
+        files.write_json(run_dir / "legacy_params.json", params)
         record["train_groups"] = train_inputs.n_groups
         record["train_positions"] = int(np.unique(train_inputs.groups.indices).size)  # distinct patterns seen
     with _Stage(record, "Model build"):
-        backend = _backend(config, record)
         probe = architecture.model_probe(train_data.probe, config.model.N, config.model.object_amplitude,
                                          config.model.probe_mask)
-        model = backend.build(params, probe, config.seed)
+        spec = spec_from_config(config, padded, probe)
+        model = _backend(config, record).build(spec)
     with _Stage(record, "Training"):
         trainer = config.trainer
         settings = training.LoopSettings(
@@ -274,12 +275,11 @@ def _train_job(config: TrainingConfig, params: dict, run_dir: Path, record: dict
                       stopped_early=result.stopped_early, resumed_from_epoch=result.resumed_from_epoch,
                       validation_groups=result.validation_groups, training_time_s=round(result.seconds, 3))
     with _Stage(record, "Bundle"):
-        geometry = architecture.geometry_from_params(params)
         # Where the run happened is not part of the model: same config → same bundle bytes.
         portable = {k: v for k, v in params.items() if k not in _LOCATION_KEYS}
         content = {"backend": config.backend.name, "versions": record["versions"], "legacy_params": portable,
-                   "config": result_config(config), "geometry": geometry.to_dict(),
-                   "intensity_scale": params["intensity_scale"], "config_fingerprint": record["config_fingerprint"]}
+                   "config": result_config(config), "geometry": spec.geometry.to_dict(),
+                   "intensity_scale": spec.intensity_scale, "config_fingerprint": record["config_fingerprint"]}
         info = bundle.write_bundle(run_dir / BUNDLE_NAME, model.get_weights(), content)
         record.update(bundle_path=BUNDLE_NAME, bundle_sha256=info.sha256, bundle_size_bytes=info.size_bytes)
     if test_inputs is not None:
@@ -289,8 +289,8 @@ def _train_job(config: TrainingConfig, params: dict, run_dir: Path, record: dict
     record.pop("stage", None)
     record["status"] = "success"
     _set_objective(record, config.objective)
-    print(f"{study.job_name(config.dose, config.view)} ({config.backend.name}, gridsize {config.gridsize}): "
-          f"{result.epochs_completed} epochs, loss {result.final_loss:.5g} → {run_dir / BUNDLE_NAME}")
+    log.info("%s (%s, gridsize %d): %d epochs, loss %.5g → %s", study.job_name(config.dose, config.view),
+             config.backend.name, config.gridsize, result.epochs_completed, result.final_loss, run_dir / BUNDLE_NAME)
 
 
 def _score(model, inputs, data, config: TrainingConfig, run_dir: Path) -> dict:
@@ -321,15 +321,15 @@ def _evaluate_bundle(config: TrainingConfig, run_dir: Path, record: dict) -> Non
         weights, content = bundle.read_bundle(bundle_path, expected.get("bundle_sha256"),
                                               expected.get("bundle_size_bytes"))
         trained = from_dict(content["config"])
-        params = dict(content["legacy_params"])
+        spec = spec_from_bundle(content, config.seed, config.backend.compile)
         record.update(bundle_path=str(bundle_path), trained_backend=content["backend"],
-                      bundle_sha256=bundle.sha256_file(bundle_path), dose=trained.dose, view=trained.view,
-                      gridsize=params["gridsize"])
+                      bundle_sha256=files.sha256_file(bundle_path), dose=trained.dose, view=trained.view,
+                      gridsize=spec.geometry.gridsize)
     _, test_data = _load_splits(trained, record)
     with _Stage(record, "Grouping"):
         test_inputs = _inputs(trained, test_data, None)
     with _Stage(record, "Model build"):
-        model = _backend(config, record).build(params, weights["probe"], config.seed)
+        model = _backend(config, record).build(spec)
         model.set_weights(weights)
     with _Stage(record, "Evaluation"):
         record["metrics"] = _score(model, test_inputs, test_data, config, run_dir)
@@ -337,5 +337,5 @@ def _evaluate_bundle(config: TrainingConfig, run_dir: Path, record: dict) -> Non
     record["status"] = "success"
     _set_objective(record, config.objective)
     m = record["metrics"]
-    print(f"evaluated {bundle_path} with {config.backend.name}: amplitude SSIM {m['amplitude']['ssim']:.4f}, "
-          f"phase SSIM {m['phase']['ssim']:.4f} → {run_dir / 'metrics.json'}")
+    log.info("evaluated %s with %s: amplitude SSIM %.4f, phase SSIM %.4f → %s", bundle_path, config.backend.name,
+             m["amplitude"]["ssim"], m["phase"]["ssim"], run_dir / "metrics.json")

@@ -26,7 +26,7 @@ from typing import Any, Optional, Union
 import numpy as np
 from hydra.experimental.callback import Callback
 
-from fly64_train import manifest, objective, study
+from fly64_train import files, manifest, objective, study
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def job_manifests(sweep_dir: Path) -> list[tuple[Path, dict]]:
     found = []
     for path in sorted(Path(sweep_dir).glob("**/" + manifest.TRAINING_MANIFEST)):
         try:
-            found.append((path.parent, manifest.read_json(path)))
+            found.append((path.parent, files.read_json(path)))
         except (OSError, ValueError) as exc:
             log.warning("unreadable job manifest %s: %s", path, exc)
     views = list(study.VIEWS)
@@ -89,12 +89,6 @@ def best_job(rows: list[dict]) -> Optional[dict]:
     return best
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def write_summary(sweep_dir: Path, figure: FigureWhen = True) -> list[dict]:
     """Rebuild study_summary.{csv,json} and skip_summary.json, and study_summary.png if `figure`
     (True, or "on_failure": when any job of the sweep failed); return the rows."""
@@ -107,18 +101,18 @@ def write_summary(sweep_dir: Path, figure: FigureWhen = True) -> list[dict]:
         writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
-        _atomic_bytes(sweep_dir / f"{SUMMARY_STEM}.csv", buffer.getvalue().encode())
+        files.atomic_write_bytes(sweep_dir / f"{SUMMARY_STEM}.csv", buffer.getvalue().encode())
         failed = [r for r in rows if r["status"] == "failed"]
         skipped = [r for r in rows if r["status"] == "skipped"]
         best = best_job(rows)
         goal = None if best is None else {
             "name": best["objective"], "direction": objective.direction(best["objective"]),
             "best_value": best["objective_value"], "best_job_dir": best["job_dir"]}
-        manifest.write_json(sweep_dir / f"{SUMMARY_STEM}.json", {
+        files.write_json(sweep_dir / f"{SUMMARY_STEM}.json", {
             "updated_at": manifest.utc_now(), "n_jobs": len(rows),
             "n_success": sum(r["status"] == "success" for r in rows), "n_failed": len(failed),
             "n_skipped": len(skipped), "objective": goal, "jobs": rows})
-        manifest.write_json(sweep_dir / manifest.SKIP_SUMMARY, {
+        files.write_json(sweep_dir / manifest.SKIP_SUMMARY, {
             "timestamp": manifest.utc_now(),
             "skipped": [{"job": r["job_dir"], "reason": "reused: bundle present, verified, same config"}
                         for r in skipped],
@@ -127,7 +121,7 @@ def write_summary(sweep_dir: Path, figure: FigureWhen = True) -> list[dict]:
         if not figure or (figure == "on_failure" and not failed):
             return rows
         try:
-            _atomic_bytes(sweep_dir / f"{SUMMARY_STEM}.png", render_summary_png(sweep_dir, rows))
+            files.atomic_write_bytes(sweep_dir / f"{SUMMARY_STEM}.png", render_summary_png(sweep_dir, rows))
         except Exception as exc:  # noqa: BLE001 - a figure problem must not fail the job
             log.warning("study_summary.png not rendered: %s", exc)
     return rows
@@ -269,9 +263,7 @@ class StudySummaryCallback(Callback):
 
         overrides = " ".join(job_return.overrides or [])
         if job_return.status == JobStatus.FAILED:
-            message = f"job FAILED ({overrides}): {job_return._return_value}"
-            log.error(message)
-            print(f"fly64-train: {message}", flush=True)
+            log.error("job FAILED (%s): %s", overrides, job_return._return_value)  # terminal and job log
         else:
             log.info("job finished (%s): %s", overrides, job_return.status.name)
         try:
@@ -286,11 +278,11 @@ class StudySummaryCallback(Callback):
         # (Hydra's `now` resolver caches, so it resolves to the directory the jobs used).
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = write_summary(sweep_dir)
-        print(f"fly64-train: study summary of {len(rows)} jobs in {sweep_dir / (SUMMARY_STEM + '.csv')}")
+        log.info("study summary of %d jobs in %s", len(rows), sweep_dir / (SUMMARY_STEM + ".csv"))
         best = best_job(rows)
         if best is not None:
-            print(f"fly64-train: best {best['objective']} ({objective.direction(best['objective'])}): "
-                  f"{best['objective_value']:.6g} in {best['job_dir']}", flush=True)
+            log.info("best %s (%s): %.6g in %s", best["objective"], objective.direction(best["objective"]),
+                     best["objective_value"], best["job_dir"])
         # The basic sweeper ends a sweep with a failed job with exit code 1 before this point; a
         # sweeper that records failed jobs and goes on (Optuna, max_failure_rate) gets here: the
         # command still exits 1 and names them.
@@ -304,7 +296,7 @@ class StudySummaryCallback(Callback):
 
 def _finished_at(job_dir: Path) -> str:
     try:
-        return str(manifest.read_json(job_dir / manifest.TRAINING_MANIFEST).get("finished_at") or "")
+        return str(files.read_json(job_dir / manifest.TRAINING_MANIFEST).get("finished_at") or "")
     except (OSError, ValueError):
         return ""
 

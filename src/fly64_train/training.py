@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any, Optional, Protocol, Sequence
 
 import numpy as np
 
+from fly64_train import files
 from fly64_train.backends.base import Model
 
 log = logging.getLogger(__name__)
@@ -101,9 +100,9 @@ def save_checkpoint(path: Path, model: Model, state: LoopState) -> None:
     arrays.update({f"o/{k}": v for k, v in model.optimizer_state().items()})
     arrays["loop_state"] = np.array(json.dumps(asdict(state)))
     arrays["learning_rate"] = np.array(model.learning_rate)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with files.atomic_output(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
 
 
 def load_checkpoint(path: Path, model: Model, fingerprint: str) -> Optional[LoopState]:
@@ -123,13 +122,6 @@ def load_checkpoint(path: Path, model: Model, fingerprint: str) -> Optional[Loop
         log.warning("ignoring unreadable checkpoint %s (%s); training from scratch", path, exc)
         return None
     return state
-
-
-def _progress(total: int, description: str):
-    if not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-    return tqdm(total=total, desc=description, unit="batch", leave=False, file=sys.stderr)
 
 
 def run_training(model: Model, x: np.ndarray, rel: np.ndarray, settings: LoopSettings,
@@ -153,7 +145,7 @@ def run_training(model: Model, x: np.ndarray, rel: np.ndarray, settings: LoopSet
         epoch_start = time.perf_counter()
         rng = np.random.default_rng([settings.seed, epoch])
         n_batches = math.ceil(len(train_idx) / settings.batch_size)
-        bar = _progress(n_batches, f"epoch {epoch}/{settings.epochs}")
+        bar = files.progress(n_batches, f"epoch {epoch}/{settings.epochs}", unit="batch")
         total, count = 0.0, 0
         for batch in _batches(train_idx, settings.batch_size, rng):
             loss = model.train_step(x[batch], rel[batch])
@@ -162,11 +154,9 @@ def run_training(model: Model, x: np.ndarray, rel: np.ndarray, settings: LoopSet
                                     "(check the data for zeros/NaN or lower trainer.learning_rate)")
             total += loss * len(batch)
             count += len(batch)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4g}")
-        if bar is not None:
-            bar.close()
+            bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+            bar.update(1)
+        bar.close()
         train_loss = total / count
         val_loss = _mean_loss(model, x, rel, val_idx, settings.batch_size) if len(val_idx) else math.nan
         if len(val_idx) and not math.isfinite(val_loss):

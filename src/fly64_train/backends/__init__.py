@@ -1,1 +1,2 @@
-"""Training backends. Only the subpackages import their framework (see base.get_backend)."""
+"""Training backends: the contract (base.py), the list (registry.py), one subpackage per framework.
+Only the subpackages import their framework (registry.get_backend imports one on demand)."""

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from fly64_train.manifest import json_default
+from fly64_train.files import atomic_output, json_default
 
 PathLike = Union[str, os.PathLike]
 
@@ -335,15 +334,12 @@ def metadata_json(metadata: dict) -> str:
 
 
 def write_npz(path: PathLike, arrays: dict[str, np.ndarray]) -> None:
-    """Write an uncompressed NPZ atomically (temp file in the same directory, then os.replace).
+    """Write an uncompressed NPZ atomically (files.atomic_output).
 
     Member timestamps are fixed, so identical arrays give identical bytes.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as raw:
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as raw:
             with zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
                 for key, value in arrays.items():
                     info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_DATE)
@@ -353,13 +349,6 @@ def write_npz(path: PathLike, arrays: dict[str, np.ndarray]) -> None:
                         np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
             raw.flush()
             os.fsync(raw.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def save_dataset(path: PathLike, data: StudyData) -> None:

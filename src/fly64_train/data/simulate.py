@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Optional, Sequence
 
@@ -31,7 +30,7 @@ import scipy.fft
 from scipy import ndimage
 from skimage import draw
 
-from fly64_train import physics, study
+from fly64_train import files, physics, study
 
 logger = logging.getLogger(__name__)
 
@@ -250,28 +249,9 @@ def split_point(ycoords: np.ndarray) -> float:
 # ----------------------------------------------------------------------------------------------
 # diffraction
 
-class _NoProgress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        return False
-
-    def update(self, count: int) -> None:
-        pass
-
-
 def _progress(total: int, desc: str, enabled: Optional[bool]):
-    """A tqdm bar on stderr when it is a terminal (or when enabled=True); a no-op otherwise."""
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if not enabled:
-        return _NoProgress()
-    try:
-        from tqdm import tqdm
-    except ImportError:  # progress is a nicety: simulate without it
-        return _NoProgress()
-    return tqdm(total=total, desc=desc, unit="pattern", unit_scale=True, file=sys.stderr, leave=False)
+    """A progress bar of patterns on stderr when it is a terminal (or when enabled=True)."""
+    return files.progress(total, desc, unit="pattern", unit_scale=True, enabled=enabled)
 
 
 def _run_chunks(task: Callable[[int], int], n_chunks: int, workers: int, bar) -> None:

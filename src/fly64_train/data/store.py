@@ -32,7 +32,6 @@ nearest neighbour and with the k = K − 1 nearest.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -51,6 +50,7 @@ from fly64_train.config import TrainingConfig
 from fly64_train.data import simulate
 from fly64_train.data.contract import ContractError, StudyData, load_array, load_dataset, save_dataset
 from fly64_train.data.overlap import overlap_metrics, spaced_subset
+from fly64_train.files import sha256_bytes, sha256_file, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -63,19 +63,8 @@ METRIC_NEIGHBOURS = study.NEIGHBOR_COUNT - 1  # k nearest others per position in
 # ----------------------------------------------------------------------------------------------
 # keys and paths
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while True:
-            block = handle.read(1 << 23)
-            if not block:
-                break
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _sha256_array(array: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+    return sha256_bytes(np.ascontiguousarray(array).tobytes())
 
 
 def _user_file(value: Optional[str], field: str) -> Optional[Path]:
@@ -110,9 +99,9 @@ class _Plan:
             "scan": {"step_px": float(dataset.scan_step), "row_spacing_px": float(dataset.scan_row_spacing),
                      "jitter_px": float(dataset.scan_jitter)},
             "probe_path": str(self.probe_path) if self.probe_path else None,
-            "probe_sha256": _sha256_file(self.probe_path) if self.probe_path else None,
+            "probe_sha256": sha256_file(self.probe_path) if self.probe_path else None,
             "object_path": str(self.object_path) if self.object_path else None,
-            "object_sha256": _sha256_file(self.object_path) if self.object_path else None,
+            "object_sha256": sha256_file(self.object_path) if self.object_path else None,
             "simulation_seed": int(dataset.simulation_seed),
             "subsampling_seed": int(dataset.subsampling_seed),
             "N": self.N,
@@ -190,7 +179,7 @@ def _check_unit(unit: Path, key: str, deep: bool = True) -> tuple[bool, str]:
             return False, f"partial ({name} is missing)"
         if size != record.get("bytes"):
             return False, f"corrupt ({name} has {size} bytes, expected {record.get('bytes')})"
-        if deep and _sha256_file(path) != record.get("sha256"):
+        if deep and sha256_file(path) != record.get("sha256"):
             return False, f"corrupt ({name} does not match its SHA-256)"
     return True, "complete"
 
@@ -220,20 +209,6 @@ def _locked(unit: Path):
         lock.release()
 
 
-def _write_json(path: Path, payload: dict) -> None:
-    """Atomic JSON write (temp file in the same directory, then os.replace)."""
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(payload, stream, indent=2, sort_keys=True, default=str)
-            stream.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _build_unit(unit: Path, key: str, plan: _Plan, write: Callable[[Path], None]) -> None:
     """Under the unit's lock: build into a temp dir, write the marker last, rename into place."""
     name = f"{unit.parent.name}/{unit.name}"
@@ -247,13 +222,13 @@ def _build_unit(unit: Path, key: str, plan: _Plan, write: Callable[[Path], None]
         write(tmp)
         files = {}
         for path in sorted(tmp.iterdir()):
-            files[path.name] = {"bytes": path.stat().st_size, "sha256": _sha256_file(path)}
+            files[path.name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
         seconds = time.perf_counter() - started
-        _write_json(tmp / MARKER, {"format_version": FORMAT_VERSION, "unit": name, "key": key,
-                                   "entry_key": plan.key, "files": files,
-                                   "built": {"pid": os.getpid(), "host": socket.gethostname(),
-                                             "seconds": round(seconds, 3),
-                                             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}})
+        write_json(tmp / MARKER, {"format_version": FORMAT_VERSION, "unit": name, "key": key,
+                                  "entry_key": plan.key, "files": files,
+                                  "built": {"pid": os.getpid(), "host": socket.gethostname(),
+                                            "seconds": round(seconds, 3),
+                                            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}})
         os.rename(tmp, unit)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -268,7 +243,7 @@ def _init_root(plan: _Plan) -> None:
     plan.root.mkdir(parents=True, exist_ok=True)
     info = plan.root / "study.json"
     if not info.exists():
-        _write_json(info, {"key": plan.key, **plan.params})
+        write_json(info, {"key": plan.key, **plan.params})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -464,7 +439,7 @@ def _ensure_phase_d(plan: _Plan, dose: float,
                 for split in SPLITS:
                     data, metrics = _view_data(plan, phase_c[split], view, split, dose)
                     save_dataset(tmp / f"{view}_{split}.npz", data)
-                    _write_json(tmp / f"{view}_{split}_metrics.json", metrics)
+                    write_json(tmp / f"{view}_{split}_metrics.json", metrics)
                     logger.info("phase D dose=%s %s/%s: %d of %d positions ≥ %.1f px apart (D = %.1f px), "
                                 "nearest-neighbour overlap %.3f", study.format_number(dose), view, split,
                                 metrics["n_accepted"], metrics["n_candidates"], metrics["spacing_threshold_px"],

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from pathlib import Path
 
+from fly64_train.files import atomic_write_text
 from fly64_train.tracking.base import RunLogger
 
 
@@ -16,9 +16,7 @@ def write_history_csv(path: Path, history: list) -> None:
     writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
     writer.writeheader()
     writer.writerows(history)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(buffer.getvalue())
-    os.replace(tmp, path)
+    atomic_write_text(path, buffer.getvalue())
 
 
 class CsvLogger(RunLogger):

@@ -12,7 +12,6 @@ a file lock serialises the first use of a local SQLite store, where MLflow creat
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -20,7 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional
 
-from fly64_train import manifest
+from fly64_train import files
 from fly64_train.tracking.base import RunLogger, unavailable
 from fly64_train.tracking.tensorboard_logger import flat_metrics
 
@@ -118,7 +117,7 @@ class MlflowLogger(RunLogger):
         from fly64_train.training import CHECKPOINT_NAME
 
         try:
-            previous = manifest.read_json(self.run_dir / RUN_FILE)
+            previous = files.read_json(self.run_dir / RUN_FILE)
         except (FileNotFoundError, ValueError):
             return None
         if (previous.get("tracking_uri") != self.tracking_uri or previous.get("fingerprint") != fingerprint
@@ -143,7 +142,7 @@ class MlflowLogger(RunLogger):
         params = [self._param(k, v) for k, v in flat_params(config).items()]
         for i in range(0, len(params), _BATCH):
             client.log_batch(self.run_id, params=params[i:i + _BATCH])
-        manifest.write_json(self.run_dir / RUN_FILE, {
+        files.write_json(self.run_dir / RUN_FILE, {
             "tracking_uri": self.tracking_uri, "experiment_id": run.info.experiment_id, "run_id": self.run_id,
             "fingerprint": fingerprint})
         log.info("mlflow: run %s in %s (experiment %s)", self.run_id, self.tracking_uri,

@@ -1,16 +1,13 @@
-"""PyTorch backend of fly64-train (imports torch; chosen through base.get_backend('pytorch'))."""
+"""PyTorch backend of fly64-train (imports torch; chosen through registry.get_backend('pytorch'))."""
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import os
 import sys
-from typing import Any
-
-import numpy as np
 import torch
 
-from fly64_train.backends.base import Backend, Model
+from fly64_train.backends.base import Backend, Model, ModelSpec
 
 __all__ = ["PyTorchBackend"]
 
@@ -54,20 +51,15 @@ class PyTorchBackend(Backend):
     def versions(self) -> dict[str, str]:
         return {"torch": torch.__version__}
 
-    def configure(self, threads: int, deterministic: bool, seed: int) -> None:
-        """Thread count (0 = every core this process may use), determinism flags, torch seeds.
-
-        Safe to call repeatedly: every call sets all three to the values given.
-        """
-        if threads < 0:
-            raise ValueError(f"threads must be 0 (all cores) or a positive count, got {threads}")
+    def _configure(self, threads: int, deterministic: bool, seed: int) -> None:
+        """Thread count (0 = every core this process may use), determinism flags, torch seeds."""
         torch.set_num_threads(threads if threads > 0 else machine_threads())
         torch.use_deterministic_algorithms(bool(deterministic))
         torch.backends.mkldnn.deterministic = bool(deterministic)
         torch.manual_seed(int(seed))
         retain_freed_memory()
 
-    def build(self, params: dict[str, Any], probe: np.ndarray, seed: int) -> Model:
+    def _build(self, spec: ModelSpec) -> Model:
         from fly64_train.backends.pytorch.train import TorchModel
 
-        return TorchModel(params, probe, seed)
+        return TorchModel(spec)

@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fly64_train.architecture import (BORDER_CHANNELS, CANVAS_BORDER_WEIGHT, COVERAGE_EPSILON, NLL_EPSILON,
-                                      Conv, Geometry)
+from fly64_train.architecture import BORDER_CHANNELS, CANVAS_BORDER_WEIGHT, COVERAGE_EPSILON, NLL_EPSILON, Conv
+from fly64_train.backends.base import ModelSpec
 
-AMP_ACTIVATIONS = {
+AMP_ACTIVATIONS = {  # architecture.AMP_ACTIVATIONS
     "sigmoid": torch.sigmoid,
     "swish": F.silu,
     "softplus": F.softplus,
@@ -278,25 +277,13 @@ def upsampled_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor)
 class PtychoPINN(nn.Module):
     """Network + physics for one Geometry. Inputs channels-first: x (B, C, N, N), rel (B, C, 2)."""
 
-    def __init__(self, geometry: Geometry, probe: np.ndarray, intensity_scale: float,
-                 probe_trainable: bool, intensity_scale_trainable: bool,
-                 nll_weight: float, mae_weight: float, channels_last: bool = True):
+    def __init__(self, spec: ModelSpec, channels_last: bool = True):
         super().__init__()
-        if geometry.amp_activation not in AMP_ACTIVATIONS:
-            raise ValueError(f"amp_activation={geometry.amp_activation!r} is not supported; "
-                             f"expected one of {', '.join(AMP_ACTIVATIONS)}")
-        probe = np.asarray(probe)
-        if probe.shape != (geometry.N, geometry.N):
-            raise ValueError(f"the network probe must have shape {(geometry.N, geometry.N)} (N×N), "
-                             f"got {probe.shape}")
-        if not intensity_scale > 0:
-            raise ValueError(f"intensity_scale must be positive, got {intensity_scale}")
-        if not (nll_weight or mae_weight):
-            raise ValueError("nll_weight and mae_weight are both 0: the loss would be empty")
+        geometry, training = spec.geometry, spec.training
         self.geometry = geometry
-        self.input_scale = float(intensity_scale)
-        self.nll_weight = float(nll_weight)
-        self.mae_weight = float(mae_weight)
+        self.input_scale = spec.intensity_scale
+        self.nll_weight = float(training.nll_weight)
+        self.mae_weight = float(training.mae_weight)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
         self.convs = nn.ModuleDict()
@@ -315,10 +302,11 @@ class PtychoPINN(nn.Module):
             }
         self.amp_activation = AMP_ACTIVATIONS[geometry.amp_activation]
 
-        self.log_scale = nn.Parameter(torch.tensor(math.log(self.input_scale), dtype=torch.float32),
-                                      requires_grad=bool(intensity_scale_trainable))
-        self.probe = nn.Parameter(torch.from_numpy(probe.astype(np.complex64)),
-                                  requires_grad=bool(probe_trainable))
+        # Values are loaded by the model (architecture.initial_weights, or a bundle's weights).
+        self.log_scale = nn.Parameter(torch.zeros((), dtype=torch.float32),
+                                      requires_grad=bool(training.intensity_scale_trainable))
+        self.probe = nn.Parameter(torch.zeros((geometry.N, geometry.N), dtype=torch.complex64),
+                                  requires_grad=bool(training.probe_trainable))
         self.register_buffer("border_mask", torch.from_numpy(geometry.border_mask()), persistent=False)
         self.register_buffer("canvas_weight", torch.from_numpy(geometry.canvas_weight()), persistent=False)
         self.to(memory_format=self.memory_format)
@@ -427,12 +415,3 @@ class PtychoPINN(nn.Module):
 
 def _pi_tanh(x: torch.Tensor) -> torch.Tensor:
     return math.pi * torch.tanh(x)
-
-
-def build_network(geometry: Geometry, params: dict[str, Any], probe: np.ndarray,
-                  channels_last: bool = True) -> PtychoPINN:
-    return PtychoPINN(geometry, probe, intensity_scale=float(params["intensity_scale"]),
-                      probe_trainable=bool(params["probe.trainable"]),
-                      intensity_scale_trainable=bool(params["intensity_scale.trainable"]),
-                      nll_weight=float(params["nll_weight"]), mae_weight=float(params["mae_weight"]),
-                      channels_last=channels_last)

@@ -1,16 +1,13 @@
 """TensorFlow backend of fly64-train: PtychoPINN as plain tf.Variables + tf.function steps.
 
-`TensorFlowBackend` is what `base.get_backend('tensorflow')` returns; `build` gives a
+`TensorFlowBackend` is what `registry.get_backend('tensorflow')` returns; `build` gives a
 `TensorFlowModel` (train.py) around the network and physics layers of model.py.
 """
 from __future__ import annotations
 
-import logging
 import os
 import warnings
-from typing import Any
 
-import numpy as np
 import tensorflow as tf
 
 from fly64_train.backends import base
@@ -18,8 +15,6 @@ from fly64_train.backends.tensorflow.model import PtychoPINN
 from fly64_train.backends.tensorflow.train import TensorFlowModel
 
 __all__ = ["TensorFlowBackend", "TensorFlowModel", "PtychoPINN"]
-
-log = logging.getLogger(__name__)
 
 # Inter-op pool size (capped by the thread count): independent ops (the two decoders) may run
 # concurrently, sharing the intra-op pool. 1 and 2 measure the same on 2 cores.
@@ -50,10 +45,7 @@ class TensorFlowBackend(base.Backend):
         import keras
         return {"tensorflow": tf.__version__, "keras": keras.__version__}
 
-    def configure(self, threads: int, deterministic: bool, seed: int) -> None:
-        """Thread pools (0 = all cores), op determinism and framework seeds. Safe to call again."""
-        if threads < 0:
-            raise ValueError(f"threads must be 0 (all cores) or positive, got {threads}")
+    def _configure(self, threads: int, deterministic: bool, seed: int) -> None:
         count = threads or os.cpu_count() or 1
         _set_threads("intra", count)
         _set_threads("inter", min(count, DEFAULT_INTER_OP_THREADS))
@@ -65,5 +57,5 @@ class TensorFlowBackend(base.Backend):
                 tf_config.disable_op_determinism()
         tf.keras.utils.set_random_seed(int(seed))
 
-    def build(self, params: dict[str, Any], probe: np.ndarray, seed: int) -> TensorFlowModel:
-        return TensorFlowModel(params, probe, seed)
+    def _build(self, spec: base.ModelSpec) -> TensorFlowModel:
+        return TensorFlowModel(spec)

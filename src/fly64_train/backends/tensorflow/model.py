@@ -12,46 +12,13 @@ of `extract`, far field A = sqrt(fftshift(|FFT2 ψ|²)/N²).
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
 from fly64_train import architecture
-from fly64_train.architecture import Conv, Geometry
-
-PROBE_NAME = "probe"
-LOG_SCALE_NAME = "log_scale"
-
-
-# --------------------------------------------------------------------------------------------
-# Initial values (NumPy, seeded: the same seed gives the same weights on every machine)
-# --------------------------------------------------------------------------------------------
-
-def initial_weights(geometry: Geometry, probe: np.ndarray, intensity_scale: float, seed: int) -> dict[str, np.ndarray]:
-    """Glorot-uniform kernels, zero biases, log_scale = ln(intensity_scale), the given probe."""
-    rng = np.random.default_rng([int(seed), 0x9E3779B9])
-    weights: dict[str, np.ndarray] = {}
-    for conv in geometry.convs():
-        fan_in, fan_out = 9 * conv.in_channels, 9 * conv.out_channels
-        limit = math.sqrt(6.0 / (fan_in + fan_out))
-        kernel = rng.uniform(-limit, limit, size=(3, 3, conv.in_channels, conv.out_channels))
-        weights[f"{conv.name}/kernel"] = kernel.astype(np.float32)
-        weights[f"{conv.name}/bias"] = np.zeros((conv.out_channels,), dtype=np.float32)
-    if not intensity_scale > 0:
-        raise ValueError(f"params['intensity_scale'] must be positive, got {intensity_scale}")
-    weights[LOG_SCALE_NAME] = np.asarray(math.log(intensity_scale), dtype=np.float32)
-    weights[PROBE_NAME] = check_probe(probe, geometry.N)
-    return weights
-
-
-def check_probe(probe: np.ndarray, N: int) -> np.ndarray:
-    probe = np.asarray(probe)
-    if probe.shape != (N, N):
-        raise ValueError(f"the model probe must have shape ({N}, {N}) for N={N}, got {probe.shape}")
-    if not np.all(np.isfinite(probe)):
-        raise ValueError("the model probe contains NaN or infinite values")
-    return probe.astype(np.complex64)
+from fly64_train.architecture import LOG_SCALE_NAME, PROBE_NAME, Conv
+from fly64_train.backends.base import ModelSpec
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,40 +138,27 @@ def _upsample2(x: tf.Tensor):
 class PtychoPINN(tf.Module):
     """Variables and forward pass of one PtychoPINN (architecture.py)."""
 
-    def __init__(self, params: dict[str, Any], probe: np.ndarray, seed: int, name: str = "ptychopinn"):
+    def __init__(self, spec: ModelSpec, name: str = "ptychopinn"):
         super().__init__(name=name)
-        self.geometry = architecture.geometry_from_params(params)
-        g = self.geometry
-        for key in ("intensity_scale", "nll_weight", "mae_weight"):
-            if key not in params:
-                raise KeyError(f"legacy params miss {key!r}: call legacy.update_legacy_dict(params, config) first")
-        if g.amp_activation not in AMP_ACTIVATIONS:
-            raise ValueError(f"amp_activation={g.amp_activation!r} is not supported; expected one of "
-                             f"{', '.join(AMP_ACTIVATIONS)}")
-        if g.N not in (64, 128):
-            raise ValueError(f"N={g.N} is not supported by the architecture; expected 64 or 128")
-        if g.padded_size < g.N:
-            raise ValueError(f"padded_size={g.padded_size} must be at least N={g.N}")
-        self.intensity_scale = float(params["intensity_scale"])
-        self.nll_weight = float(params["nll_weight"])
-        self.mae_weight = float(params["mae_weight"])
-        self.probe_trainable = bool(params.get("probe.trainable", False))
-        self.log_scale_trainable = bool(params.get("intensity_scale.trainable", False))
+        self.geometry = g = spec.geometry
+        training = spec.training
+        self.intensity_scale = spec.intensity_scale
+        self.nll_weight = float(training.nll_weight)
+        self.mae_weight = float(training.mae_weight)
+        self.probe_trainable = bool(training.probe_trainable)
+        self.log_scale_trainable = bool(training.intensity_scale_trainable)
 
-        initial = initial_weights(g, probe, self.intensity_scale, seed)
+        # Zeros of the right shapes; ArrayModel loads architecture.initial_weights into them.
         self.shapes = g.parameter_shapes()
         self.conv_vars: dict[str, tf.Variable] = {}
         with self.name_scope:
-            for key, value in initial.items():
+            for key, shape in self.shapes.items():
                 if key in (PROBE_NAME, LOG_SCALE_NAME):
                     continue
-                self.conv_vars[key] = tf.Variable(value, name=key.replace("/", "_"), trainable=True)
-            self.log_scale = tf.Variable(initial[LOG_SCALE_NAME], name=LOG_SCALE_NAME,
-                                         trainable=self.log_scale_trainable)
-            self.probe_re = tf.Variable(initial[PROBE_NAME].real, name="probe_real",
-                                        trainable=self.probe_trainable)
-            self.probe_im = tf.Variable(initial[PROBE_NAME].imag, name="probe_imag",
-                                        trainable=self.probe_trainable)
+                self.conv_vars[key] = tf.Variable(tf.zeros(shape), name=key.replace("/", "_"), trainable=True)
+            self.log_scale = tf.Variable(0.0, name=LOG_SCALE_NAME, trainable=self.log_scale_trainable)
+            self.probe_re = tf.Variable(tf.zeros((g.N, g.N)), name="probe_real", trainable=self.probe_trainable)
+            self.probe_im = tf.Variable(tf.zeros((g.N, g.N)), name="probe_imag", trainable=self.probe_trainable)
         self.border_mask = tf.constant(g.border_mask()[None, :, :, None])
         self.amp_activation = AMP_ACTIVATIONS[g.amp_activation]
 
@@ -222,16 +176,15 @@ class PtychoPINN(tf.Module):
         weights = {key: var.numpy().copy() for key, var in self.conv_vars.items()}
         weights[LOG_SCALE_NAME] = np.asarray(self.log_scale.numpy(), dtype=np.float32)
         weights[PROBE_NAME] = (self.probe_re.numpy() + 1j * self.probe_im.numpy()).astype(np.complex64)
-        return {key: weights[key] for key in self.shapes}  # architecture order
+        return weights
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
-        checked = check_weights(weights, self.shapes)
+        """Assign checked weights (base.check_weights: every name, float32 / complex64 probe)."""
         for key, var in self.conv_vars.items():
-            var.assign(checked[key].astype(np.float32))
-        self.log_scale.assign(np.float32(np.real(checked[LOG_SCALE_NAME])))
-        probe = checked[PROBE_NAME]
-        self.probe_re.assign(np.real(probe).astype(np.float32))
-        self.probe_im.assign(np.imag(probe).astype(np.float32))
+            var.assign(weights[key])
+        self.log_scale.assign(weights[LOG_SCALE_NAME])
+        self.probe_re.assign(weights[PROBE_NAME].real)
+        self.probe_im.assign(weights[PROBE_NAME].imag)
 
     # ---- forward --------------------------------------------------------------------------
     def _conv(self, x: tf.Tensor, conv: Conv, relu: bool = True, scale: tf.Tensor | None = None) -> tf.Tensor:
@@ -322,29 +275,3 @@ class PtychoPINN(tf.Module):
         if self.mae_weight:
             total = total + self.mae_weight * tf.reduce_mean(tf.abs(amplitude - target))
         return total
-
-
-def check_weights(weights: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
-    """Validate a weights dict against architecture.py's names and shapes (clear errors)."""
-    if not isinstance(weights, dict):
-        raise TypeError(f"weights must be a dict of name → array, got {type(weights).__name__}")
-    missing = [key for key in shapes if key not in weights]
-    extra = [key for key in weights if key not in shapes]
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[:8]}{' ...' if len(missing) > 8 else ''}")
-        if extra:
-            parts.append(f"unexpected {extra[:8]}{' ...' if len(extra) > 8 else ''}")
-        raise KeyError("weights do not match this model's architecture: " + "; ".join(parts))
-    checked = {}
-    for key, shape in shapes.items():
-        value = np.asarray(weights[key])
-        if value.shape != tuple(shape):
-            raise ValueError(f"weight {key!r} has shape {value.shape}, expected {tuple(shape)}")
-        if key != PROBE_NAME and np.iscomplexobj(value):
-            raise ValueError(f"weight {key!r} must be real, got {value.dtype}")
-        if not np.all(np.isfinite(value)):
-            raise ValueError(f"weight {key!r} contains NaN or infinite values")
-        checked[key] = value
-    return checked

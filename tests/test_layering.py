@@ -1,0 +1,91 @@
+"""The package's layering, read from its source: which module may import a framework, which may touch
+Hydra's runtime, which may name a backend, and that nothing reads the legacy params dict."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from fly64_train.backends import registry
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "fly64_train"
+MODULES = sorted(PACKAGE.rglob("*.py"))
+
+
+def relative(path: Path) -> str:
+    return path.relative_to(PACKAGE).as_posix()
+
+
+def imported_roots(path: Path) -> set[str]:
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def names_used(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)} | \
+        {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+
+
+@pytest.mark.parametrize("name", list(registry.BACKENDS))
+def test_only_a_backends_package_imports_its_framework(name):
+    framework = registry.BACKENDS[name].framework
+    package = registry.BACKENDS[name].target.split(":")[0].split(".")[-1]
+    importers = {relative(path) for path in MODULES if framework in imported_roots(path)}
+    assert importers and all(path.startswith(f"backends/{package}/") for path in importers), importers
+
+
+def test_only_the_cli_and_the_sweep_callback_touch_hydras_runtime():
+    runtime = {relative(path) for path in MODULES if {"HydraConfig", "RunMode"} & names_used(path)}
+    assert runtime == {"cli.py", "sweep.py"}
+
+
+def test_backends_are_named_only_in_the_registry_and_their_packages():
+    for path in MODULES:
+        where = relative(path)
+        if where == "backends/registry.py" or any(where.startswith(f"backends/{e.target.split(':')[0].split('.')[-1]}/")
+                                                  for e in registry.BACKENDS.values()):
+            continue
+        strings = {node.value for node in ast.walk(ast.parse(path.read_text()))
+                   if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+        named = {name for name in registry.BACKENDS if name in strings}
+        assert not named, f"{where} names backend(s) {named}: choose through backends/registry.py"
+
+
+def test_nothing_reads_the_legacy_params_dict():
+    """legacy.py writes the dict (for the record and the original's code); no module reads its keys back."""
+    readers = []
+    for path in MODULES:
+        if relative(path) == "legacy.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Subscript):  # params["N"]
+                target, key = node.value, node.slice
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get" \
+                    and node.args:  # params.get("N")
+                target, key = node.func.value, node.args[0]
+            else:
+                continue
+            if isinstance(target, ast.Name) and target.id in ("params", "legacy_params") \
+                    and isinstance(key, ast.Constant) and isinstance(key.value, str):
+                readers.append(f"{relative(path)}:{node.lineno}")
+    assert not readers, readers
+
+
+def test_framework_free_modules_import_no_framework():
+    import subprocess
+    import sys
+
+    modules = ["fly64_train.cli", "fly64_train.runner", "fly64_train.bundle",
+               "fly64_train.training", "fly64_train.backends.base", "fly64_train.backends.registry",
+               "fly64_train.files", "fly64_train.sweep"]
+    frameworks = [entry.framework for entry in registry.BACKENDS.values()]
+    code = (f"import sys, importlib; [importlib.import_module(m) for m in {modules!r}]; "
+            f"bad = [m for m in {frameworks!r} if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
