@@ -1,9 +1,9 @@
 """Evaluation of a trained model on the test split (framework-free): stitch the predicted object
 patches into one image, align it to the ground-truth object, score it, and draw it.
 
-- `stitch`: each patch's central crop×crop region (default N//2) is splatted bilinearly at its scan
-  position (the adjoint of physics.extract, computed with physics.place on a small local window
-  and accumulated with bincount), then divided by the same stitching of ones (the coverage).
+- `stitch` (stitching.py): the patches' constant phases are synchronised through their overlaps,
+  their central crop×crop regions (default N//2) averaged onto the object grid and refined to the
+  least-squares image (the coverage is the same stitching of ones).
 - `scored_region`: the pixels scored: well covered by the stitch and, given the probe, lit by the
   test scan (Σ_k |P(r − r_k)|² ≥ illumination_threshold × its maximum, `illumination`): the far
   field says nothing about the object where no light fell.
@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -41,9 +40,9 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from fly64_train import physics
-from fly64_train.stitching import illumination, stitch
 from fly64_train.architecture import COVERAGE_EPSILON
 from fly64_train.files import atomic_output, atomic_write_bytes, jsonable
+from fly64_train.stitching import illumination, stitch
 
 METRICS_NAME = "metrics.json"
 FIGURE_NAME = "reconstruction.png"
