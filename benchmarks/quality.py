@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -56,8 +57,9 @@ def run_job(out: Path, dose: float, view: str, backend: str, extra: list[str]) -
     return job_dir
 
 
-def job_result(job_dir: Path) -> dict:
-    """The job's own metrics, the two references on its scored region, and gap fractions."""
+def job_result(job_dir: Path) -> tuple[dict, Optional[evaluate.Alignment]]:
+    """The job's own metrics, the two references on its scored region, and gap fractions; and the
+    job's reconstruction aligned on that region (for the figure; None for a failed job)."""
     record = json.loads((job_dir / "training_manifest.json").read_text())
     row = {"dose": record.get("dose"), "view": record.get("view"), "gridsize": record.get("gridsize"),
            "status": record.get("status"), "error": record.get("error"),
@@ -66,14 +68,16 @@ def job_result(job_dir: Path) -> dict:
            "train_positions": record.get("train_positions"), "optimiser_steps": record.get("optimiser_steps")}
     metrics = record.get("metrics")
     if record.get("status") not in ("success", "skipped") or not metrics:
-        return row
+        return row, None
     test = load_dataset(record["test_data_path"])
     with np.load(job_dir / evaluate.RECONSTRUCTION_NAME) as saved:
+        image = saved["image"]
         coverage, lit = saved["coverage"].astype(np.float64), saved["illumination"].astype(np.float64)
     threshold = metrics["illumination_threshold"]
     region = evaluate.scored_region(coverage, lit, threshold, metrics["min_coverage"])
     settings = dict(illumination_threshold=threshold, min_coverage=metrics["min_coverage"],
                     max_shift_px=metrics["registration"]["max_shift_px"])
+    aligned, _ = evaluate.score_image(image, coverage, test.obj, lit, **settings)
     _, floor = evaluate.score_image(references.flat_object(test.obj, region), coverage, test.obj, lit, **settings)
     cutoff, _ = references.dose_limited_cutoff(test.obj, test.probe, test.xcoords, test.ycoords,
                                                test.metadata["photon_scale"])
@@ -89,7 +93,7 @@ def job_result(job_dir: Path) -> dict:
         row[f"dose_limited_{part}_gap_closed"] = references.gap_closed(row[f"dose_limited_{part}_ssim"],
                                                                        row[f"floor_{part}_ssim"])
     row["scored_pixels"] = metrics["region"]["scored_pixels"]
-    return row
+    return row, aligned
 
 
 def _fmt(value, digits: int = 2) -> str:
@@ -118,29 +122,19 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def figure(path: Path, rows: list[dict], out: Path) -> None:
+def figure(path: Path, results: list[tuple[dict, Optional[evaluate.Alignment]]]) -> None:
     """Truth and each job's aligned reconstruction (amplitude row, phase row) on the scored region."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    done = [r for r in rows if r.get("amplitude_ssim") is not None]
+    done = [(r, aligned) for r, aligned in results if aligned is not None]
     if not done:
         return
     fig = Figure(figsize=(2.6 * (len(done) + 1), 5.6), layout="constrained")
     FigureCanvasAgg(fig)
     axes = np.atleast_2d(fig.subplots(2, len(done) + 1, squeeze=False))
     truth_shown = False
-    for col, r in enumerate(done, start=1):
-        job_dir = out / "jobs" / study.job_name(r["dose"], r["view"])
-        record = json.loads((job_dir / "training_manifest.json").read_text())
-        test = load_dataset(record["test_data_path"])
-        with np.load(job_dir / evaluate.RECONSTRUCTION_NAME) as saved:
-            image, coverage, lit = saved["image"], saved["coverage"], saved["illumination"]
-        metrics = record["metrics"]
-        aligned, _ = evaluate.score_image(image, coverage, test.obj, lit,
-                                          illumination_threshold=metrics["illumination_threshold"],
-                                          min_coverage=metrics["min_coverage"],
-                                          max_shift_px=metrics["registration"]["max_shift_px"])
+    for col, (r, aligned) in enumerate(done, start=1):
         panels = ((aligned.gt_amp, aligned.pred_amp, "gray"), (aligned.gt_phase, aligned.pred_phase, "twilight"))
         for row, (gt, pred, cmap) in enumerate(panels):
             vmin, vmax = float(np.min(gt[aligned.mask])), float(np.max(gt[aligned.mask]))
@@ -171,10 +165,9 @@ def main() -> None:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    rows = []
-    for dose in doses:
-        for view in args.views:
-            rows.append(job_result(run_job(out, dose, view, args.backend, args.overrides)))
+    results = [job_result(run_job(out, dose, view, args.backend, args.overrides))
+               for dose in doses for view in args.views]
+    rows = [row for row, _ in results]
     report = {"benchmark": "quality", "backend": args.backend, "overrides": args.overrides,
               "python": platform.python_version(), "cpu_count": os.cpu_count(),
               "load_average": [round(v, 2) for v in os.getloadavg()],
@@ -184,7 +177,7 @@ def main() -> None:
               "targets_gap_closed_dense": {"1e5": 0.7, "1e4": 0.5, "1e3": 0.25},
               "jobs": rows}
     (out / "quality.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
-    figure(out / "quality.png", rows, out)
+    figure(out / "quality.png", results)
     print(table(rows))
     print(json.dumps(report, indent=2, default=float))
 
