@@ -135,9 +135,12 @@ def numpy_object(weights, spec: ModelSpec, x):
                 d = np_conv(d, weights, conv, "relu")
             d = np_up(d)
         act = NP_ACT[g.amp_activation] if branch == "amp" else (lambda t: math.pi * np.tanh(t))
+        if not g.pad_object:
+            out[branch] = act(np_conv(d, weights, layers["head"]))
+            continue
         q = g.N // 4
         x1 = np.pad(act(np_conv(d[..., :-4], weights, layers["head"])), ((0, 0), (q, q), (q, q), (0, 0)))
-        if g.probe_big:
+        if g.border_path:
             x2 = d[..., -4:]
             for conv in layers["border_block"]:
                 x2 = np_conv(x2, weights, conv, "relu")

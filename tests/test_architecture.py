@@ -36,6 +36,23 @@ def test_shared_members_use_the_single_pattern_network():
     assert shared.object_channels == stacked.object_channels == 4
 
 
+def test_full_head_adds_a_block_to_N_and_drops_the_border_path():
+    padded = geometry(1, "shared")
+    full = dataclasses.replace(padded, pad_object=False)
+    shapes = full.parameter_shapes()
+    assert not full.border_path and padded.border_path
+    assert not any("/border/" in name for name in shapes)
+    # one more Conv_Up block (16f = 32 filters at n_filters_scale 2), the head reads all its channels
+    assert shapes["decoder_amp/block2/conv0/kernel"] == (3, 3, 64, 32)
+    assert shapes["decoder_phase/block2/conv1/kernel"] == (3, 3, 32, 32)
+    assert shapes["decoder_amp/head/kernel"] == (3, 3, 32, 1)
+    assert padded.parameter_shapes()["decoder_amp/head/kernel"] == (3, 3, 60, 1)
+    # the full head writes every pixel, so the canvas is a plain mean of the members
+    assert np.all(full.canvas_weight() == 1.0)
+    assert full.canvas_border_weight == 1.0 and padded.canvas_border_weight == architecture.CANVAS_BORDER_WEIGHT
+    assert architecture.Geometry.from_dict(full.to_dict()) == full
+
+
 def test_member_encoding_errors_and_old_params_default_to_stacked():
     with pytest.raises(ValueError, match="member_encoding='mixed'"):
         geometry(2, "mixed")
@@ -45,6 +62,7 @@ def test_member_encoding_errors_and_old_params_default_to_stacked():
     recorded = {"N": 64, "gridsize": 2, "n_filters_scale": 2, "object_big": True, "probe_big": True,
                 "amp_activation": "sigmoid", "padded_size": 80}  # a bundle's geometry from before the option
     assert architecture.Geometry.from_dict(recorded).member_encoding == "stacked"
+    assert architecture.Geometry.from_dict(recorded).pad_object  # and the padded head
     assert architecture.Geometry.from_dict({**recorded, "member_encoding": "shared"}).shared_members
     assert architecture.Geometry.from_dict(geometry(2, "shared").to_dict()) == geometry(2, "shared")
 

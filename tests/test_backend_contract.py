@@ -42,13 +42,17 @@ def perturbed_weights(model, seed: int) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------------------------------------
 # The forward pass and the loss
 
-@pytest.mark.parametrize("gridsize,object_big,probe_big,activation,encoding", [
-    (1, True, True, "sigmoid", "shared"), (2, True, True, "sigmoid", "shared"),
-    (2, True, True, "relu", "stacked"), (2, False, False, "swish", "stacked"),
-    (2, True, False, "softplus", "shared")])
-def test_full_model_matches_numpy_reference(backend, gridsize, object_big, probe_big, activation, encoding):
+@pytest.mark.parametrize("gridsize,object_big,probe_big,activation,encoding,pad_object", [
+    (1, True, True, "sigmoid", "shared", True), (2, True, True, "sigmoid", "shared", True),
+    (2, True, True, "relu", "stacked", True), (2, False, False, "swish", "stacked", True),
+    (2, True, False, "softplus", "shared", True),
+    # the full head (pad_object=False): writes the whole patch, members meet in a plain mean
+    (1, True, True, "sigmoid", "shared", False), (2, True, True, "sigmoid", "shared", False),
+    (2, True, False, "swish", "stacked", False)])
+def test_full_model_matches_numpy_reference(backend, gridsize, object_big, probe_big, activation, encoding,
+                                            pad_object):
     spec = spec_for(backend, gridsize=gridsize, object_big=object_big, probe_big=probe_big, amp_activation=activation,
-                     n_filters_scale=1, member_encoding=encoding, seed=3)
+                     n_filters_scale=1, member_encoding=encoding, seed=3, pad_object=pad_object)
     N, C = 64, gridsize * gridsize
     x, rel, probe, _ = synthetic_groups(N, gridsize, 2, seed=gridsize)
     model = backend.build(spec)

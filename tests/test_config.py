@@ -73,7 +73,6 @@ def test_npz_dataset_requires_both_paths():
     (["backend=pytorch", "backend.compile=true"], "backend.compile=True", "the pytorch backend runs eagerly"),
     (["trainer.validation_fraction=0.5"], "trainer.validation_fraction=0.5", "[0, 0.5)"),
     (["trainer.n_groups=0"], "trainer.n_groups=0", "positive count or null"),
-    (["model.pad_object=false"], "model.pad_object=False", "only the padded object head"),
     (["view=dense", "model.object_big=false"], "model.object_big=False", "member_encoding=stacked"),
 ])
 def test_bad_values_fail_with_one_clear_line(overrides, field, fragment):

@@ -12,13 +12,17 @@ TensorFlow and PyTorch backends cannot drift apart. Forward pass, for input x (B
   encoder: per block [conv3×3 ReLU, conv3×3 ReLU, maxpool 2×2]          → (B, 8, 8, ·)
   for d in (amp, phase):
     g = h; per decoder block [conv3×3 ReLU, conv3×3 ReLU, nearest upsample ×2] → (B, N/2, N/2, 32f)
+    pad_object (the reference's default):
     x1 = act_d(conv_head(g[..., :-4])), zero-padded by N/4 per side      → (B, N, N, C_out)
     if probe_big: x2 = [conv3×3 ReLU, conv3×3 ReLU, upsample ×2](g[..., -4:]);
                   x1 += swish(conv_border(x2)) · border_mask              (mask: 0 in the central N/2)
+    pad_object=False (the full head): one more decoder block with 16f filters → (B, N, N, 16f),
+    x1 = act_d(conv_head(g)) over the whole N×N patch (no border path; probe_big has no effect)
   act_amp = model.amp_activation; act_phase = π·tanh; object O = A·exp(iφ) (B, N, N, C_out)
   canvas (B, P, P): object_big: Σ_c place(w·O_c, P//2 + rel_c) / Σ_c place(w, ·), a weighted mean
-          of the members, w = 1 on the central N/2 square (where the head writes) and
-          CANVAS_BORDER_WEIGHT outside it (division only where the denominator > 1e-6);
+          of the members, w = 1 on the central N/2 square (where the padded head writes) and
+          CANVAS_BORDER_WEIGHT outside it, w = 1 everywhere for the full head (division only
+          where the denominator > 1e-6);
           else O placed at the centre
   trimmed_obj = canvas centre crop N; member patches = extract(canvas, P//2 + rel_c, N)
   ψ = probe_model · patch;  A = sqrt(fftshift(|FFT2 ψ|²)/N²);  pred_amp = A·exp(log_scale)
@@ -73,6 +77,7 @@ class Geometry:
     amp_activation: str
     padded_size: int
     member_encoding: str = "stacked"
+    pad_object: bool = True
 
     def __post_init__(self):
         if self.N not in SUPPORTED_N:
@@ -121,6 +126,22 @@ class Geometry:
         return {64: [64 * f, 32 * f], 128: [128 * f, 64 * f, 32 * f]}[self.N]
 
     @property
+    def full_head_filters(self) -> int:
+        """Filters of the extra decoder block that takes a full (pad_object=False) head from N/2 to N."""
+        return 16 * self.n_filters_scale
+
+    @property
+    def border_path(self) -> bool:
+        """The probe_big border path exists: only next to the padded (central N/2) head."""
+        return self.probe_big and self.pad_object
+
+    @property
+    def canvas_border_weight(self) -> float:
+        """Weight of a member's pixels outside its central N/2 in the canvas mean: CANVAS_BORDER_WEIGHT
+        for the padded head (only the weak border path writes there), 1 for a full head."""
+        return CANVAS_BORDER_WEIGHT if self.pad_object else 1.0
+
+    @property
     def border_filters(self) -> int:
         return self.n_filters_scale * (2048 // self.N)
 
@@ -139,6 +160,12 @@ class Geometry:
             blocks.append([Conv(f"decoder_{branch}/block{i}/conv0", channels, filters),
                            Conv(f"decoder_{branch}/block{i}/conv1", filters, filters)])
             channels = filters
+        if not self.pad_object:
+            # pad_object=False (reference §5.1): one more Conv_Up block to N, the head reads every channel
+            filters, i = self.full_head_filters, len(blocks)
+            blocks.append([Conv(f"decoder_{branch}/block{i}/conv0", channels, filters),
+                           Conv(f"decoder_{branch}/block{i}/conv1", filters, filters)])
+            return {"blocks": blocks, "head": Conv(f"decoder_{branch}/head", filters, self.network_out_channels)}
         layers: dict[str, Any] = {
             "blocks": blocks,
             "head": Conv(f"decoder_{branch}/head", channels - BORDER_CHANNELS, self.network_out_channels),
@@ -155,7 +182,7 @@ class Geometry:
         for branch in ("amp", "phase"):
             layers = self.decoder(branch)
             out += [conv for block in layers["blocks"] for conv in block] + [layers["head"]]
-            if self.probe_big:
+            if self.border_path:
                 out += layers["border_block"] + [layers["border_out"]]
         return out
 
@@ -177,18 +204,19 @@ class Geometry:
 
     def canvas_weight(self) -> np.ndarray:
         """(N, N) float32 weight of a member's pixels in the canvas mean (see CANVAS_BORDER_WEIGHT)."""
-        return canvas_weight(self.N)
+        return canvas_weight(self.N, self.canvas_border_weight)
 
     def to_dict(self) -> dict[str, Any]:
         return {"N": self.N, "gridsize": self.gridsize, "n_filters_scale": self.n_filters_scale,
                 "object_big": self.object_big, "probe_big": self.probe_big,
                 "amp_activation": self.amp_activation, "padded_size": self.padded_size,
-                "member_encoding": self.member_encoding}
+                "member_encoding": self.member_encoding, "pad_object": self.pad_object}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Geometry":
         """The geometry a bundle's manifest records (`to_dict`). Bundles written before
-        member_encoding existed used the reference's stacking (the field's default)."""
+        member_encoding existed used the reference's stacking, those before pad_object the padded head
+        (the fields' defaults)."""
         known = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in known})
 

@@ -173,10 +173,10 @@ class ModelConfig(_Section):
     model_type: ModelType = _meta(ModelType.pinn, "the physics-informed network (the only type here)")
     amp_activation: AmpActivation = _meta(AmpActivation.sigmoid, "activation of the amplitude head")
     object_big: bool = _meta(True, "one object patch per group member (false: one per group)")
-    probe_big: bool = _meta(True, "decoders also write the patch border outside the central N/2")
+    probe_big: bool = _meta(True, "with pad_object: a border path writes the patch outside the central N/2")
     probe_mask: bool = _meta(False, "mask the network probe to r < N/4")
-    pad_object: bool = _meta(True, "the object head writes the central N/2, zero-padded (only true is implemented)",
-                             _rule(lambda v: v is True, "only the padded object head (true) is implemented"))
+    pad_object: bool = _meta(True, "true: the object head writes the central N/2, zero-padded (the reference); "
+                                   "false: one more decoder block, the head writes the whole N×N patch")
     probe_trainable: bool = _meta(False, "train the network probe")
     intensity_scale_trainable: bool = _meta(True, "train log_scale (starts at ln of the dose's intensity scale)")
     member_encoding: MemberEncoding = _meta(

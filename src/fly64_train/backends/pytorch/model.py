@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fly64_train.architecture import BORDER_CHANNELS, CANVAS_BORDER_WEIGHT, COVERAGE_EPSILON, NLL_EPSILON, Conv
+from fly64_train.architecture import BORDER_CHANNELS, COVERAGE_EPSILON, NLL_EPSILON, Conv
 from fly64_train.backends.base import ModelSpec
 
 AMP_ACTIVATIONS = {  # architecture.AMP_ACTIVATIONS
@@ -298,7 +298,7 @@ class PtychoPINN(nn.Module):
                 "blocks": [[module_key(c.name) for c in block] for block in layers["blocks"]],
                 "head": module_key(layers["head"].name),
                 "border_block": [module_key(c.name) for c in layers.get("border_block", [])],
-                "border_out": module_key(layers["border_out"].name) if geometry.probe_big else None,
+                "border_out": module_key(layers["border_out"].name) if geometry.border_path else None,
             }
         self.amp_activation = AMP_ACTIVATIONS[geometry.amp_activation]
 
@@ -327,13 +327,15 @@ class PtychoPINN(nn.Module):
                 g = F.relu(self._conv(key, g), inplace=True)
             g = F.interpolate(g, scale_factor=2, mode="nearest")
         activation = self.amp_activation if branch == "amp" else _pi_tanh
+        if not self.geometry.pad_object:  # the full head: the last block already upsampled to N
+            return activation(self._conv(layers["head"], g))
         # The head reads all but the last BORDER_CHANNELS channels: convolve all of g with the
         # kernel zero-padded over those channels (exactly the same sums; saves copying the slice).
         head = self.convs[layers["head"]]
         x1 = activation(F.conv2d(g, F.pad(head.weight, (0, 0, 0, 0, 0, BORDER_CHANNELS)), head.bias, padding=1))
         q = self.geometry.N // 4
         x1 = F.pad(x1, (q, q, q, q))
-        if self.geometry.probe_big:
+        if self.geometry.border_path:
             x2 = g[:, -BORDER_CHANNELS:]
             for key in layers["border_block"]:
                 x2 = F.relu(self._conv(key, x2), inplace=True)
@@ -375,7 +377,7 @@ class PtychoPINN(nn.Module):
         obj = torch.stack((amp * torch.cos(phase), amp * torch.sin(phase)), dim=2)  # (B, C_out, 2, N, N)
         windows = member_windows(rel, geometry.N, size, amp.dtype)
         if geometry.object_big:
-            canvas = weighted_mean_canvas(obj, windows, self.canvas_weight, CANVAS_BORDER_WEIGHT)
+            canvas = weighted_mean_canvas(obj, windows, self.canvas_weight, geometry.canvas_border_weight)
         else:
             canvas = pad_to_centre(obj[:, 0], size)
         return canvas, extract_members(canvas, windows)

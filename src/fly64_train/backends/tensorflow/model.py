@@ -204,12 +204,14 @@ class PtychoPINN(tf.Module):
                 h = self._conv(h, conv)
             h = _upsample2(h)
         act = self.amp_activation if branch == "amp" else (lambda t: math.pi * tf.tanh(t))
+        if not g.pad_object:  # the full head: the last block already upsampled to N
+            return act(self._conv(h, layers["head"], relu=False))
         border = architecture.BORDER_CHANNELS
         trunk, x2 = tf.split(h, [h.shape[-1] - border, border], axis=-1)  # concat gradient (no slice grads)
         x1 = act(self._conv(trunk, layers["head"], relu=False))
         q = g.N // 4
         x1 = tf.pad(x1, [[0, 0], [q, q], [q, q], [0, 0]])
-        if g.probe_big:
+        if g.border_path:
             for conv in layers["border_block"]:
                 x2 = self._conv(x2, conv)
             x2 = _upsample2(x2)
@@ -250,7 +252,7 @@ class PtychoPINN(tf.Module):
         obj = tf.stack([amp * tf.cos(phase), amp * tf.sin(phase)], axis=2)  # (B, C_out, 2, N, N)
         rows, cols = member_sampling(rel, N, P)  # (B, C, N, P)
         if g.object_big:
-            canvas = reassemble(obj, rows, cols, architecture.CANVAS_BORDER_WEIGHT)  # (B, 2, P, P)
+            canvas = reassemble(obj, rows, cols, g.canvas_border_weight)  # (B, 2, P, P)
         else:
             lo = P // 2 - N // 2
             canvas = tf.pad(obj[:, 0], [[0, 0], [0, 0], [lo, P - N - lo], [lo, P - N - lo]])
