@@ -82,6 +82,17 @@ def test_tensorboard_logger_writes_epochs_final_metrics_figure_and_config(tmp_pa
     assert events.Tensors("status")[0].tensor_proto.string_val[0] == b"success"
 
 
+def test_history_csv_keeps_columns_that_only_some_epochs_have(tmp_path):
+    from fly64_train.tracking.csv_logger import write_history_csv
+
+    history = [{"epoch": 1, "loss": -1.0}, {"epoch": 2, "loss": -2.0, "test_amplitude_ssim": 0.5}]
+    write_history_csv(tmp_path / "h.csv", history)
+    with open(tmp_path / "h.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows == [{"epoch": "1", "loss": "-1.0", "test_amplitude_ssim": ""},
+                    {"epoch": "2", "loss": "-2.0", "test_amplitude_ssim": "0.5"}]
+
+
 def test_png_size_reads_the_header(tmp_path):
     finished_record(tmp_path)
     assert png_size((tmp_path / "reconstruction.png").read_bytes()) == (20, 12)
@@ -214,7 +225,8 @@ def test_a_smoke_job_with_every_logger_leaves_readable_logs(tmp_path):
 
     run_dir = tmp_path / "run"
     result = run_cli(["job=smoke", "view=baseline", "backend=pytorch", "backend.threads=1",
-                      "logger=[csv,tensorboard,mlflow]", f"hydra.run.dir={run_dir}"], tmp_path, timeout=600)
+                      "logger=[csv,tensorboard,mlflow]", "evaluate.every_epochs=1", f"hydra.run.dir={run_dir}"],
+                     tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((run_dir / "training_manifest.json").read_text())
     assert record["status"] == "success" and record["epochs_completed"] == 2
@@ -222,11 +234,18 @@ def test_a_smoke_job_with_every_logger_leaves_readable_logs(tmp_path):
     with open(run_dir / "history.csv") as handle:
         history = list(csv.DictReader(handle))
     assert [int(r["epoch"]) for r in history] == [1, 2]
+    # the quality learning curve: the last epoch's scores are the final evaluation's (same weights)
+    final = record["metrics"]
+    assert float(history[-1]["test_amplitude_ssim"]) == pytest.approx(final["amplitude"]["ssim"], abs=1e-9)
+    assert float(history[-1]["test_phase_ssim"]) == pytest.approx(final["phase"]["ssim_original"], abs=1e-9)
+    assert float(history[-1]["test_phase_patch_corr"]) == pytest.approx(final["patchwise"]["phase_correlation"])
+    assert history[0]["test_amplitude_ssim"] != history[1]["test_amplitude_ssim"]  # scored after each epoch
 
     events = read_events(run_dir / "tensorboard")
     assert scalars(events, "loss/train") == [(int(r["epoch"]), float(r["loss"])) for r in history]
     assert [s for s, _ in scalars(events, "learning_rate")] == [1, 2]
     assert scalars(events, "test/amplitude/ssim") == [(2, record["metrics"]["amplitude"]["ssim"])]
+    assert [s for s, _ in scalars(events, "test/amplitude_ssim")] == [1, 2]
     assert events.Images("reconstruction")[0].encoded_image_string == (run_dir / "reconstruction.png").read_bytes()
 
     assert (tmp_path / "outputs" / "mlflow.db").is_file()  # the default local store, under outputs/
@@ -241,5 +260,7 @@ def test_a_smoke_job_with_every_logger_leaves_readable_logs(tmp_path):
     assert [m.value for m in client.get_metric_history(run.info.run_id, "loss")] == pytest.approx(
         [float(r["loss"]) for r in history])
     assert run.data.metrics["test/phase/ssim"] == pytest.approx(record["metrics"]["phase"]["ssim"])
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "test_phase_ssim")] == pytest.approx(
+        [float(r["test_phase_ssim"]) for r in history])
     assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"metrics.json", "reconstruction.png",
                                                                          "wts.h5.zip"}

@@ -219,6 +219,9 @@ class EvaluateConfig(_Section):
         _rule(lambda v: 0 < v < 1, "expected a fraction of the peak illumination in (0, 1)"))
     max_shift_px: float = _meta(2.0, "registration searches shifts of at most this many px; 0 = no registration",
                                 _rule(lambda v: v >= 0, "expected a number of pixels ≥ 0"))
+    every_epochs: int = _meta(0, "also score the test view after every k-th epoch (and the last); the scores join "
+                                 "history.csv as a quality learning curve; 0 = only after training",
+                              _rule(lambda v: isinstance(v, int) and v >= 0, "expected a whole number of epochs ≥ 0"))
 
 
 @dataclass

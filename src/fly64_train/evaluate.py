@@ -488,18 +488,10 @@ def score_image(image: np.ndarray, coverage: np.ndarray, ground_truth: np.ndarra
     return aligned, result
 
 
-def evaluate_predictions(prediction_patches: np.ndarray, positions: np.ndarray, ground_truth_object: np.ndarray,
-                         run_dir: PathLike, *, probe: Optional[np.ndarray] = None, crop: Optional[int] = None,
-                         illumination_threshold: float = DEFAULT_ILLUMINATION_THRESHOLD,
-                         min_coverage: float = DEFAULT_MIN_COVERAGE, max_shift_px: float = DEFAULT_MAX_SHIFT,
-                         title: Optional[str] = None) -> dict[str, Any]:
-    """Stitch predicted patches (n, C, N, N) or (n, N, N) at member positions (n, C, 2) or (n, 2) (x, y),
-    align to the ground-truth object, score, and write metrics.json, reconstruction.png and
-    reconstruction.npz to `run_dir`. Returns the metrics dict (also the body of metrics.json).
-
-    With the `probe`, only the illuminated region is scored: pixels where the test scan's summed
-    probe intensity reaches `illumination_threshold` of its maximum (and the stitch covers them).
-    """
+def _stitched(prediction_patches: np.ndarray, positions: np.ndarray, ground_truth_object: np.ndarray,
+              probe: Optional[np.ndarray], crop: Optional[int], illumination_threshold: float,
+              min_coverage: float, max_shift_px: float):
+    """Checks, stitching and scoring shared by score_predictions and evaluate_predictions."""
     patches = np.asarray(prediction_patches)
     positions = np.asarray(positions, dtype=np.float64)
     ground_truth = np.asarray(ground_truth_object)
@@ -528,6 +520,33 @@ def evaluate_predictions(prediction_patches: np.ndarray, positions: np.ndarray, 
                                   min_coverage=min_coverage, max_shift_px=max_shift_px)
     result.update(n_patterns=int(len(scan)), n_patches=int(len(flat_patches)), stitch_crop=crop,
                   patchwise=patchwise_against_object(flat_patches, flat_positions, ground_truth, crop))
+    return result, aligned, image, coverage, lit
+
+
+def score_predictions(prediction_patches: np.ndarray, positions: np.ndarray, ground_truth_object: np.ndarray, *,
+                      probe: Optional[np.ndarray] = None, crop: Optional[int] = None,
+                      illumination_threshold: float = DEFAULT_ILLUMINATION_THRESHOLD,
+                      min_coverage: float = DEFAULT_MIN_COVERAGE,
+                      max_shift_px: float = DEFAULT_MAX_SHIFT) -> dict[str, Any]:
+    """evaluate_predictions' metrics without writing anything (e.g. a score after every epoch)."""
+    return _stitched(prediction_patches, positions, ground_truth_object, probe, crop, illumination_threshold,
+                     min_coverage, max_shift_px)[0]
+
+
+def evaluate_predictions(prediction_patches: np.ndarray, positions: np.ndarray, ground_truth_object: np.ndarray,
+                         run_dir: PathLike, *, probe: Optional[np.ndarray] = None, crop: Optional[int] = None,
+                         illumination_threshold: float = DEFAULT_ILLUMINATION_THRESHOLD,
+                         min_coverage: float = DEFAULT_MIN_COVERAGE, max_shift_px: float = DEFAULT_MAX_SHIFT,
+                         title: Optional[str] = None) -> dict[str, Any]:
+    """Stitch predicted patches (n, C, N, N) or (n, N, N) at member positions (n, C, 2) or (n, 2) (x, y),
+    align to the ground-truth object, score, and write metrics.json, reconstruction.png and
+    reconstruction.npz to `run_dir`. Returns the metrics dict (also the body of metrics.json).
+
+    With the `probe`, only the illuminated region is scored: pixels where the test scan's summed
+    probe intensity reaches `illumination_threshold` of its maximum (and the stitch covers them).
+    """
+    result, aligned, image, coverage, lit = _stitched(prediction_patches, positions, ground_truth_object, probe,
+                                                      crop, illumination_threshold, min_coverage, max_shift_px)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     curves = {name: frc_curve(_frc_input(gt, aligned.mask), _frc_input(pred, aligned.mask)).tolist()

@@ -266,8 +266,12 @@ def _train_job(config: TrainingConfig, params: dict, run_dir: Path, record: dict
             lr_plateau_factor=trainer.lr_plateau_factor, lr_plateau_patience=trainer.lr_plateau_patience,
             min_lr=trainer.min_lr, early_stopping_patience=trainer.early_stopping_patience, seed=config.seed,
             checkpoint=trainer.checkpoint_every_epoch)
+        callbacks = list(loggers)
+        if test_inputs is not None and config.evaluate.every_epochs:
+            # first, so the loggers see the epoch's test scores in its row
+            callbacks.insert(0, _epoch_scores(config, model, test_inputs, test_data))
         result = training.run_training(model, train_inputs.x, train_inputs.rel, settings, run_dir,
-                                       fingerprint=record["config_fingerprint"], callbacks=loggers)
+                                       fingerprint=record["config_fingerprint"], callbacks=callbacks)
         last = result.history[-1] if result.history else {}
         record.update(final_loss=result.final_loss, val_loss=last.get("val_loss"),
                       epochs_completed=result.epochs_completed,
@@ -293,16 +297,21 @@ def _train_job(config: TrainingConfig, params: dict, run_dir: Path, record: dict
              config.backend.name, config.gridsize, result.epochs_completed, result.final_loss, run_dir / BUNDLE_NAME)
 
 
+def _epoch_scores(config: TrainingConfig, model, inputs, data):
+    from fly64_train.epoch_scores import EpochScores
+
+    ev = config.evaluate
+    return EpochScores(model, inputs, data, ev.every_epochs, config.trainer.epochs, batch_size=ev.batch_size,
+                       illumination_threshold=ev.illumination_threshold, max_shift_px=ev.max_shift_px)
+
+
 def _score(model, inputs, data, config: TrainingConfig, run_dir: Path) -> dict:
     from fly64_train import evaluate
+    from fly64_train.epoch_scores import predict_patches
 
-    patches = []
-    batch_size = config.evaluate.batch_size
-    for start in range(0, inputs.n_groups, batch_size):
-        stop = start + batch_size
-        patches.append(model.predict(inputs.x[start:stop], inputs.rel[start:stop]).patches)
+    patches = predict_patches(model, inputs.x, inputs.rel, config.evaluate.batch_size)
     metrics = evaluate.evaluate_predictions(
-        np.concatenate(patches), inputs.positions, data.obj, run_dir, probe=data.probe,
+        patches, inputs.positions, data.obj, run_dir, probe=data.probe,
         illumination_threshold=config.evaluate.illumination_threshold, max_shift_px=config.evaluate.max_shift_px)
     log.info("test metrics (lit region, %d px): amplitude SSIM %.4f, phase SSIM %.4f (original convention "
              "%.4f); per-patch correlation amplitude %.3f, phase %.3f", metrics["region"]["scored_pixels"],

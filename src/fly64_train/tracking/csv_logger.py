@@ -13,7 +13,9 @@ def write_history_csv(path: Path, history: list) -> None:
     if not history:
         return
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
+    # every key of any row, in first-seen order: some epochs carry more (evaluate.every_epochs scores)
+    fieldnames = list(dict.fromkeys(key for row in history for key in row))
+    writer = csv.DictWriter(buffer, fieldnames=fieldnames, restval="")
     writer.writeheader()
     writer.writerows(history)
     atomic_write_text(path, buffer.getvalue())

@@ -20,12 +20,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 from fly64_train import files
+from fly64_train.epoch_scores import EPOCH_SCORES
 from fly64_train.tracking.base import RunLogger, unavailable
 from fly64_train.tracking.tensorboard_logger import flat_metrics
 
 RUN_FILE = "mlflow_run.json"
 ARTIFACTS = ("metrics.json", "reconstruction.png")
-EPOCH_METRICS = {"loss": "loss", "val_loss": "val_loss", "lr": "lr", "seconds": "epoch_time_s"}
+EPOCH_METRICS = {"loss": "loss", "val_loss": "val_loss", "lr": "lr", "seconds": "epoch_time_s",
+                 **{key: key for key in EPOCH_SCORES}}
 _BATCH = 100  # MLflow's limit of params (and metrics) per log_batch request
 
 log = logging.getLogger(__name__)

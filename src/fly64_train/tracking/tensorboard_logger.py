@@ -18,10 +18,11 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from fly64_train.epoch_scores import EPOCH_SCORES
 from fly64_train.tracking.base import RunLogger, unavailable
 
 EPOCH_SCALARS = {"loss": "loss/train", "val_loss": "loss/validation", "lr": "learning_rate",
-                 "seconds": "epoch_time_s"}
+                 "seconds": "epoch_time_s", **{key: "test/" + key[len("test_"):] for key in EPOCH_SCORES}}
 FIGURE = "reconstruction.png"
 _file_counter = itertools.count()
 

@@ -1,0 +1,57 @@
+"""Quality during training: score the test view at the end of every k-th epoch (evaluate.every_epochs).
+
+The loss alone cannot say whether a model reconstructs (a network can lower the Poisson NLL by
+distorting the object), so a learning curve of the real scores shows where training stops paying.
+The scores join the epoch's row, so history.csv and the trackers carry them next to the loss.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# row key → where it lives in evaluate's metrics (the original study's SSIM convention for phase)
+EPOCH_SCORES = {
+    "test_amplitude_ssim": ("amplitude", "ssim"),
+    "test_phase_ssim": ("phase", "ssim_original"),
+    "test_amplitude_patch_corr": ("patchwise", "amplitude_correlation"),
+    "test_phase_patch_corr": ("patchwise", "phase_correlation"),
+}
+
+
+def predict_patches(model, x: np.ndarray, rel: np.ndarray, batch_size: int) -> np.ndarray:
+    """Object patches (B, C, N, N) of a model for grouped inputs, batch by batch."""
+    return np.concatenate([model.predict(x[i:i + batch_size], rel[i:i + batch_size]).patches
+                           for i in range(0, len(x), batch_size)])
+
+
+class EpochScores:
+    """Training-loop callback: every `every` epochs (and after the last) predicts the test view,
+    scores it like the final evaluation, and adds EPOCH_SCORES to the epoch's row."""
+
+    def __init__(self, model, inputs, data, every: int, last_epoch: int, *, batch_size: int,
+                 illumination_threshold: float, max_shift_px: float):
+        if every < 1:
+            raise ValueError(f"every must be a positive number of epochs, got {every}")
+        self.model, self.inputs, self.data = model, inputs, data
+        self.every, self.last_epoch, self.batch_size = int(every), int(last_epoch), int(batch_size)
+        self.options = {"illumination_threshold": illumination_threshold, "max_shift_px": max_shift_px}
+
+    def scores(self) -> dict[str, Any]:
+        from fly64_train import evaluate  # here, not at import: the trackers import only EPOCH_SCORES
+
+        patches = predict_patches(self.model, self.inputs.x, self.inputs.rel, self.batch_size)
+        metrics = evaluate.score_predictions(patches, self.inputs.positions, self.data.obj, probe=self.data.probe,
+                                             **self.options)
+        return {key: float(metrics[group][name]) for key, (group, name) in EPOCH_SCORES.items()}
+
+    def on_epoch_end(self, row: dict[str, Any], history: list[dict[str, Any]]) -> None:
+        epoch = int(row["epoch"])
+        if epoch % self.every and epoch != self.last_epoch:
+            return
+        row.update(self.scores())
+        log.info("epoch %d test scores: amplitude SSIM %.4f, phase SSIM %.4f (original convention)", epoch,
+                 row["test_amplitude_ssim"], row["test_phase_ssim"])
