@@ -129,7 +129,10 @@ def test_probe_is_a_focused_spot_with_rings_and_phase(N):
     bright = np.abs(probe) > 0.2
     assert np.abs(probe.imag).max() > 0.2
     assert np.std(np.angle(probe[bright])) > 0.3
-    # rings: the azimuthally averaged amplitude has a dip followed by a secondary maximum
+    # rings: the amplitude averaged over circles about the intensity centroid (coma moves the spot)
+    # has a dip followed by a secondary maximum
+    cy, cx = (intensity * rows).sum() / intensity.sum(), (intensity * cols).sum() / intensity.sum()
+    radius = np.hypot(rows - cy, cols - cx)
     profile = np.array([np.abs(probe)[(radius >= r) & (radius < r + 1)].mean() for r in range(N // 2)])
     inner = profile[: N // 3]
     dips = [i for i in range(1, len(inner) - 1) if inner[i] < inner[i - 1] and inner[i] < inner[i + 1]]
@@ -175,3 +178,30 @@ def test_synthetic_probe_is_fly64_like(N):
     # Same optics at both sizes: the N = 128 probe is the N = 64 one sampled twice as finely.
     assert physics.footprint_diameter(simulate.make_probe(128)) == pytest.approx(
         2 * physics.footprint_diameter(simulate.make_probe(64)), rel=0.03)
+
+
+def _flip(image: np.ndarray) -> np.ndarray:
+    """image(−r) about pixel N//2 (the DFT's own reflection)."""
+    index = (-np.arange(image.shape[-1])) % image.shape[-1]
+    return image[..., index, :][..., index]
+
+
+@pytest.mark.parametrize("N", [64, 128])
+def test_synthetic_probe_has_no_twin_image(N):
+    # The twin: for any probe, ψ' = conj(ψ(−r)) has the same |FFT| as ψ. It is an object's exit
+    # wave, O'·P with O' = conj(O(−r)·P(−r))/P(r), only if that O' is a plausible object; with a
+    # centro-symmetric probe |P(−r)| = |P(r)| and O' is just the flipped conjugate object, so one
+    # pattern cannot tell O from O'. Check the analytic case, then that our probe breaks it.
+    rng = np.random.default_rng(0)
+    obj = (0.3 + 0.7 * rng.random((N, N))) * np.exp(1j * rng.uniform(-1.5, 1.5, (N, N)))
+    symmetric = _disc(N, N / 4) * np.exp(1j * 0.01 * np.hypot(*np.indices((N, N)) - N // 2) ** 2)
+    symmetric = (symmetric + _flip(symmetric)) / 2
+    lit = np.abs(symmetric) > 1e-6
+    twin = np.where(lit, np.conj(_flip(obj * symmetric)) / np.where(lit, symmetric, 1), 0)
+    far = physics.far_field_amplitude(np.stack([obj * symmetric, twin * symmetric]))
+    np.testing.assert_allclose(far[1], far[0], rtol=1e-9, atol=1e-9 * far[0].max())
+    np.testing.assert_allclose(np.abs(twin[lit]), np.abs(_flip(obj))[lit])  # a perfectly plausible object
+
+    probe = simulate.make_probe(N).astype(np.complex128)
+    asymmetry = np.linalg.norm(np.abs(_flip(probe)) - np.abs(probe)) / np.linalg.norm(probe)
+    assert asymmetry > 0.4  # coma and trefoil: |P(−r)| is far from |P(r)|, the twin is no object

@@ -26,10 +26,16 @@ class ModelInputs:
 
 
 def model_inputs(data: StudyData, gridsize: int, neighbor_count: int, seed: int,
-                 n_groups: Optional[int] = None, enable_oversampling: bool = False) -> ModelInputs:
+                 n_groups: Optional[int] = None, enable_oversampling: bool = False,
+                 norm: Optional[float] = None) -> ModelInputs:
+    """Groups and normalised inputs of a dataset. `norm` (the training split's factor) maps the same
+    counts to the same network input on every split; None derives it from this data (training)."""
     groups = make_groups(data.xcoords, data.ycoords, gridsize, neighbor_count, n_groups, seed,
                          enable_oversampling=enable_oversampling)
-    norm = architecture.normalisation_factor(data.diffraction, data.N)
+    if norm is None:
+        norm = architecture.normalisation_factor(data.diffraction, data.N)
+    elif not (np.isfinite(norm) and norm > 0):
+        raise ValueError(f"the diffraction normalisation must be a positive number, got {norm}")
     x = grouped(data.diffraction, groups.indices).astype(np.float32) * np.float32(norm)
     positions = np.stack([data.xcoords[groups.indices], data.ycoords[groups.indices]], axis=-1)
     return ModelInputs(x=x, rel=groups.relative.astype(np.float32), positions=positions,

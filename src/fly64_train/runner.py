@@ -203,7 +203,7 @@ def _load_splits(config: TrainingConfig, record: dict):
         return train, test
 
 
-def _inputs(config: TrainingConfig, data, n_groups: Optional[int]):
+def _inputs(config: TrainingConfig, data, n_groups: Optional[int], norm: Optional[float] = None):
     from fly64_train.inputs import model_inputs
 
     if n_groups is not None and n_groups > data.n and not config.trainer.enable_oversampling:
@@ -211,7 +211,7 @@ def _inputs(config: TrainingConfig, data, n_groups: Optional[int]):
         log.info("trainer.n_groups=%d caps the groups; this view provides %d", n_groups, data.n)
         n_groups = data.n
     return model_inputs(data, config.gridsize, config.trainer.neighbor_count, config.dataset.grouping_seed,
-                        n_groups=n_groups, enable_oversampling=config.trainer.enable_oversampling)
+                        n_groups=n_groups, enable_oversampling=config.trainer.enable_oversampling, norm=norm)
 
 
 def _backend(config: TrainingConfig, record: dict):
@@ -247,7 +247,8 @@ def _train_job(config: TrainingConfig, params: dict, run_dir: Path, record: dict
     train_data, test_data = _load_splits(config, record)
     with _Stage(record, "Grouping"):
         train_inputs = _inputs(config, train_data, config.trainer.n_groups)
-        test_inputs = _inputs(config, test_data, None) if config.evaluate.enabled else None
+        # the test split is normalised with the training split's factor: same counts, same input
+        test_inputs = _inputs(config, test_data, None, train_inputs.norm) if config.evaluate.enabled else None
         offsets = [train_inputs.rel] + ([test_inputs.rel] if test_inputs is not None else [])
         padded = architecture.padded_size_for(config.model.N, np.concatenate([o.reshape(-1, 2) for o in offsets]))
         legacy.set_runtime(params, padded_size=padded, diffraction_norm=train_inputs.norm)
@@ -336,7 +337,7 @@ def _evaluate_bundle(config: TrainingConfig, run_dir: Path, record: dict) -> Non
                       gridsize=spec.geometry.gridsize)
     _, test_data = _load_splits(trained, record)
     with _Stage(record, "Grouping"):
-        test_inputs = _inputs(trained, test_data, None)
+        test_inputs = _inputs(trained, test_data, None, content["legacy_params"].get("diffraction_norm"))
     with _Stage(record, "Model build"):
         model = _backend(config, record).build(spec)
         model.set_weights(weights)

@@ -45,12 +45,18 @@ PIXELS_PER_CHUNK = 1 << 16
 # Probe optics, in detector (frequency) pixels, fixed for every N: an N=128 probe is the N=64 one
 # sampled twice as finely (as the original study's 128-px probe was the 64-px one upsampled 2x).
 PUPIL_RADIUS = 8.0  # radius of the circular pupil (aperture) → bright-field disc in the patterns
-# Quadratic phase at the pupil edge (radians). A defocused probe, as at a fly-scan beamline: 2.2π
+# Quadratic phase at the pupil edge (radians). A defocused probe, as at a fly-scan beamline: 2.0π
 # spreads it to a footprint D ≈ 0.6·N (38 px at N = 64, 76 px at N = 128; D = the disc holding
 # 90 % of |P|², physics.footprint_diameter) with Fresnel rings and a phase chirp; |P|² at the
 # patch edge stays below 1 % of its peak, so the probe does not wrap around the patch.
-DEFOCUS = 2.2 * np.pi
+DEFOCUS = 2.0 * np.pi
 ASTIGMATISM = 0.35 * np.pi  # r² cos 2θ term at the pupil edge: breaks the radial symmetry
+# Odd aberrations, as every real focusing optic has. Without them the probe is centro-symmetric,
+# P(−r) = P(r), and then every single pattern has an exact twin: the object conj(O(−r))·P*(r)/P(r)
+# diffracts identically, so a network inverting one pattern at a time cannot tell the two apart and
+# learns their blurred average (measured: per-patch amplitude correlation 0.1 at dose 1e5).
+COMA = 0.4 * np.pi  # (3r³ − 2r)·cos(θ − 1.1) at the pupil edge
+TREFOIL = 0.2 * np.pi  # r³·cos 3(θ + 0.3)
 
 # The default object: amplitude from one scikit-image test picture, phase from another (bundled
 # with scikit-image, no download), so a person sees at a glance whether a reconstruction is right.
@@ -89,9 +95,10 @@ def default_workers() -> int:
 def make_probe(N: int) -> np.ndarray:
     """A deterministic fly-scan-like focused probe (N, N) complex64, max |P| = 1.
 
-    A circular pupil (anti-aliased edge) carrying defocus and a little astigmatism is propagated
-    to the sample by an FFT: a defocused spot with footprint D ≈ 0.6·N (90 % of the energy;
-    `physics.footprint_diameter`) with Fresnel rings and a phase chirp, not a flat disc.
+    A circular pupil (anti-aliased edge) carrying defocus, astigmatism, coma and trefoil is
+    propagated to the sample by an FFT: a defocused spot with footprint D ≈ 0.6·N (90 % of the
+    energy; `physics.footprint_diameter`) with Fresnel rings and a phase chirp, not a flat disc,
+    and not centro-symmetric (see COMA).
     """
     if N < 8:
         raise ValueError(f"probe size N={N} is too small (need N ≥ 8)")
@@ -100,7 +107,9 @@ def make_probe(N: int) -> np.ndarray:
     radius = np.hypot(kx, ky) / PUPIL_RADIUS
     angle = np.arctan2(ky, kx)
     pupil = np.clip((1.0 - radius) * PUPIL_RADIUS + 0.5, 0.0, 1.0)  # 1 inside, linear 1-px edge
-    phase = DEFOCUS * radius**2 + ASTIGMATISM * radius**2 * np.cos(2.0 * (angle - 0.5))
+    phase = (DEFOCUS * radius**2 + ASTIGMATISM * radius**2 * np.cos(2.0 * (angle - 0.5))
+             + COMA * (3.0 * radius**3 - 2.0 * radius) * np.cos(angle - 1.1)
+             + TREFOIL * radius**3 * np.cos(3.0 * (angle + 0.3)))
     field = scipy.fft.fftshift(scipy.fft.ifft2(scipy.fft.ifftshift(pupil * np.exp(1j * phase))))
     return (field / np.abs(field).max()).astype(np.complex64)
 

@@ -54,7 +54,7 @@ from fly64_train.files import sha256_bytes, sha256_file, write_json
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # bump whenever the simulation or the file layout changes
+FORMAT_VERSION = 3  # bump whenever the simulation or the file layout changes
 MARKER = "complete.json"
 SPLITS = ("train", "test")
 METRIC_NEIGHBOURS = study.NEIGHBOR_COUNT - 1  # k nearest others per position in the overlap metric
