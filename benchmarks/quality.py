@@ -15,7 +15,9 @@ photon per detector pixel). Each score is also given as the fraction of the floo
 gap it closes, (s − s_floor)/(1 − s_floor).
 
 Prints a table and JSON (also written to <out>/quality.json) and draws <out>/quality.png:
-the truth and every job's reconstruction, amplitude and phase, on the scored region.
+the truth and every job's reconstruction, amplitude and phase, on the scored region. With
+--curve-every K each job also scores its test view every K epochs: the JSON then holds each job's
+learning curve (quality vs epoch, as gap closed) and <out>/quality_curves.png draws them.
 """
 from __future__ import annotations
 
@@ -93,7 +95,54 @@ def job_result(job_dir: Path) -> tuple[dict, Optional[evaluate.Alignment]]:
         row[f"dose_limited_{part}_gap_closed"] = references.gap_closed(row[f"dose_limited_{part}_ssim"],
                                                                        row[f"floor_{part}_ssim"])
     row["scored_pixels"] = metrics["region"]["scored_pixels"]
+    row["learning_curve"] = learning_curve(job_dir / "history.csv", row)
     return row, aligned
+
+
+def learning_curve(history_csv: Path, row: dict) -> list[dict]:
+    """Per-epoch test scores (evaluate.every_epochs) with their floor→perfect gap, from history.csv."""
+    import csv
+
+    if not history_csv.is_file():
+        return []
+    curve = []
+    with open(history_csv, newline="") as handle:
+        for epoch in csv.DictReader(handle):
+            if not epoch.get("test_amplitude_ssim"):
+                continue
+            point = {"epoch": int(epoch["epoch"]), "val_loss": float(epoch["val_loss"] or "nan")}
+            for part in PARTS:
+                score = float(epoch[f"test_{part}_ssim"])
+                point[f"{part}_ssim"] = score
+                point[f"{part}_gap_closed"] = references.gap_closed(score, row[f"floor_{part}_ssim"])
+                point[f"{part}_patch_corr"] = float(epoch[f"test_{part}_patch_corr"])
+            curve.append(point)
+    return curve
+
+
+def curve_figure(path: Path, rows: list[dict]) -> None:
+    """Quality vs epoch: each job's floor→perfect gap closed in amplitude and phase."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = [r for r in rows if r.get("learning_curve")]
+    if not rows:
+        return
+    fig = Figure(figsize=(10, 3.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3)
+    for r in rows:
+        label = f"{study.format_number(r['dose'])} {r['view']}"
+        epochs = [p["epoch"] for p in r["learning_curve"]]
+        for ax, key in zip(axes, ("amplitude_gap_closed", "phase_gap_closed", "phase_patch_corr")):
+            ax.plot(epochs, [p[key] for p in r["learning_curve"]], marker="o", label=label)
+    for ax, title in zip(axes, ("amplitude: gap closed", "phase: gap closed", "per-patch phase correlation")):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.axhline(0.0, color="grey", lw=0.8)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.savefig(path, format="png", dpi=80)
 
 
 def _fmt(value, digits: int = 2) -> str:
@@ -160,7 +209,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/quality"), help="jobs, cache, table, figure")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override passed to every job (repeatable)")
+    parser.add_argument("--curve-every", type=int, default=0, metavar="K",
+                        help="score the test view every K epochs too: a quality learning curve per job, in the "
+                             "JSON and <out>/quality_curves.png (each scoring costs about one final evaluation)")
     args = parser.parse_args()
+    if args.curve_every:
+        args.overrides = [f"evaluate.every_epochs={args.curve_every}", *args.overrides]
     doses = [1e5] if args.quick else args.doses
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -178,6 +232,7 @@ def main() -> None:
               "jobs": rows}
     (out / "quality.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
     figure(out / "quality.png", results)
+    curve_figure(out / "quality_curves.png", rows)
     print(table(rows))
     print(json.dumps(report, indent=2, default=float))
 
