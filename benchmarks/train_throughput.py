@@ -8,7 +8,9 @@ made with physics.py: a random smooth complex object, a focused probe, gridsize 
 gridsize 2 (member offsets within about ±20 px of the group centre). Gridsize 2 is measured
 with the reference's channel-stacked network (`gs2`, the architecture the targets refer to) and
 with the default shared-member network (`gs2_shared`: each of the 4 patterns through the
-single-pattern network, so 4× the convolutions per group). Reported per backend:
+single-pattern network, so 4× the convolutions per group), all at n_filters_scale 2; and the
+`train` preset's networks (`preset_*`: n_filters_scale 1, shared members) with the reference's
+padded object head and with the full head (model.pad_object=false). Reported per backend:
 groups/s for training (best and median of several timed repeats) and inference, seconds from
 process start to the first completed training step, peak RSS, the parameter count, analytic FLOPs
 per step (convolutions: forward 2·H·W·9·Cin·Cout, training ≈ 3× forward) and the fraction of
@@ -102,8 +104,8 @@ def conv_flops(geometry) -> dict:
         for block in layers["blocks"]:
             total += sum(flops(conv, size) for conv in block)
             size *= 2
-        total += flops(layers["head"], size)  # at N/2
-        if geometry.probe_big:
+        total += flops(layers["head"], size)  # at N/2 (padded head) or N (full head: one more block)
+        if geometry.border_path:
             total += sum(flops(conv, size) for conv in layers["border_block"])
             total += flops(layers["border_out"], 2 * size)  # at N
     if geometry.shared_members:
@@ -137,11 +139,17 @@ def synthetic_data(gridsize: int, n_groups: int, seed: int = 0):
     return x, rel.astype(np.float32), probe
 
 
-# (label, gridsize, model.member_encoding) measured by every worker
-CASES = (("gs1", 1, "shared"), ("gs2", 2, "stacked"), ("gs2_shared", 2, "shared"))
+# (label, gridsize, model.member_encoding, model.n_filters_scale, model.pad_object) measured by every
+# worker: the reference network (n_filters_scale 2, padded head) and the train preset's networks
+# (n_filters_scale 1, shared members) with the reference's padded head and with the full head.
+CASES = (("gs1", 1, "shared", N_FILTERS_SCALE, True), ("gs2", 2, "stacked", N_FILTERS_SCALE, True),
+         ("gs2_shared", 2, "shared", N_FILTERS_SCALE, True),
+         ("preset_gs1_padded", 1, "shared", 1, True), ("preset_gs1_full", 1, "shared", 1, False),
+         ("preset_gs2_shared_padded", 2, "shared", 1, True), ("preset_gs2_shared_full", 2, "shared", 1, False))
 
 
-def make_spec(backend: str, gridsize: int, rel: np.ndarray, probe: np.ndarray, member_encoding: str):
+def make_spec(backend: str, gridsize: int, rel: np.ndarray, probe: np.ndarray, member_encoding: str,
+              n_filters_scale: int = N_FILTERS_SCALE, pad_object: bool = True):
     """The spec the runner would build (backend.compile as the backend's preset has it)."""
     from fly64_train import architecture, config
     from fly64_train.backends import registry
@@ -150,7 +158,8 @@ def make_spec(backend: str, gridsize: int, rel: np.ndarray, probe: np.ndarray, m
     view = "baseline" if gridsize == 1 else "dense"
     cfg = config.validate(config.TrainingConfig(
         view=view, dose=1e4, backend=config.BackendConfig(name=backend, compile=registry.entry(backend).compiles),
-        model=config.ModelConfig(N=N, n_filters_scale=N_FILTERS_SCALE, member_encoding=member_encoding)))
+        model=config.ModelConfig(N=N, n_filters_scale=n_filters_scale, member_encoding=member_encoding,
+                                 pad_object=pad_object)))
     return spec_from_config(cfg, architecture.padded_size_for(N, rel), probe)
 
 
@@ -176,13 +185,13 @@ def run_worker(name: str, threads: int, steps: int, repeats: int) -> dict:
                                "memory_format": "channels_last", "freed_memory_retained": retain_freed_memory()}
     n_pool = 4 * BATCH  # 4 distinct batches, cycled
 
-    for label, gridsize, encoding in CASES:
+    for label, gridsize, encoding, width, pad_object in CASES:
         x, rel, probe = synthetic_data(gridsize, n_pool, seed=gridsize)
-        spec = make_spec(name, gridsize, rel, probe, encoding)
+        spec = make_spec(name, gridsize, rel, probe, encoding, width, pad_object)
         model = backend.build(spec)
         batches = [(x[i:i + BATCH], rel[i:i + BATCH]) for i in range(0, n_pool, BATCH)]
         model.train_step(*batches[0])
-        if gridsize == 1:
+        if label == "gs1":
             result["first_step_s"] = round(process_age(), 2)
         for i in range(3):  # warm-up
             model.train_step(*batches[(i + 1) % len(batches)])
@@ -201,7 +210,7 @@ def run_worker(name: str, threads: int, steps: int, repeats: int) -> dict:
             times.append(time.perf_counter() - start)
         result[f"inference_groups_per_s_{label}"] = _rate(times, n_pool)
         geometry = spec.geometry
-        if gridsize == 1:
+        if label == "gs1":
             shapes = geometry.parameter_shapes()
             result["parameters"] = int(sum(np.prod(s) for k, s in shapes.items() if k != "probe"))
             result["probe_values"] = int(np.prod(shapes["probe"]))
@@ -237,7 +246,7 @@ def summarise(result: dict, peak: float) -> None:
     # The worker's own matmul well below the machine's best: other processes took CPU meanwhile.
     result["contended"] = bool(own < 0.8 * peak or result["load_after"].get("cpu_pressure_some_avg10", 0) > 50)
     peak = max(peak, own)
-    for label, _, _ in CASES:
+    for label, *_ in CASES:
         rate = result[f"train_groups_per_s_{label}"]["best"]
         achieved = rate * result[f"flops_{label}"]["train_per_group"]  # GFLOP/s
         result[f"train_gflops_per_s_{label}"] = round(achieved, 1)
