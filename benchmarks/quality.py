@@ -132,7 +132,7 @@ def curve_figure(path: Path, rows: list[dict]) -> None:
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 3)
     for r in rows:
-        label = f"{study.format_number(r['dose'])} {r['view']}"
+        label = r.get("label") or f"{study.format_number(r['dose'])} {r['view']}"
         epochs = [p["epoch"] for p in r["learning_curve"]]
         for ax, key in zip(axes, ("amplitude_gap_closed", "phase_gap_closed", "phase_patch_corr")):
             ax.plot(epochs, [p[key] for p in r["learning_curve"]], marker="o", label=label)
@@ -143,6 +143,49 @@ def curve_figure(path: Path, rows: list[dict]) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.savefig(path, format="png", dpi=80)
+
+
+def patch_gallery(job_dir: Path, path: Path, backend: str, count: int = 5) -> None:
+    """Predicted vs true object patches of `count` test groups spread over the test view (first member;
+    each patch's mean phase removed): shows whether the network reads its input or draws one template."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from fly64_train import bundle, physics
+    from fly64_train.backends.base import spec_from_bundle
+    from fly64_train.backends.registry import get_backend
+    from fly64_train.config import from_dict
+    from fly64_train.inputs import model_inputs
+
+    record = json.loads((job_dir / "training_manifest.json").read_text())
+    weights, content = bundle.read_bundle(job_dir / "wts.h5.zip")
+    trained = from_dict(content["config"])
+    model = get_backend(backend).build(spec_from_bundle(content, 0, False))
+    model.set_weights(weights)
+    test = load_dataset(record["test_data_path"])
+    inputs = model_inputs(test, trained.gridsize, trained.trainer.neighbor_count, trained.dataset.grouping_seed,
+                          norm=content["legacy_params"].get("diffraction_norm"))
+    chosen = np.linspace(0, inputs.n_groups - 1, count).astype(int)
+    predicted = model.predict(inputs.x[chosen], inputs.rel[chosen]).patches[:, 0]
+    xy = inputs.positions[chosen, 0]
+    true = physics.extract_patches(test.obj, xy[:, 0], xy[:, 1], predicted.shape[-1])
+    n = predicted.shape[-1]
+    centre = np.s_[n // 4:n - n // 4, n // 4:n - n // 4]
+    fig = Figure(figsize=(2.2 * count, 8.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(4, count, squeeze=False)
+    for i in range(count):
+        shown = [patch * np.exp(-1j * np.angle(np.mean(patch[centre]))) for patch in (true[i], predicted[i])]
+        for row, (image, title, cmap, limits) in enumerate((
+                (np.abs(shown[0]), "true amplitude", "gray", (None, None)),
+                (np.abs(shown[1]), "predicted amplitude", "gray", (None, None)),
+                (np.angle(shown[0]), "true phase", "twilight", (-np.pi, np.pi)),
+                (np.angle(shown[1]), "predicted phase", "twilight", (-np.pi, np.pi)))):
+            axes[row, i].imshow(image, cmap=cmap, vmin=limits[0], vmax=limits[1])
+            axes[row, i].set_title(title, fontsize=8)
+            axes[row, i].set_xticks([])
+            axes[row, i].set_yticks([])
+    fig.savefig(path, format="png", dpi=70)
 
 
 def _fmt(value, digits: int = 2) -> str:
@@ -212,6 +255,8 @@ def main() -> None:
     parser.add_argument("--curve-every", type=int, default=0, metavar="K",
                         help="score the test view every K epochs too: a quality learning curve per job, in the "
                              "JSON and <out>/quality_curves.png (each scoring costs about one final evaluation)")
+    parser.add_argument("--gallery", action="store_true",
+                        help="also draw <out>/jobs/<job>/patches.png: predicted vs true patches of 5 test groups")
     args = parser.parse_args()
     if args.curve_every:
         args.overrides = [f"evaluate.every_epochs={args.curve_every}", *args.overrides]
@@ -233,6 +278,11 @@ def main() -> None:
     (out / "quality.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
     figure(out / "quality.png", results)
     curve_figure(out / "quality_curves.png", rows)
+    if args.gallery:
+        for row, _ in results:
+            if row.get("amplitude_ssim") is not None:
+                job_dir = out / "jobs" / study.job_name(row["dose"], row["view"])
+                patch_gallery(job_dir, job_dir / "patches.png", args.backend)
     print(table(rows))
     print(json.dumps(report, indent=2, default=float))
 
