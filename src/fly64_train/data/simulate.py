@@ -53,8 +53,7 @@ DEFOCUS = 2.0 * np.pi
 ASTIGMATISM = 0.35 * np.pi  # r² cos 2θ term at the pupil edge: breaks the radial symmetry
 # Odd aberrations, as every real focusing optic has. Without them the probe is centro-symmetric,
 # P(−r) = P(r), and then every single pattern has an exact twin: the object conj(O(−r))·P*(r)/P(r)
-# diffracts identically, so a network inverting one pattern at a time cannot tell the two apart and
-# learns their blurred average (measured: per-patch amplitude correlation 0.1 at dose 1e5).
+# diffracts identically, so a network inverting one pattern at a time cannot tell the two apart.
 COMA = 0.4 * np.pi  # (3r³ − 2r)·cos(θ − 1.1) at the pupil edge
 TREFOIL = 0.2 * np.pi  # r³·cos 3(θ + 0.3)
 
