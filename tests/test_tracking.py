@@ -236,7 +236,7 @@ def test_a_smoke_job_with_every_logger_leaves_readable_logs(tmp_path):
     assert [int(r["epoch"]) for r in history] == [1, 2]
     # the quality learning curve: the last epoch's scores are the final evaluation's (same weights)
     final = record["metrics"]
-    assert float(history[-1]["test_amplitude_ssim"]) == pytest.approx(final["amplitude"]["ssim"], abs=1e-9)
+    assert float(history[-1]["test_amplitude_ssim"]) == pytest.approx(final["amplitude"]["ssim_original"], abs=1e-9)
     assert float(history[-1]["test_phase_ssim"]) == pytest.approx(final["phase"]["ssim_original"], abs=1e-9)
     assert float(history[-1]["test_phase_patch_corr"]) == pytest.approx(final["patchwise"]["phase_correlation"])
     assert history[0]["test_amplitude_ssim"] != history[1]["test_amplitude_ssim"]  # scored after each epoch
