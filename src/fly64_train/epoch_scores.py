@@ -7,7 +7,7 @@ The scores join the epoch's row, so history.csv and the trackers carry them next
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -30,7 +30,8 @@ def predict_patches(model, x: np.ndarray, rel: np.ndarray, batch_size: int) -> n
 
 class EpochScores:
     """Training-loop callback: every `every` epochs (and after the last) predicts the test view,
-    scores it like the final evaluation, and adds EPOCH_SCORES to the epoch's row."""
+    scores it like the final evaluation, and adds EPOCH_SCORES to the epoch's row. `last` keeps the
+    latest (epoch, evaluate.Scored), so the final evaluation of the same weights is written, not redone."""
 
     def __init__(self, model, inputs, data, every: int, last_epoch: int, *, batch_size: int,
                  illumination_threshold: float, max_shift_px: float):
@@ -39,19 +40,21 @@ class EpochScores:
         self.model, self.inputs, self.data = model, inputs, data
         self.every, self.last_epoch, self.batch_size = int(every), int(last_epoch), int(batch_size)
         self.options = {"illumination_threshold": illumination_threshold, "max_shift_px": max_shift_px}
+        self.last: Optional[tuple[int, Any]] = None
 
-    def scores(self) -> dict[str, Any]:
+    def scores(self, epoch: int) -> dict[str, Any]:
         from fly64_train import evaluate  # here, not at import: the trackers import only EPOCH_SCORES
 
         patches = predict_patches(self.model, self.inputs.x, self.inputs.rel, self.batch_size)
-        metrics = evaluate.score_predictions(patches, self.inputs.positions, self.data.obj, probe=self.data.probe,
-                                             **self.options)
-        return {key: float(metrics[group][name]) for key, (group, name) in EPOCH_SCORES.items()}
+        scored = evaluate.score_predictions(patches, self.inputs.positions, self.data.obj, probe=self.data.probe,
+                                            **self.options)
+        self.last = (epoch, scored)
+        return {key: float(scored.metrics[group][name]) for key, (group, name) in EPOCH_SCORES.items()}
 
     def on_epoch_end(self, row: dict[str, Any], history: list[dict[str, Any]]) -> None:
         epoch = int(row["epoch"])
         if epoch % self.every and epoch != self.last_epoch:
             return
-        row.update(self.scores())
+        row.update(self.scores(epoch))
         log.info("epoch %d test scores: amplitude SSIM %.4f, phase SSIM %.4f (original convention)", epoch,
                  row["test_amplitude_ssim"], row["test_phase_ssim"])

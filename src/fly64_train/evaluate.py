@@ -24,6 +24,7 @@ patches into one image, align it to the ground-truth object, score it, and draw 
   the central crop of amplitude and of phase, each patch's own mean phase removed first (the far
   field cannot see a patch's constant phase, so stitched phase loses large-scale structure even
   when every patch is right); the mean over patches is reported.
+- `score_predictions` does all of it without writing; `write_evaluation` writes its result.
 - `evaluate_predictions`: all of it, plus `metrics.json`, `reconstruction.png` and
   `reconstruction.npz` in the run directory (atomic writes). Non-finite values (PSNR of a perfect
   reconstruction is +inf) are written to metrics.json as null (strict JSON).
@@ -488,10 +489,23 @@ def score_image(image: np.ndarray, coverage: np.ndarray, ground_truth: np.ndarra
     return aligned, result
 
 
-def _stitched(prediction_patches: np.ndarray, positions: np.ndarray, ground_truth_object: np.ndarray,
-              probe: Optional[np.ndarray], crop: Optional[int], illumination_threshold: float,
-              min_coverage: float, max_shift_px: float):
-    """Checks, stitching and scoring shared by score_predictions and evaluate_predictions."""
+@dataclass
+class Scored:
+    """One scored prediction: the metrics and what `write_evaluation` needs to write its files."""
+    metrics: dict[str, Any]
+    aligned: Alignment
+    image: np.ndarray
+    coverage: np.ndarray
+    lit: Optional[np.ndarray]
+
+
+def score_predictions(prediction_patches: np.ndarray, positions: np.ndarray, ground_truth_object: np.ndarray, *,
+                      probe: Optional[np.ndarray] = None, crop: Optional[int] = None,
+                      illumination_threshold: float = DEFAULT_ILLUMINATION_THRESHOLD,
+                      min_coverage: float = DEFAULT_MIN_COVERAGE,
+                      max_shift_px: float = DEFAULT_MAX_SHIFT) -> Scored:
+    """evaluate_predictions without writing anything (e.g. a score after every epoch); the result can
+    be written later by `write_evaluation`."""
     patches = np.asarray(prediction_patches)
     positions = np.asarray(positions, dtype=np.float64)
     ground_truth = np.asarray(ground_truth_object)
@@ -520,17 +534,25 @@ def _stitched(prediction_patches: np.ndarray, positions: np.ndarray, ground_trut
                                   min_coverage=min_coverage, max_shift_px=max_shift_px)
     result.update(n_patterns=int(len(scan)), n_patches=int(len(flat_patches)), stitch_crop=crop,
                   patchwise=patchwise_against_object(flat_patches, flat_positions, ground_truth, crop))
-    return result, aligned, image, coverage, lit
+    return Scored(result, aligned, image, coverage, lit)
 
 
-def score_predictions(prediction_patches: np.ndarray, positions: np.ndarray, ground_truth_object: np.ndarray, *,
-                      probe: Optional[np.ndarray] = None, crop: Optional[int] = None,
-                      illumination_threshold: float = DEFAULT_ILLUMINATION_THRESHOLD,
-                      min_coverage: float = DEFAULT_MIN_COVERAGE,
-                      max_shift_px: float = DEFAULT_MAX_SHIFT) -> dict[str, Any]:
-    """evaluate_predictions' metrics without writing anything (e.g. a score after every epoch)."""
-    return _stitched(prediction_patches, positions, ground_truth_object, probe, crop, illumination_threshold,
-                     min_coverage, max_shift_px)[0]
+def write_evaluation(run_dir: PathLike, scored: Scored, title: Optional[str] = None) -> dict[str, Any]:
+    """Write metrics.json, reconstruction.png and reconstruction.npz of a scored prediction to
+    `run_dir`; returns its metrics (the body of metrics.json without the FRC curves)."""
+    aligned = scored.aligned
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    curves = {name: frc_curve(_frc_input(gt, aligned.mask), _frc_input(pred, aligned.mask)).tolist()
+              for name, gt, pred in (("amplitude", aligned.gt_amp, aligned.pred_amp),
+                                     ("phase", aligned.gt_phase, aligned.pred_phase))}
+    extra = {"bbox": np.asarray(aligned.bbox, dtype=np.int64)}
+    if scored.lit is not None:
+        extra["illumination"] = scored.lit.astype(np.float32)
+    save_reconstruction(run_dir / RECONSTRUCTION_NAME, scored.image, scored.coverage, **extra)
+    save_figure(run_dir / FIGURE_NAME, aligned, scored.metrics, title)
+    write_metrics(run_dir / METRICS_NAME, {**scored.metrics, "frc_curves": curves})
+    return scored.metrics
 
 
 def evaluate_predictions(prediction_patches: np.ndarray, positions: np.ndarray, ground_truth_object: np.ndarray,
@@ -545,17 +567,7 @@ def evaluate_predictions(prediction_patches: np.ndarray, positions: np.ndarray, 
     With the `probe`, only the illuminated region is scored: pixels where the test scan's summed
     probe intensity reaches `illumination_threshold` of its maximum (and the stitch covers them).
     """
-    result, aligned, image, coverage, lit = _stitched(prediction_patches, positions, ground_truth_object, probe,
-                                                      crop, illumination_threshold, min_coverage, max_shift_px)
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    curves = {name: frc_curve(_frc_input(gt, aligned.mask), _frc_input(pred, aligned.mask)).tolist()
-              for name, gt, pred in (("amplitude", aligned.gt_amp, aligned.pred_amp),
-                                     ("phase", aligned.gt_phase, aligned.pred_phase))}
-    extra = {"bbox": np.asarray(aligned.bbox, dtype=np.int64)}
-    if lit is not None:
-        extra["illumination"] = lit.astype(np.float32)
-    save_reconstruction(run_dir / RECONSTRUCTION_NAME, image, coverage, **extra)
-    save_figure(run_dir / FIGURE_NAME, aligned, result, title)
-    write_metrics(run_dir / METRICS_NAME, {**result, "frc_curves": curves})
-    return result
+    scored = score_predictions(prediction_patches, positions, ground_truth_object, probe=probe, crop=crop,
+                               illumination_threshold=illumination_threshold, min_coverage=min_coverage,
+                               max_shift_px=max_shift_px)
+    return write_evaluation(run_dir, scored, title)

@@ -267,10 +267,11 @@ def _train_job(config: TrainingConfig, params: dict, run_dir: Path, record: dict
             lr_plateau_factor=trainer.lr_plateau_factor, lr_plateau_patience=trainer.lr_plateau_patience,
             min_lr=trainer.min_lr, early_stopping_patience=trainer.early_stopping_patience, seed=config.seed,
             checkpoint=trainer.checkpoint_every_epoch)
-        callbacks = list(loggers)
+        callbacks, epoch_scores = list(loggers), None
         if test_inputs is not None and config.evaluate.every_epochs:
             # first, so the loggers see the epoch's test scores in its row
-            callbacks.insert(0, _epoch_scores(config, model, test_inputs, test_data))
+            epoch_scores = _epoch_scores(config, model, test_inputs, test_data)
+            callbacks.insert(0, epoch_scores)
         result = training.run_training(model, train_inputs.x, train_inputs.rel, settings, run_dir,
                                        fingerprint=record["config_fingerprint"], callbacks=callbacks)
         last = result.history[-1] if result.history else {}
@@ -289,7 +290,10 @@ def _train_job(config: TrainingConfig, params: dict, run_dir: Path, record: dict
         record.update(bundle_path=BUNDLE_NAME, bundle_sha256=info.sha256, bundle_size_bytes=info.size_bytes)
     if test_inputs is not None:
         with _Stage(record, "Evaluation"):
-            record["metrics"] = _score(model, test_inputs, test_data, config, run_dir)
+            last = epoch_scores.last if epoch_scores is not None else None
+            # the last epoch's scoring is of these very weights: write it instead of redoing it
+            done = last[1] if last is not None and last[0] == result.epochs_completed else None
+            record["metrics"] = _score(model, test_inputs, test_data, config, run_dir, done)
     (run_dir / training.CHECKPOINT_NAME).unlink(missing_ok=True)
     record.pop("stage", None)
     record["status"] = "success"
@@ -306,14 +310,17 @@ def _epoch_scores(config: TrainingConfig, model, inputs, data):
                        illumination_threshold=ev.illumination_threshold, max_shift_px=ev.max_shift_px)
 
 
-def _score(model, inputs, data, config: TrainingConfig, run_dir: Path) -> dict:
+def _score(model, inputs, data, config: TrainingConfig, run_dir: Path, scored=None) -> dict:
+    """Score the test view and write its files; `scored` (evaluate.Scored of the same weights) is written as is."""
     from fly64_train import evaluate
     from fly64_train.epoch_scores import predict_patches
 
-    patches = predict_patches(model, inputs.x, inputs.rel, config.evaluate.batch_size)
-    metrics = evaluate.evaluate_predictions(
-        patches, inputs.positions, data.obj, run_dir, probe=data.probe,
-        illumination_threshold=config.evaluate.illumination_threshold, max_shift_px=config.evaluate.max_shift_px)
+    if scored is None:
+        patches = predict_patches(model, inputs.x, inputs.rel, config.evaluate.batch_size)
+        scored = evaluate.score_predictions(
+            patches, inputs.positions, data.obj, probe=data.probe,
+            illumination_threshold=config.evaluate.illumination_threshold, max_shift_px=config.evaluate.max_shift_px)
+    metrics = evaluate.write_evaluation(run_dir, scored)
     log.info("test metrics (lit region, %d px): amplitude SSIM %.4f, phase SSIM %.4f (original convention "
              "%.4f); per-patch correlation amplitude %.3f, phase %.3f", metrics["region"]["scored_pixels"],
              metrics["amplitude"]["ssim"], metrics["phase"]["ssim"], metrics["phase"]["ssim_original"],
