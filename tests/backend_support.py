@@ -16,6 +16,9 @@ from fly64_train.training import LoopSettings, run_training
 VIEW_FOR_GRIDSIZE = {1: "baseline", 2: "dense"}
 TRAINER_FIELDS = {f.name for f in dataclasses.fields(config.TrainerConfig)}
 INSTALLED = [name for name in registry.BACKENDS if registry.available(name)]
+# The model fields that choose each generator (every generator but the cnn writes the whole patch).
+GENERATOR_FIELDS = {"cnn": {}, "ffno": {"generator": "ffno", "pad_object": False}}
+assert set(GENERATOR_FIELDS) == set(architecture.GENERATORS), "a generator without test fields"
 
 
 def installed_backend(name: str):
@@ -94,9 +97,10 @@ def deterministic_weights(backend, run_dir, x, rel, probe) -> dict[str, np.ndarr
 def np_conv(x, weights, conv, act=None):
     kernel, bias = weights[f"{conv.name}/kernel"].astype(np.float64), weights[f"{conv.name}/bias"]
     H, W = x.shape[1:3]
-    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    k = conv.size
+    padded = np.pad(x, ((0, 0), (k // 2, k // 2), (k // 2, k // 2), (0, 0)))
     out = sum(np.einsum("bhwc,co->bhwo", padded[:, i:i + H, j:j + W], kernel[i, j])
-              for i in range(3) for j in range(3)) + bias
+              for i in range(k) for j in range(k)) + bias
     return np.maximum(out, 0) if act == "relu" else out
 
 
@@ -112,6 +116,46 @@ NP_ACT = {"sigmoid": np_sigmoid, "swish": lambda t: t * np_sigmoid(t), "relu": l
           "softplus": lambda t: np.logaddexp(0, t)}
 
 
+def np_gelu(x):
+    from scipy.special import erf
+    return 0.5 * x * (1 + erf(x / math.sqrt(2)))
+
+
+def np_spectral(h, wx, wy, modes):
+    """The factorised spectral convolution by NumPy's rfft/irfft (not the backends' DFT matrices)."""
+    N = h.shape[1]
+    out = 0
+    for axis, weight in ((2, wx), (1, wy)):
+        spectrum = np.fft.rfft(h, axis=axis)  # (B, H, k, c) or (B, k, W, c)
+        kept = np.take(spectrum, np.arange(modes), axis=axis)
+        mixing = weight[..., 0] + 1j * weight[..., 1]  # (c, o, k)
+        mixed = (np.einsum("bhkc,cok->bhko", kept, mixing) if axis == 2
+                 else np.einsum("bkwc,cok->bkwo", kept, mixing))
+        full = np.zeros(spectrum.shape[:3] + (mixed.shape[-1],), complex)
+        index = [slice(None)] * 4
+        index[axis] = slice(0, modes)
+        full[tuple(index)] = mixed
+        out = out + np.fft.irfft(full, n=N, axis=axis)
+    return out
+
+
+def numpy_ffno(weights, g, h):
+    """amplitude, phase (B, N, N, out) of the ffno generator (architecture.FfnoLayers) for scaled input h."""
+    layers = g.ffno()
+    h = np_conv(np_gelu(np_conv(h, weights, layers.lift[0])), weights, layers.lift[1])
+    gate = float(weights[layers.gate.name])
+    wx, wy = (weights[f"{layers.spectral.name}/{axis}"].astype(np.float64) for axis in ("x", "y"))
+    for mlp0, mlp1 in layers.blocks:
+        u = np_spectral(h, wx, wy, g.ffno_modes)
+        u = (u - u.mean(axis=(1, 2), keepdims=True)) / np.sqrt(u.var(axis=(1, 2), keepdims=True)
+                                                               + architecture.INSTANCE_NORM_EPSILON)
+        h = h + gate * np_conv(np_gelu(np_conv(u, weights, mlp0)), weights, mlp1)
+    for conv0, conv1 in layers.refiners:
+        h = h + np_conv(np_gelu(np_conv(h, weights, conv0)), weights, conv1)
+    return (NP_ACT[g.amp_activation](np_conv(h, weights, layers.head_amp)),
+            math.pi * np.tanh(np_conv(h, weights, layers.head_phase)))
+
+
 def numpy_object(weights, spec: ModelSpec, x):
     """Object patches (B, C_out, N, N) complex of the network for x (B, N, N, C)."""
     g = spec.geometry
@@ -122,6 +166,9 @@ def numpy_object(weights, spec: ModelSpec, x):
         return numpy_object(weights, ModelSpec(single, spec.training, spec.probe, spec.intensity_scale, spec.seed),
                             members).reshape(B, C, N, N)
     h = x.astype(np.float64) * spec.intensity_scale / np.exp(float(weights["log_scale"]))
+    if g.generator == "ffno":
+        amp, phase = numpy_ffno(weights, g, h)
+        return np.moveaxis(amp * np.exp(1j * phase), -1, 1)
     for block in g.encoder():
         for conv in block:
             h = np_conv(h, weights, conv, "relu")

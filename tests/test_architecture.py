@@ -112,6 +112,93 @@ def test_geometry_rejects_what_the_architecture_does_not_cover():
                               amp_activation="sigmoid", padded_size=32)
 
 
+# ---------------------------------------------------------------------------------------------
+# The ffno generator's description
+
+def ffno(gridsize: int = 1, encoding: str = "shared", N: int = 64, **fields) -> architecture.Geometry:
+    return architecture.Geometry(N=N, gridsize=gridsize, n_filters_scale=2, object_big=True, probe_big=True,
+                                 amp_activation="sigmoid", padded_size=N + 16, member_encoding=encoding,
+                                 pad_object=False, generator="ffno", **fields)
+
+
+def test_ffno_layout_is_the_reference_operator():
+    g = ffno()
+    shapes = g.parameter_shapes()
+    assert g.ffno_modes == 12 and ffno(N=128).ffno_modes == 12 and ffno(N=64, ffno_modes=None).ffno_modes == 12
+    assert shapes["ffno/lift/conv0/kernel"] == (3, 3, 1, 32) and shapes["ffno/lift/conv1/kernel"] == (3, 3, 32, 32)
+    # ONE spectral convolution (x and y factors) shared by the 4 blocks: complex (in, out, mode) as (…, 2)
+    assert [n for n in shapes if "spectral" in n] == ["ffno/spectral/x", "ffno/spectral/y"]
+    assert shapes["ffno/spectral/x"] == (32, 32, 12, 2)
+    assert [n for n in shapes if n.endswith("mlp0/kernel")] == [f"ffno/block{i}/mlp0/kernel" for i in range(4)]
+    assert shapes["ffno/block3/mlp0/kernel"] == (1, 1, 32, 64) and shapes["ffno/block3/mlp1/kernel"] == (1, 1, 64, 32)
+    assert shapes["ffno/refine1/conv1/kernel"] == (3, 3, 32, 32) and "ffno/refine2/conv0/kernel" not in shapes
+    assert shapes["ffno/head_amp/kernel"] == (1, 1, 32, 1) and shapes["ffno/gate"] == ()
+    assert 100_000 < n_parameters(g) < 120_000  # ~0.1 M at w = 32 (reference §10)
+    # members: shared folds them into the batch (the single-pattern operator); stacked reads C channels
+    assert ffno(2, "shared").parameter_shapes() == shapes
+    stacked = ffno(2, "stacked").parameter_shapes()
+    assert stacked["ffno/lift/conv0/kernel"] == (3, 3, 4, 32) and stacked["ffno/head_phase/bias"] == (4,)
+    # every generator writes the whole patch: a plain canvas mean
+    assert g.canvas_border_weight == 1.0
+    assert architecture.Geometry.from_dict(g.to_dict()) == g
+    assert architecture.Geometry.from_dict(geometry(1, "shared").to_dict()).generator == "cnn"
+    assert "ffno_width" not in geometry(1, "shared").to_dict()
+
+
+def test_ffno_initial_weights():
+    g = ffno(ffno_width=8, ffno_modes=4)
+    weights = architecture.initial_weights(g, seed=1, intensity_scale=1.0, probe=np.ones((64, 64), np.complex64))
+    assert list(weights) == list(g.parameter_shapes())
+    assert weights["ffno/gate"] == np.float32(architecture.FFNO_GATE_INIT)
+    spectral = np.concatenate([weights["ffno/spectral/x"].ravel(), weights["ffno/spectral/y"].ravel()])
+    assert spectral.std() == pytest.approx(np.sqrt(1 / (4 * 16)), rel=0.1)  # Xavier-normal of the mixing
+    assert weights["ffno/refine0/conv0/kernel"].std() == pytest.approx(np.sqrt(6 / (9 * 16)) / np.sqrt(3), rel=0.1)
+    assert not weights["ffno/head_amp/bias"].any()
+    again = architecture.initial_weights(g, seed=1, intensity_scale=1.0, probe=np.ones((64, 64), np.complex64))
+    assert all(again[k].tobytes() == v.tobytes() for k, v in weights.items())
+
+
+def test_ffno_errors():
+    with pytest.raises(ValueError, match="needs pad_object=False"):
+        architecture.Geometry(N=64, gridsize=1, n_filters_scale=1, object_big=True, probe_big=True,
+                              amp_activation="sigmoid", padded_size=64, generator="ffno")
+    with pytest.raises(ValueError, match="ffno_modes=33: expected 1 to N/2 = 32"):
+        ffno(ffno_modes=33)
+    with pytest.raises(ValueError, match="generator='unet' is not a generator; expected one of cnn, ffno"):
+        geometry(1, "shared").__class__(**{**geometry(1, "shared").to_dict(), "generator": "unet"})
+
+
+def test_spectral_basis_is_the_truncated_rfft_pair():
+    n, modes = 64, 12
+    fc, fs, ic, is_ = architecture.spectral_basis(n, modes)
+    v = np.random.default_rng(0).normal(size=(5, n))
+    spectrum = np.fft.rfft(v)
+    np.testing.assert_allclose(v @ fc + 1j * (v @ fs), spectrum[:, :modes], atol=1e-5)
+    kept = spectrum.copy()
+    kept[:, modes:] = 0
+    np.testing.assert_allclose((v @ fc) @ ic + (v @ fs) @ is_, np.fft.irfft(kept, n=n), atol=1e-5)
+    with pytest.raises(ValueError, match="modes=33"):
+        architecture.spectral_basis(n, 33)
+
+
+def test_every_backend_has_one_module_per_generator():
+    """The one list (architecture.GENERATORS) is what each backend builds from: backends/<b>/generators/<name>.py."""
+    import ast
+    from pathlib import Path
+
+    from fly64_train.backends import registry
+
+    backends = Path(architecture.__file__).parent / "backends"
+    for entry in registry.BACKENDS.values():
+        package = backends / entry.target.split(":")[0].split(".")[-1] / "generators"
+        modules = {path.stem for path in package.glob("*.py") if path.stem != "__init__"}
+        assert modules == set(architecture.GENERATORS), (entry.name, modules)
+        for name in modules:
+            classes = {node.name for node in ast.walk(ast.parse((package / f"{name}.py").read_text()))
+                       if isinstance(node, ast.ClassDef)}
+            assert "Generator" in classes, f"{entry.name}/generators/{name}.py defines no Generator"
+
+
 @pytest.mark.parametrize("dose,N,expected", [(1e3, 64, 0.9882), (1e4, 64, 3.125), (1e5, 128, 4.9411)])
 def test_intensity_scale_matches_the_reference_values(dose, N, expected):
     assert architecture.intensity_scale(dose, N) == pytest.approx(expected, rel=1e-4)

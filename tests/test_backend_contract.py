@@ -14,8 +14,8 @@ from fly64_train import architecture, physics
 from fly64_train.backends import registry
 from fly64_train.backends.base import Backend, Prediction
 from fly64_train.training import LoopSettings, run_training
-from tests.backend_support import (deterministic_weights, installed_backend, make_spec, numpy_forward, smooth_probe,
-                                   synthetic_groups)
+from tests.backend_support import (GENERATOR_FIELDS, deterministic_weights, installed_backend, make_spec,
+                                   numpy_forward, smooth_probe, synthetic_groups)
 
 
 @pytest.fixture(scope="module", params=list(registry.BACKENDS))
@@ -42,17 +42,20 @@ def perturbed_weights(model, seed: int) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------------------------------------
 # The forward pass and the loss
 
-@pytest.mark.parametrize("gridsize,object_big,probe_big,activation,encoding,pad_object", [
-    (1, True, True, "sigmoid", "shared", True), (2, True, True, "sigmoid", "shared", True),
-    (2, True, True, "relu", "stacked", True), (2, False, False, "swish", "stacked", True),
-    (2, True, False, "softplus", "shared", True),
+@pytest.mark.parametrize("gridsize,object_big,probe_big,activation,encoding,pad_object,generator", [
+    (1, True, True, "sigmoid", "shared", True, "cnn"), (2, True, True, "sigmoid", "shared", True, "cnn"),
+    (2, True, True, "relu", "stacked", True, "cnn"), (2, False, False, "swish", "stacked", True, "cnn"),
+    (2, True, False, "softplus", "shared", True, "cnn"),
     # the full head (pad_object=False): writes the whole patch, members meet in a plain mean
-    (1, True, True, "sigmoid", "shared", False), (2, True, True, "sigmoid", "shared", False),
-    (2, True, False, "swish", "stacked", False)])
+    (1, True, True, "sigmoid", "shared", False, "cnn"), (2, True, True, "sigmoid", "shared", False, "cnn"),
+    (2, True, False, "swish", "stacked", False, "cnn"),
+    # the ffno (always the whole patch); stacked: the members are its input channels, C heads
+    (1, True, True, "sigmoid", "shared", False, "ffno"), (2, True, True, "sigmoid", "shared", False, "ffno"),
+    (2, False, True, "softplus", "stacked", False, "ffno")])
 def test_full_model_matches_numpy_reference(backend, gridsize, object_big, probe_big, activation, encoding,
-                                            pad_object):
+                                            pad_object, generator):
     spec = spec_for(backend, gridsize=gridsize, object_big=object_big, probe_big=probe_big, amp_activation=activation,
-                     n_filters_scale=1, member_encoding=encoding, seed=3, pad_object=pad_object)
+                     n_filters_scale=1, member_encoding=encoding, seed=3, pad_object=pad_object, generator=generator)
     N, C = 64, gridsize * gridsize
     x, rel, probe, _ = synthetic_groups(N, gridsize, 2, seed=gridsize)
     model = backend.build(spec)
@@ -95,6 +98,20 @@ def test_loss_with_mae_weight(backend):
     nll = np.mean(amplitude ** 2 - (s * x) ** 2 * np.log(amplitude ** 2 + architecture.NLL_EPSILON))
     mae = np.mean(np.abs(amplitude - s * x))
     assert model.loss(x, rel) == pytest.approx(0.5 * nll + 0.25 * mae, rel=1e-4)
+
+
+@pytest.mark.parametrize("generator", list(GENERATOR_FIELDS))
+def test_gradients_reach_every_parameter(backend, generator):
+    """One Adam step moves every trainable parameter (a parameter the loss does not reach keeps its value)."""
+    spec = spec_for(backend, gridsize=2, n_filters_scale=1, seed=2, **GENERATOR_FIELDS[generator])
+    x, rel, _, _ = synthetic_groups(64, 2, 4, seed=1)
+    model = backend.build(spec)
+    before = model.get_weights()
+    model.train_step(x, rel)
+    after = model.get_weights()
+    assert set(model.trainable) == set(before) - {"probe"}
+    frozen = [name for name in model.trainable if np.array_equal(before[name], after[name])]
+    assert not frozen, f"{generator}: no gradient reached {frozen}"
 
 
 @pytest.mark.parametrize("probe_trainable", [True, False])

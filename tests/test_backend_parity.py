@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from fly64_train import architecture, physics
-from tests.backend_support import installed_backend, make_spec, smooth_probe
+from tests.backend_support import GENERATOR_FIELDS, installed_backend, make_spec, smooth_probe
 
 # Asymmetric member offsets (x, y): a sign flip or an x/y swap moves every member somewhere else.
 ASYMMETRIC_REL = np.array([[3.0, -2.0], [-5.5, 1.25], [2.0, 6.0], [-1.0, -4.75]])
@@ -155,8 +155,9 @@ def _forward_pair(backends, gridsize: int, source: str, seed: int, N: int = 64, 
     return a, b
 
 
-def test_the_same_seed_starts_both_backends_from_the_same_weights(backends):
-    spec = make_spec(2, probe=focused_probe(64), seed=17)
+@pytest.mark.parametrize("generator", list(GENERATOR_FIELDS))
+def test_the_same_seed_starts_both_backends_from_the_same_weights(backends, generator):
+    spec = make_spec(2, probe=focused_probe(64), seed=17, **GENERATOR_FIELDS[generator])
     first, second = (backends[name].build(spec).get_weights() for name in ("tensorflow", "pytorch"))
     assert list(first) == list(second)
     for name, value in first.items():
@@ -165,8 +166,10 @@ def test_the_same_seed_starts_both_backends_from_the_same_weights(backends):
 
 @pytest.mark.parametrize("gridsize,encoding", [(1, "shared"), (2, "shared"), (2, "stacked")])
 @pytest.mark.parametrize("source", ["tensorflow", "pytorch"])
-def test_forward_pass_agrees_on_shared_weights(backends, gridsize, encoding, source):
-    a, b = _forward_pair(backends, gridsize, source, seed=gridsize, member_encoding=encoding)
+@pytest.mark.parametrize("generator", list(GENERATOR_FIELDS))
+def test_forward_pass_agrees_on_shared_weights(backends, gridsize, encoding, source, generator):
+    a, b = _forward_pair(backends, gridsize, source, seed=gridsize, member_encoding=encoding,
+                         **GENERATOR_FIELDS[generator])
     x, rel = batch(64, gridsize, 4, seed=gridsize)
     if gridsize > 1:
         rel[0] = ASYMMETRIC_REL
@@ -182,16 +185,18 @@ def test_forward_pass_agrees_on_shared_weights(backends, gridsize, encoding, sou
 
 
 @pytest.mark.parametrize("source", ["tensorflow", "pytorch"])
-def test_bundle_from_one_backend_loads_into_the_other(backends, tmp_path, source):
+@pytest.mark.parametrize("generator", list(GENERATOR_FIELDS))
+def test_bundle_from_one_backend_loads_into_the_other(backends, tmp_path, source, generator):
     """wts.h5.zip written from one backend's weights, read back, loaded into the other: same outputs."""
     from fly64_train import bundle
 
     target = "pytorch" if source == "tensorflow" else "tensorflow"
-    a = backends[source].build(make_spec(2, reach=7.0, probe=focused_probe(64), seed=11))
+    fields = GENERATOR_FIELDS[generator]
+    a = backends[source].build(make_spec(2, reach=7.0, probe=focused_probe(64), seed=11, **fields))
     info = bundle.write_bundle(tmp_path / "wts.h5.zip", a.get_weights(), {"backend": source})
     weights, manifest = bundle.read_bundle(info.path, expected_sha256=info.sha256)
     assert manifest["backend"] == source
-    b = backends[target].build(make_spec(2, reach=7.0, probe=focused_probe(64) * 0.5, seed=12))
+    b = backends[target].build(make_spec(2, reach=7.0, probe=focused_probe(64) * 0.5, seed=12, **fields))
     b.set_weights(weights)
     x, rel = batch(64, 2, 3, seed=4)
     rel[0] = ASYMMETRIC_REL
@@ -213,7 +218,8 @@ def test_forward_pass_agrees_at_N128_and_other_heads(backends, amp_activation, o
         close(getattr(pa, key), getattr(pb, key), 1e-4, f"N=128 {amp_activation} {key}")
 
 
-def test_training_step_agrees(backends):
+@pytest.mark.parametrize("generator", list(GENERATOR_FIELDS))
+def test_training_step_agrees(backends, generator):
     """Same weights, same batch: one Adam step (Keras form in both) moves both models alike.
 
     Gradients agree to float32 rounding except at ReLU kinks: a pre-activation within ~1e-7 of 0
@@ -221,7 +227,7 @@ def test_training_step_agrees(backends):
     finite-difference check confirms both are valid one-sided derivatives there). Adam's first
     step is sign-like, so the comparison after the step is loose; before it, it is tight.
     """
-    a, b = _forward_pair(backends, 2, "tensorflow", seed=5)
+    a, b = _forward_pair(backends, 2, "tensorflow", seed=5, **GENERATOR_FIELDS[generator])
     x, rel = batch(64, 2, 4, seed=9)
     loss_a, loss_b = a.train_step(x, rel), b.train_step(x, rel)
     assert loss_a == pytest.approx(loss_b, rel=1e-5)

@@ -5,6 +5,7 @@ import dataclasses
 import itertools
 import json
 
+import numpy as np
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
@@ -75,6 +76,9 @@ def test_npz_dataset_requires_both_paths():
     (["trainer.validation_fraction=0.5"], "trainer.validation_fraction=0.5", "[0, 0.5)"),
     (["trainer.n_groups=0"], "trainer.n_groups=0", "positive count or null"),
     (["view=dense", "model.object_big=false"], "model.object_big=False", "member_encoding=stacked"),
+    (["job=smoke", "model.generator=ffno"], "model.pad_object=True", "set model.pad_object=false"),
+    (["model.generator=ffno", "model.ffno_modes=40"], "model.ffno_modes=40", "1 to N/2 = 32"),
+    (["model.generator=ffno", "model.ffno_width=0"], "model.ffno_width=0", "positive integer"),
 ])
 def test_bad_values_fail_with_one_clear_line(overrides, field, fragment):
     with pytest.raises(ConfigError) as info:
@@ -104,7 +108,7 @@ def test_typos_fail_at_composition_with_hydras_message(override):
     ("view=diagonal", "baseline, dense, sparse"), ("backend.name=jax", "tensorflow, pytorch"),
     ("dataset.source=hdf5", "synthetic, npz"), ("job.kind=fit", "train, prepare, evaluate"),
     ("model.amp_activation=tanh", "sigmoid, swish, softplus, relu"), ("model.member_encoding=mixed", "shared, stacked"),
-    ("model.model_type=supervised", "pinn")])
+    ("model.model_type=supervised", "pinn"), ("model.generator=unet", "cnn, ffno")])
 def test_choices_fail_at_composition(override, choices):
     """Choices are Enums: Hydra rejects a value outside them while composing (no run directory yet)."""
     with pytest.raises(ConfigCompositionException) as info:
@@ -119,6 +123,19 @@ def test_choices_are_the_owning_modules_lists():
     assert config.BackendName.values() == list(registry.BACKENDS)
     assert config.AmpActivation.values() == list(architecture.AMP_ACTIVATIONS)
     assert config.MemberEncoding.values() == list(architecture.MEMBER_ENCODINGS)
+    assert config.Generator.values() == list(architecture.GENERATORS)
+
+
+def test_generator_choice_reaches_the_spec():
+    from fly64_train import architecture
+    from fly64_train.backends.base import spec_from_config
+
+    cfg = validate(compose_config("model.generator=ffno", "model.ffno_blocks=2"))  # the train preset: full head
+    probe = np.ones((64, 64), np.complex64)
+    geometry = spec_from_config(cfg, 64, probe).geometry
+    assert (geometry.generator, geometry.ffno_blocks, geometry.ffno_modes) == ("ffno", 2, 12)  # min(12, 64/4)
+    assert geometry.ffno_width == architecture.FFNO_WIDTH
+    assert spec_from_config(validate(compose_config()), 64, probe).geometry.generator == "cnn"  # the reference
 
 
 def test_choices_from_python_are_checked_and_compare_as_strings():
@@ -140,6 +157,7 @@ def test_every_field_has_help_and_help_shows_it():
     assert "dose: 1000.0" in text and "photons per pattern" in text
     assert "view: dense" in text and "[baseline|dense|sparse]" in text
     assert "  learning_rate: 0.001" in text and "Adam's initial learning rate" in text
+    assert "generator: cnn" in text and "[cnn|ffno]" in text
 
 
 @pytest.mark.parametrize("override", ["trainer.batch_size=1.5", "trainer.batch_size=sixteen", "dose=lots",

@@ -168,7 +168,7 @@ def test_get_backend_limits_openmp_spinning_before_torch_loads():
 def test_kernels_leave_as_hwio_of_torchs_oihw(backend):
     model = backend.build(make_spec(gridsize=2, n_filters_scale=1))
     conv = model.geometry.encoder()[0][0]
-    torch_kernel = model.network.named_conv(conv).weight.detach().numpy()
+    torch_kernel = model.network.generator.named_conv(conv).weight.detach().numpy()
     np.testing.assert_array_equal(model.get_weights()[f"{conv.name}/kernel"], np.transpose(torch_kernel, (2, 3, 1, 0)))
 
 

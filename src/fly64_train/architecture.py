@@ -1,14 +1,24 @@
 """Framework-free description of the PtychoPINN network both backends build (reference §5.1–5.2).
 
-It fixes every parameter's backend-neutral name and shape (the layout of `weights.h5`: conv
-kernels (3, 3, in, out) = HWIO, biases (out,)), and the geometry of the physics layers, so the
-TensorFlow and PyTorch backends cannot drift apart. Forward pass, for input x (B, N, N, C):
+It fixes every parameter's backend-neutral name, shape and initial value (the layout of
+`weights.h5`: conv kernels (k, k, in, out) = HWIO, biases (out,)), and the geometry of the physics
+layers, so the TensorFlow and PyTorch backends cannot drift apart.
+
+The generator (`model.generator`, GENERATORS below) is the network that maps patterns to object
+patches (amplitude, phase); everything after it (canvas, physics layers, loss) is the same for
+every generator. Each generator is described here once (its layers and `Param`s); each backend
+builds it in `backends/<backend>/generators/<name>.py`.
+  cnn (the reference): the encoder-decoder below.
+  ffno: see FfnoLayers. It writes the whole N×N patch (the full-head canvas semantics).
+Forward pass, for input x (B, N, N, C):
 
   member_encoding 'stacked' (the reference): the C patterns are the C input channels of one
     network, whose heads give C_out channels (C if object_big else 1).
   member_encoding 'shared': every member's pattern goes through the same single-pattern network
     (input channels 1, head channels 1; members folded into the batch), C_out = C.
+  (Both encodings mean the same for every generator: only its input and head channels change.)
   h = (x·s) / exp(log_scale)                       s = intensity_scale(dose, N) (fixed)
+  cnn:
   encoder: per block [conv3×3 ReLU, conv3×3 ReLU, maxpool 2×2]          → (B, 8, 8, ·)
   for d in (amp, phase):
     g = h; per decoder block [conv3×3 ReLU, conv3×3 ReLU, nearest upsample ×2] → (B, N/2, N/2, 32f)
@@ -18,10 +28,11 @@ TensorFlow and PyTorch backends cannot drift apart. Forward pass, for input x (B
                   x1 += swish(conv_border(x2)) · border_mask              (mask: 0 in the central N/2)
     pad_object=False (the full head): one more decoder block with 16f filters → (B, N, N, 16f),
     x1 = act_d(conv_head(g)) over the whole N×N patch (no border path; probe_big has no effect)
-  act_amp = model.amp_activation; act_phase = π·tanh; object O = A·exp(iφ) (B, N, N, C_out)
+  act_amp = model.amp_activation; act_phase = π·tanh (every generator's heads)
+  object O = A·exp(iφ) (B, N, N, C_out)
   canvas (B, P, P): object_big: Σ_c place(w·O_c, P//2 + rel_c) / Σ_c place(w, ·), a weighted mean
           of the members, w = 1 on the central N/2 square (where the padded head writes) and
-          CANVAS_BORDER_WEIGHT outside it, w = 1 everywhere for the full head (division only
+          CANVAS_BORDER_WEIGHT outside it, w = 1 everywhere for a full head (division only
           where the denominator > 1e-6);
           else O placed at the centre
   trimmed_obj = canvas centre crop N; member patches = extract(canvas, P//2 + rel_c, N)
@@ -35,7 +46,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -48,23 +59,96 @@ COVERAGE_EPSILON = 1e-6
 # (measured: the network then never leaves the amplitude-only basin at gridsize 2).
 CANVAS_BORDER_WEIGHT = 1e-3
 MEMBER_ENCODINGS = ("shared", "stacked")
+# model.generator: the network from patterns to object patches. The one list of generators; each
+# backend builds `name` in its backends/<backend>/generators/<name>.py.
+GENERATORS = ("cnn", "ffno")
 AMP_ACTIVATIONS = ("sigmoid", "swish", "softplus", "relu")  # the amplitude head's activation (§5.1)
 SUPPORTED_N = (64, 128)  # patch sizes the encoder/decoder filter tables cover
 PROBE_NAME = "probe"
 LOG_SCALE_NAME = "log_scale"
-# Initial kernels: Glorot-uniform, drawn in architecture order (HWIO) from this stream of `seed`.
+# Initial weights: drawn in architecture order (kernels HWIO) from this stream of `seed`.
 INIT_STREAM = 0x9E3779B9
+# The FFNO (reference §10): width, Fourier modes kept per axis (None: min(FFNO_MAX_MODES, N/4)),
+# blocks sharing one spectral convolution, local residual refiners, the shared gate's start.
+FFNO_WIDTH = 32
+FFNO_MAX_MODES = 12
+FFNO_BLOCKS = 4
+FFNO_REFINERS = 2
+FFNO_GATE_INIT = 0.1
+INSTANCE_NORM_EPSILON = 1e-5
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter: name, shape and how its initial value is made. `init`: 'glorot' (uniform in
+    ±scale), 'normal' (std scale), both drawn from the seed's stream in architecture order; 'zeros';
+    'constant' (= scale, no draw)."""
+    name: str
+    shape: tuple[int, ...]
+    init: str
+    scale: float = 0.0
 
 
 @dataclass(frozen=True)
 class Conv:
+    """A 'same'-padded, stride-1 convolution with bias; kernel size × size (3 unless a 1×1)."""
     name: str
     in_channels: int
     out_channels: int
+    size: int = 3
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
-        return {f"{self.name}/kernel": (3, 3, self.in_channels, self.out_channels),
-                f"{self.name}/bias": (self.out_channels,)}
+        return {param.name: param.shape for param in self.params()}
+
+    def params(self) -> list[Param]:
+        """Glorot-uniform kernel (HWIO), zero bias."""
+        k = self.size
+        limit = math.sqrt(6.0 / (k * k * (self.in_channels + self.out_channels)))
+        return [Param(f"{self.name}/kernel", (k, k, self.in_channels, self.out_channels), "glorot", limit),
+                Param(f"{self.name}/bias", (self.out_channels,), "zeros")]
+
+
+@dataclass(frozen=True)
+class SpectralConv:
+    """The FFNO's factorised spectral convolution of `width` channels: along x, the first `modes`
+    frequencies of each row's real DFT mixed by a learned complex (in, out) matrix per mode, back by
+    the inverse real DFT (the modes above `modes` are zero); the same along y; the two summed.
+    Weights `<name>/x`, `<name>/y`: (in, out, modes, 2) = (real, imaginary), normal with
+    std = sqrt(1/(modes·(in + out))) (Xavier-normal of the complex mixing)."""
+    name: str
+    width: int
+    modes: int
+
+    def params(self) -> list[Param]:
+        std = math.sqrt(1.0 / (self.modes * 2 * self.width))
+        return [Param(f"{self.name}/{axis}", (self.width, self.width, self.modes, 2), "normal", std)
+                for axis in ("x", "y")]
+
+
+@dataclass(frozen=True)
+class FfnoLayers:
+    """The FFNO generator at constant resolution N×N (reference §10). For h (b, N, N, in):
+      x = conv3×3(GELU(conv3×3(h)))                                   lift: in → w
+      per block b: u = S(x) (one SpectralConv shared by every block); u = InstanceNorm(u) (no affine,
+                   eps INSTANCE_NORM_EPSILON); u = conv1×1(GELU(conv1×1(u)))  w → 2w → w (per block);
+                   x = x + g·u   (g: one scalar gate shared by the blocks, starts at FFNO_GATE_INIT)
+      per refiner: x = x + conv3×3(GELU(conv3×3(x)))
+      amplitude = act_amp(conv1×1(x)), phase = π·tanh(conv1×1(x))                   w → out each
+    GELU is the exact (erf) form."""
+    lift: list[Conv]
+    spectral: SpectralConv
+    blocks: list[list[Conv]]
+    gate: Param
+    refiners: list[list[Conv]]
+    head_amp: Conv
+    head_phase: Conv
+
+    def params(self) -> list[Param]:
+        """Architecture order: lift, spectral, block MLPs, refiners, heads, gate."""
+        convs = [*(c for block in self.blocks for c in block), *(c for block in self.refiners for c in block),
+                 self.head_amp, self.head_phase]
+        return ([p for c in self.lift for p in c.params()] + self.spectral.params()
+                + [p for c in convs for p in c.params()] + [self.gate])
 
 
 @dataclass(frozen=True)
@@ -78,8 +162,25 @@ class Geometry:
     padded_size: int
     member_encoding: str = "stacked"
     pad_object: bool = True
+    generator: str = "cnn"
+    ffno_width: int = FFNO_WIDTH
+    ffno_modes: Optional[int] = None  # None: min(FFNO_MAX_MODES, N/4)
+    ffno_blocks: int = FFNO_BLOCKS
 
     def __post_init__(self):
+        if self.generator not in GENERATORS:
+            raise ValueError(f"generator={self.generator!r} is not a generator; expected one of "
+                             + ", ".join(GENERATORS))
+        if self.ffno_modes is None:
+            object.__setattr__(self, "ffno_modes", min(FFNO_MAX_MODES, self.N // 4))
+        if self.generator == "ffno":
+            if self.pad_object:
+                raise ValueError("the ffno generator writes the whole N×N patch: needs pad_object=False "
+                                 "(pad_object=True is the cnn's padded head)")
+            if not 1 <= self.ffno_modes <= self.N // 2:
+                raise ValueError(f"ffno_modes={self.ffno_modes}: expected 1 to N/2 = {self.N // 2} Fourier modes")
+            if self.ffno_width < 1 or self.ffno_blocks < 1:
+                raise ValueError(f"ffno_width={self.ffno_width} and ffno_blocks={self.ffno_blocks} must be positive")
         if self.N not in SUPPORTED_N:
             raise ValueError(f"N={self.N} is not supported by the architecture; expected one of {SUPPORTED_N}")
         if self.padded_size < self.N:
@@ -138,7 +239,8 @@ class Geometry:
     @property
     def canvas_border_weight(self) -> float:
         """Weight of a member's pixels outside its central N/2 in the canvas mean: CANVAS_BORDER_WEIGHT
-        for the padded head (only the weak border path writes there), 1 for a full head."""
+        for the padded head (only the weak border path writes there), 1 for a full head (every generator
+        but the cnn with pad_object writes the whole patch)."""
         return CANVAS_BORDER_WEIGHT if self.pad_object else 1.0
 
     @property
@@ -177,7 +279,28 @@ class Geometry:
             layers["border_out"] = Conv(f"decoder_{branch}/border/out", width, self.network_out_channels)
         return layers
 
+    def ffno(self) -> FfnoLayers:
+        """The FFNO generator's layers (generator='ffno')."""
+        w, name = self.ffno_width, "ffno"
+        return FfnoLayers(
+            lift=[Conv(f"{name}/lift/conv0", self.network_in_channels, w), Conv(f"{name}/lift/conv1", w, w)],
+            spectral=SpectralConv(f"{name}/spectral", w, self.ffno_modes),
+            blocks=[[Conv(f"{name}/block{i}/mlp0", w, 2 * w, 1), Conv(f"{name}/block{i}/mlp1", 2 * w, w, 1)]
+                    for i in range(self.ffno_blocks)],
+            gate=Param(f"{name}/gate", (), "constant", FFNO_GATE_INIT),
+            refiners=[[Conv(f"{name}/refine{i}/conv0", w, w), Conv(f"{name}/refine{i}/conv1", w, w)]
+                      for i in range(FFNO_REFINERS)],
+            head_amp=Conv(f"{name}/head_amp", w, self.network_out_channels, 1),
+            head_phase=Conv(f"{name}/head_phase", w, self.network_out_channels, 1))
+
+    def generator_params(self) -> list[Param]:
+        """The generator's parameters in architecture order (the order initial values are drawn in)."""
+        if self.generator == "ffno":
+            return self.ffno().params()
+        return [param for conv in self.convs() for param in conv.params()]
+
     def convs(self) -> list[Conv]:
+        """The cnn generator's convolutions, in architecture order."""
         out = [conv for block in self.encoder() for conv in block]
         for branch in ("amp", "phase"):
             layers = self.decoder(branch)
@@ -188,9 +311,7 @@ class Geometry:
 
     def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
         """Every tensor of the bundle: conv kernels/biases, log_scale, the model probe (complex)."""
-        shapes: dict[str, tuple[int, ...]] = {}
-        for conv in self.convs():
-            shapes.update(conv.shapes())
+        shapes = {param.name: param.shape for param in self.generator_params()}
         shapes[LOG_SCALE_NAME] = ()
         shapes[PROBE_NAME] = (self.N, self.N)
         return shapes
@@ -207,16 +328,20 @@ class Geometry:
         return canvas_weight(self.N, self.canvas_border_weight)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"N": self.N, "gridsize": self.gridsize, "n_filters_scale": self.n_filters_scale,
-                "object_big": self.object_big, "probe_big": self.probe_big,
-                "amp_activation": self.amp_activation, "padded_size": self.padded_size,
-                "member_encoding": self.member_encoding, "pad_object": self.pad_object}
+        out = {"N": self.N, "gridsize": self.gridsize, "n_filters_scale": self.n_filters_scale,
+               "object_big": self.object_big, "probe_big": self.probe_big,
+               "amp_activation": self.amp_activation, "padded_size": self.padded_size,
+               "member_encoding": self.member_encoding, "pad_object": self.pad_object,
+               "generator": self.generator}
+        if self.generator == "ffno":
+            out.update(ffno_width=self.ffno_width, ffno_modes=self.ffno_modes, ffno_blocks=self.ffno_blocks)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Geometry":
         """The geometry a bundle's manifest records (`to_dict`). Bundles written before
-        member_encoding existed used the reference's stacking, those before pad_object the padded head
-        (the fields' defaults)."""
+        member_encoding existed used the reference's stacking, those before pad_object the padded head,
+        those before generator the cnn (the fields' defaults)."""
         known = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in known})
 
@@ -230,19 +355,24 @@ def canvas_weight(n: int, border_weight: float = CANVAS_BORDER_WEIGHT) -> np.nda
 
 
 def initial_weights(geometry: Geometry, seed: int, intensity_scale: float, probe: np.ndarray) -> dict[str, np.ndarray]:
-    """Every parameter's initial value, the same for every backend: Glorot-uniform kernels drawn in
-    architecture order (HWIO) from NumPy stream [seed, INIT_STREAM], zero biases, log_scale =
-    ln(intensity_scale), and the network probe. Architecture order and names, float32/complex64."""
+    """Every parameter's initial value, the same for every backend: the generator's Params drawn in
+    architecture order from NumPy stream [seed, INIT_STREAM] (Glorot-uniform kernels HWIO, zero biases,
+    ...), log_scale = ln(intensity_scale), and the network probe. Architecture order and names,
+    float32/complex64."""
     if not intensity_scale > 0:
         raise ValueError(f"intensity_scale must be positive, got {intensity_scale}")
     rng = np.random.default_rng([int(seed), INIT_STREAM])
     weights: dict[str, np.ndarray] = {}
-    for conv in geometry.convs():
-        fan_in, fan_out = 9 * conv.in_channels, 9 * conv.out_channels
-        limit = math.sqrt(6.0 / (fan_in + fan_out))
-        kernel = rng.uniform(-limit, limit, size=(3, 3, conv.in_channels, conv.out_channels))
-        weights[f"{conv.name}/kernel"] = kernel.astype(np.float32)
-        weights[f"{conv.name}/bias"] = np.zeros((conv.out_channels,), dtype=np.float32)
+    for param in geometry.generator_params():
+        if param.init == "glorot":
+            value = rng.uniform(-param.scale, param.scale, size=param.shape)
+        elif param.init == "normal":
+            value = rng.normal(0.0, param.scale, size=param.shape)
+        elif param.init == "constant":
+            value = np.full(param.shape, param.scale)
+        else:
+            value = np.zeros(param.shape)
+        weights[param.name] = np.asarray(value, dtype=np.float32)
     weights[LOG_SCALE_NAME] = np.asarray(math.log(intensity_scale), dtype=np.float32)
     weights[PROBE_NAME] = np.asarray(probe).astype(np.complex64)
     return weights
@@ -281,3 +411,18 @@ def normalisation_factor(diffraction: np.ndarray, N: int) -> float:
     if not mean_energy > 0:
         raise ValueError("diffraction has no intensity: cannot normalise")
     return math.sqrt((N / 2) ** 2 / mean_energy)
+
+
+def spectral_basis(n: int, modes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The truncated real DFT of length n and its inverse as matrices (float32), for SpectralConv:
+    for a signal v (…, n): Re X = v @ fc, Im X = v @ fs (X_k = Σ_j v_j e^{−2πi jk/n}, k < modes), and
+    irfft of X zero above `modes` = Re X @ ic + Im X @ is_. Both backends use these matmuls (the same
+    sums as an rFFT/irFFT pair restricted to the kept modes, and cheaper than full FFTs for modes ≪ n;
+    modes ≤ n/2 so the Nyquist bin is never kept)."""
+    if not 1 <= modes <= n // 2:
+        raise ValueError(f"modes={modes}: expected 1 to n/2 = {n // 2}")
+    angle = 2 * np.pi * np.outer(np.arange(n), np.arange(modes)) / n  # (n, modes)
+    weight = np.where(np.arange(modes) == 0, 1.0, 2.0) / n  # irfft: DC once, ±k twice
+    forward_cos, forward_sin = np.cos(angle), -np.sin(angle)
+    inverse_cos, inverse_sin = (np.cos(angle) * weight).T, (-np.sin(angle) * weight).T
+    return tuple(m.astype(np.float32) for m in (forward_cos, forward_sin, inverse_cos, inverse_sin))

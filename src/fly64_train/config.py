@@ -3,7 +3,7 @@
 The dataclasses below are the schema Hydra composes into. Types do the first checks while Hydra
 composes, before any run directory exists: a typo, a wrong type, or a value outside a choice
 (the `Choice` enums: view, backend.name, dataset.source, dataset.object_kind, job.kind,
-model.amp_activation, model.member_encoding, model.model_type, objective) fails with Hydra's own
+model.amp_activation, model.member_encoding, model.generator, model.model_type, objective) fails with Hydra's own
 short message. Every field
 carries its help text (shown by `fly64-train --help`) and, where a type cannot say it, a range
 rule (`check`); `validate()` runs those and the rules that span fields, and returns the resolved
@@ -53,6 +53,7 @@ ObjectKind = _choice("ObjectKind", study.OBJECT_KINDS)
 JobKind = _choice("JobKind", ("train", "prepare", "evaluate"))
 AmpActivation = _choice("AmpActivation", architecture.AMP_ACTIVATIONS)
 MemberEncoding = _choice("MemberEncoding", architecture.MEMBER_ENCODINGS)
+Generator = _choice("Generator", architecture.GENERATORS)
 ModelType = _choice("ModelType", ("pinn",))
 Objective = _choice("Objective", objective.OBJECTIVES)
 
@@ -170,6 +171,16 @@ class ModelConfig(_Section):
     gridsize: Optional[int] = _meta(None, "patterns per group side; null follows the view (baseline 1, dense and "
                                           "sparse 2), another value must agree")
     n_filters_scale: int = _meta(2, "network width multiplier (2 = the reference's 2.3M parameters)", positive)
+    generator: Generator = _meta(Generator.cnn, "the network from patterns to object patches: cnn (the reference's "
+                                                "encoder-decoder) or ffno (a factorised Fourier neural operator at "
+                                                "N×N; needs pad_object=false); the physics and loss are shared")
+    ffno_width: int = _meta(architecture.FFNO_WIDTH, "ffno: channels w of the operator (its MLPs use 2w)", positive_int)
+    ffno_modes: Optional[int] = _meta(None, f"ffno: Fourier modes kept per axis, 1 to N/2; null = "
+                                            f"min({architecture.FFNO_MAX_MODES}, N/4)",
+                                      _rule(lambda v: v is None or (isinstance(v, int) and v >= 1),
+                                            "expected a positive number of modes or null"))
+    ffno_blocks: int = _meta(architecture.FFNO_BLOCKS, "ffno: blocks sharing the one spectral convolution",
+                             positive_int)
     model_type: ModelType = _meta(ModelType.pinn, "the physics-informed network (the only type here)")
     amp_activation: AmpActivation = _meta(AmpActivation.sigmoid, "activation of the amplitude head")
     object_big: bool = _meta(True, "one object patch per group member (false: one per group)")
@@ -316,6 +327,12 @@ def validate(config: TrainingConfig) -> TrainingConfig:
     if model.member_encoding == MemberEncoding.shared and not model.object_big and expected > 1:
         _fail("model.object_big", False, "member_encoding=shared gives every member its own patch: "
                                          "needs object_big=true (or member_encoding=stacked)")
+    if model.generator != Generator.cnn:
+        if model.pad_object:
+            _fail("model.pad_object", True, f"the {model.generator} generator writes the whole N×N patch: "
+                                            "set model.pad_object=false (true is the cnn's padded head)")
+        if model.ffno_modes is not None and model.ffno_modes > model.N // 2:
+            _fail("model.ffno_modes", model.ffno_modes, f"expected 1 to N/2 = {model.N // 2} Fourier modes")
     trainer = config.trainer
     if trainer.nll_weight == 0 and trainer.mae_weight == 0:
         _fail("trainer.nll_weight", 0.0, "nll_weight and mae_weight cannot both be 0")

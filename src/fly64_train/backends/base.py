@@ -99,7 +99,10 @@ def spec_from_config(config, padded_size: int, probe: np.ndarray) -> ModelSpec:
     geometry = Geometry(N=int(model.N), gridsize=int(config.gridsize), n_filters_scale=int(model.n_filters_scale),
                         object_big=bool(model.object_big), probe_big=bool(model.probe_big),
                         amp_activation=str(model.amp_activation), padded_size=int(padded_size),
-                        member_encoding=str(model.member_encoding), pad_object=bool(model.pad_object))
+                        member_encoding=str(model.member_encoding), pad_object=bool(model.pad_object),
+                        generator=str(model.generator), ffno_width=int(model.ffno_width),
+                        ffno_modes=None if model.ffno_modes is None else int(model.ffno_modes),
+                        ffno_blocks=int(model.ffno_blocks))
     return ModelSpec(geometry, _training_settings(config, config.backend.compile), probe,
                      architecture.intensity_scale(config.dose, geometry.N), config.seed)
 

@@ -1,4 +1,4 @@
-"""PtychoPINN as a torch nn.Module: exactly the forward pass of architecture.py.
+"""PtychoPINN as a torch nn.Module: exactly the forward pass of architecture.py (the generator: generators/).
 
 Channels-first internally (NCHW tensors, channels_last in memory by default); the Model
 boundary (train.py) converts from/to the NHWC NumPy arrays of the backend contract. Conv
@@ -15,7 +15,6 @@ Nothing is built at import time: every module is created by `PtychoPINN(...)`.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -23,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fly64_train.architecture import BORDER_CHANNELS, COVERAGE_EPSILON, NLL_EPSILON, Conv
+from fly64_train.architecture import COVERAGE_EPSILON, NLL_EPSILON
 from fly64_train.backends.base import ModelSpec
+from fly64_train.backends.pytorch import generators
 
 AMP_ACTIVATIONS = {  # architecture.AMP_ACTIVATIONS
     "sigmoid": torch.sigmoid,
@@ -32,11 +32,6 @@ AMP_ACTIVATIONS = {  # architecture.AMP_ACTIVATIONS
     "softplus": F.softplus,
     "relu": F.relu,
 }
-
-
-def module_key(name: str) -> str:
-    """An architecture.py layer name ('decoder_amp/block0/conv1') as an nn.ModuleDict key."""
-    return name.replace("/", "__")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -286,62 +281,15 @@ class PtychoPINN(nn.Module):
         self.mae_weight = float(training.mae_weight)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
-        self.convs = nn.ModuleDict()
-        for conv in geometry.convs():
-            self.convs[module_key(conv.name)] = nn.Conv2d(conv.in_channels, conv.out_channels, 3,
-                                                          padding=1, bias=True)
-        self.encoder_blocks = [[module_key(c.name) for c in block] for block in geometry.encoder()]
-        self.decoders = {}
-        for branch in ("amp", "phase"):
-            layers = geometry.decoder(branch)
-            self.decoders[branch] = {
-                "blocks": [[module_key(c.name) for c in block] for block in layers["blocks"]],
-                "head": module_key(layers["head"].name),
-                "border_block": [module_key(c.name) for c in layers.get("border_block", [])],
-                "border_out": module_key(layers["border_out"].name) if geometry.border_path else None,
-            }
-        self.amp_activation = AMP_ACTIVATIONS[geometry.amp_activation]
+        self.generator = generators.build(geometry, self.memory_format)
 
         # Values are loaded by the model (architecture.initial_weights, or a bundle's weights).
         self.log_scale = nn.Parameter(torch.zeros((), dtype=torch.float32),
                                       requires_grad=bool(training.intensity_scale_trainable))
         self.probe = nn.Parameter(torch.zeros((geometry.N, geometry.N), dtype=torch.complex64),
                                   requires_grad=bool(training.probe_trainable))
-        self.register_buffer("border_mask", torch.from_numpy(geometry.border_mask()), persistent=False)
         self.register_buffer("canvas_weight", torch.from_numpy(geometry.canvas_weight()), persistent=False)
         self.to(memory_format=self.memory_format)
-
-    # -- parameters by architecture.py name -----------------------------------------------------
-    def named_conv(self, conv: Conv) -> nn.Conv2d:
-        return self.convs[module_key(conv.name)]
-
-    # -- network ----------------------------------------------------------------------------------
-    def _conv(self, key: str, h: torch.Tensor) -> torch.Tensor:
-        return self.convs[key](h)
-
-    def _decode(self, branch: str, h: torch.Tensor) -> torch.Tensor:
-        layers = self.decoders[branch]
-        g = h
-        for block in layers["blocks"]:
-            for key in block:
-                g = F.relu(self._conv(key, g), inplace=True)
-            g = F.interpolate(g, scale_factor=2, mode="nearest")
-        activation = self.amp_activation if branch == "amp" else _pi_tanh
-        if not self.geometry.pad_object:  # the full head: the last block already upsampled to N
-            return activation(self._conv(layers["head"], g))
-        # The head reads all but the last BORDER_CHANNELS channels: convolve all of g with the
-        # kernel zero-padded over those channels (exactly the same sums; saves copying the slice).
-        head = self.convs[layers["head"]]
-        x1 = activation(F.conv2d(g, F.pad(head.weight, (0, 0, 0, 0, 0, BORDER_CHANNELS)), head.bias, padding=1))
-        q = self.geometry.N // 4
-        x1 = F.pad(x1, (q, q, q, q))
-        if self.geometry.border_path:
-            x2 = g[:, -BORDER_CHANNELS:]
-            for key in layers["border_block"]:
-                x2 = F.relu(self._conv(key, x2), inplace=True)
-            out = self.convs[layers["border_out"]]
-            x1 = x1 + F.silu(upsampled_conv3x3(x2, out.weight, out.bias)) * self.border_mask
-        return x1
 
     def object_planes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Amplitude and phase heads (B, C_out, N, N) for normalised amplitudes x (B, C, N, N)."""
@@ -353,20 +301,10 @@ class PtychoPINN(nn.Module):
         return self.network(x)
 
     def network(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Amplitude and phase heads (b, out, N, N) of the network for input x (b, in, N, N)."""
-        # h = (x·s)/exp(log_scale) enters only the first convolution, so the scale is applied to
-        # its kernel instead (the same product, reassociated): no pass over x, no gradient for x.
-        scale = self.input_scale * torch.exp(-self.log_scale)
-        h = x.contiguous(memory_format=self.memory_format)
-        for i, block in enumerate(self.encoder_blocks):
-            for j, key in enumerate(block):
-                if i == j == 0:
-                    conv = self.convs[key]
-                    h = F.relu(F.conv2d(h, conv.weight * scale, conv.bias, padding=1), inplace=True)
-                else:
-                    h = F.relu(self._conv(key, h), inplace=True)
-            h = F.max_pool2d(h, 2)
-        return self._decode("amp", h), self._decode("phase", h)
+        """Amplitude and phase heads (b, out, N, N) of the generator for input x (b, in, N, N)."""
+        # h = (x·s)/exp(log_scale): the generator applies the scale to its first kernel (the same
+        # product, reassociated): no pass over x, no gradient for x.
+        return self.generator(x, self.input_scale * torch.exp(-self.log_scale))
 
     # -- physics ----------------------------------------------------------------------------------
     def canvas_and_patches(self, amp: torch.Tensor, phase: torch.Tensor,
@@ -414,6 +352,3 @@ class PtychoPINN(nn.Module):
             total = mae if total is None else total + mae
         return total
 
-
-def _pi_tanh(x: torch.Tensor) -> torch.Tensor:
-    return math.pi * torch.tanh(x)

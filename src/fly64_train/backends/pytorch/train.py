@@ -69,11 +69,7 @@ class TorchModel(ArrayModel):
 
     def _named_parameters(self, spec: ModelSpec) -> dict[str, torch.nn.Parameter]:
         """architecture.py name → the torch parameter holding it (kernels OIHW), in architecture order."""
-        tensors: dict[str, torch.nn.Parameter] = {}
-        for conv in spec.geometry.convs():
-            module = self.network.named_conv(conv)
-            tensors[f"{conv.name}/kernel"] = module.weight
-            tensors[f"{conv.name}/bias"] = module.bias
+        tensors: dict[str, torch.nn.Parameter] = self.network.generator.named_tensors()
         tensors[LOG_SCALE_NAME] = self.network.log_scale
         tensors[PROBE_NAME] = self.network.probe
         return tensors

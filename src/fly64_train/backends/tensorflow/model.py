@@ -1,4 +1,4 @@
-"""PtychoPINN in TensorFlow: the network and the physics layers of architecture.py's forward pass.
+"""PtychoPINN in TensorFlow: the physics layers of architecture.py's forward pass around a generator (generators/).
 
 Plain `tf.Variable`s and `tf.nn` ops (no Keras layers): every parameter lives under its
 backend-neutral architecture.py name, kernels in HWIO (TensorFlow's own layout), so weights move
@@ -11,7 +11,6 @@ of `extract`, far field A = sqrt(fftshift(|FFT2 ψ|²)/N²).
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import tensorflow as tf
@@ -19,6 +18,7 @@ import tensorflow as tf
 from fly64_train import architecture
 from fly64_train.architecture import LOG_SCALE_NAME, PROBE_NAME, Conv
 from fly64_train.backends.base import ModelSpec
+from fly64_train.backends.tensorflow import generators
 
 
 # --------------------------------------------------------------------------------------------
@@ -108,20 +108,20 @@ def far_field_amplitude(psi_re: tf.Tensor, psi_im: tf.Tensor) -> tf.Tensor:
 # The network
 # --------------------------------------------------------------------------------------------
 
-def _swish(x: tf.Tensor) -> tf.Tensor:
+def swish(x: tf.Tensor) -> tf.Tensor:
     return x * tf.sigmoid(x)
 
 
 AMP_ACTIVATIONS = {
     "sigmoid": tf.sigmoid,
-    "swish": _swish,
+    "swish": swish,
     "softplus": tf.nn.softplus,
     "relu": tf.nn.relu,
 }
 
 
 @tf.custom_gradient
-def _upsample2(x: tf.Tensor):
+def upsample2(x: tf.Tensor):
     """Nearest-neighbour upsampling ×2 of NHWC; its gradient (2×2 sum pooling) as avg-pool·4,
     exact and several times faster than the gradient of broadcast_to."""
     shape = tf.shape(x)
@@ -133,6 +133,17 @@ def _upsample2(x: tf.Tensor):
         return tf.nn.avg_pool2d(upstream, ksize=2, strides=2, padding="VALID") * 4.0
 
     return y, grad
+
+
+def conv2d(x: tf.Tensor, variables: dict[str, tf.Variable], conv: Conv, scale: tf.Tensor | None = None) -> tf.Tensor:
+    """The 'same' convolution `conv` (architecture.Conv) with bias, reading `<name>/kernel` (HWIO) and
+    `<name>/bias` from variables; `scale` multiplies the input (applied to the kernel instead:
+    conv(x·a, W) = conv(x, a·W), so the scale's gradient needs no backprop to x)."""
+    kernel = variables[f"{conv.name}/kernel"]
+    if scale is not None:
+        kernel = kernel * scale
+    y = tf.nn.conv2d(x, kernel, strides=1, padding="SAME")
+    return tf.nn.bias_add(y, variables[f"{conv.name}/bias"])
 
 
 class PtychoPINN(tf.Module):
@@ -150,22 +161,21 @@ class PtychoPINN(tf.Module):
 
         # Zeros of the right shapes; ArrayModel loads architecture.initial_weights into them.
         self.shapes = g.parameter_shapes()
-        self.conv_vars: dict[str, tf.Variable] = {}
+        self.generator_vars: dict[str, tf.Variable] = {}
         with self.name_scope:
             for key, shape in self.shapes.items():
                 if key in (PROBE_NAME, LOG_SCALE_NAME):
                     continue
-                self.conv_vars[key] = tf.Variable(tf.zeros(shape), name=key.replace("/", "_"), trainable=True)
+                self.generator_vars[key] = tf.Variable(tf.zeros(shape), name=key.replace("/", "_"), trainable=True)
             self.log_scale = tf.Variable(0.0, name=LOG_SCALE_NAME, trainable=self.log_scale_trainable)
             self.probe_re = tf.Variable(tf.zeros((g.N, g.N)), name="probe_real", trainable=self.probe_trainable)
             self.probe_im = tf.Variable(tf.zeros((g.N, g.N)), name="probe_imag", trainable=self.probe_trainable)
-        self.border_mask = tf.constant(g.border_mask()[None, :, :, None])
-        self.amp_activation = AMP_ACTIVATIONS[g.amp_activation]
+        self.generator = generators.build(g, self.generator_vars)
 
     # ---- parameters by backend-neutral name -------------------------------------------------
     def trainable_parameters(self) -> dict[str, list[tf.Variable]]:
         """Neutral name → the real variables that hold it (probe: [real, imag])."""
-        out: dict[str, list[tf.Variable]] = {key: [var] for key, var in self.conv_vars.items()}
+        out: dict[str, list[tf.Variable]] = {key: [var] for key, var in self.generator_vars.items()}
         if self.log_scale_trainable:
             out[LOG_SCALE_NAME] = [self.log_scale]
         if self.probe_trainable:
@@ -173,51 +183,20 @@ class PtychoPINN(tf.Module):
         return out
 
     def get_weights(self) -> dict[str, np.ndarray]:
-        weights = {key: var.numpy().copy() for key, var in self.conv_vars.items()}
+        weights = {key: var.numpy().copy() for key, var in self.generator_vars.items()}
         weights[LOG_SCALE_NAME] = np.asarray(self.log_scale.numpy(), dtype=np.float32)
         weights[PROBE_NAME] = (self.probe_re.numpy() + 1j * self.probe_im.numpy()).astype(np.complex64)
         return weights
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
         """Assign checked weights (base.check_weights: every name, float32 / complex64 probe)."""
-        for key, var in self.conv_vars.items():
+        for key, var in self.generator_vars.items():
             var.assign(weights[key])
         self.log_scale.assign(weights[LOG_SCALE_NAME])
         self.probe_re.assign(weights[PROBE_NAME].real)
         self.probe_im.assign(weights[PROBE_NAME].imag)
 
     # ---- forward --------------------------------------------------------------------------
-    def _conv(self, x: tf.Tensor, conv: Conv, relu: bool = True, scale: tf.Tensor | None = None) -> tf.Tensor:
-        kernel = self.conv_vars[f"{conv.name}/kernel"]
-        if scale is not None:
-            # conv(x·a, W) = conv(x, a·W): the input scaling's gradient then needs no backprop to x.
-            kernel = kernel * scale
-        y = tf.nn.conv2d(x, kernel, strides=1, padding="SAME")
-        y = tf.nn.bias_add(y, self.conv_vars[f"{conv.name}/bias"])
-        return tf.nn.relu(y) if relu else y
-
-    def _decoder(self, h: tf.Tensor, branch: str) -> tf.Tensor:
-        g = self.geometry
-        layers = g.decoder(branch)
-        for block in layers["blocks"]:
-            for conv in block:
-                h = self._conv(h, conv)
-            h = _upsample2(h)
-        act = self.amp_activation if branch == "amp" else (lambda t: math.pi * tf.tanh(t))
-        if not g.pad_object:  # the full head: the last block already upsampled to N
-            return act(self._conv(h, layers["head"], relu=False))
-        border = architecture.BORDER_CHANNELS
-        trunk, x2 = tf.split(h, [h.shape[-1] - border, border], axis=-1)  # concat gradient (no slice grads)
-        x1 = act(self._conv(trunk, layers["head"], relu=False))
-        q = g.N // 4
-        x1 = tf.pad(x1, [[0, 0], [q, q], [q, q], [0, 0]])
-        if g.border_path:
-            for conv in layers["border_block"]:
-                x2 = self._conv(x2, conv)
-            x2 = _upsample2(x2)
-            x1 = x1 + _swish(self._conv(x2, layers["border_out"], relu=False)) * self.border_mask
-        return x1
-
     def object_planes(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Amplitude and phase (B, C_out, N, N) of the object patches from x (B, N, N, C)."""
         g = self.geometry
@@ -231,15 +210,9 @@ class PtychoPINN(tf.Module):
         return tf.transpose(amp, [0, 3, 1, 2]), tf.transpose(phase, [0, 3, 1, 2])
 
     def network(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Amplitude and phase (b, N, N, out) of the network for input x (b, N, N, in)."""
-        # h = (x·s)/exp(log_scale), applied to the first kernel (the same product, reassociated)
-        scale = self.intensity_scale * tf.exp(-self.log_scale)
-        h = x
-        for i, block in enumerate(self.geometry.encoder()):
-            for j, conv in enumerate(block):
-                h = self._conv(h, conv, scale=scale if i == j == 0 else None)
-            h = tf.nn.max_pool2d(h, ksize=2, strides=2, padding="VALID")
-        return self._decoder(h, "amp"), self._decoder(h, "phase")
+        """Amplitude and phase (b, N, N, out) of the generator for input x (b, N, N, in)."""
+        # h = (x·s)/exp(log_scale): the generator applies it to its first kernel (the same product)
+        return self.generator(x, self.intensity_scale * tf.exp(-self.log_scale))
 
     def forward(self, x: tf.Tensor, rel: tf.Tensor) -> dict[str, tf.Tensor]:
         """Every output of the model for x (B, N, N, C) float32, rel (B, C, 2) float32 (x, y).
