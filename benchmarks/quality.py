@@ -152,7 +152,7 @@ def patch_gallery(job_dir: Path, path: Path, backend: str, count: int = 5) -> No
     from matplotlib.figure import Figure
 
     from fly64_train import bundle, physics
-    from fly64_train.backends.base import spec_from_bundle
+    from fly64_train.specs import spec_from_bundle
     from fly64_train.backends.registry import get_backend
     from fly64_train.config import from_dict
     from fly64_train.inputs import model_inputs

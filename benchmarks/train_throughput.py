@@ -153,7 +153,7 @@ def make_spec(backend: str, gridsize: int, rel: np.ndarray, probe: np.ndarray, m
     """The spec the runner would build (backend.compile as the backend's preset has it)."""
     from fly64_train import architecture, config
     from fly64_train.backends import registry
-    from fly64_train.backends.base import spec_from_config
+    from fly64_train.specs import spec_from_config
 
     view = "baseline" if gridsize == 1 else "dense"
     cfg = config.validate(config.TrainingConfig(

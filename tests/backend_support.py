@@ -10,8 +10,9 @@ import pytest
 
 from fly64_train import architecture, config, physics
 from fly64_train.backends import registry
-from fly64_train.backends.base import ModelSpec, spec_from_config
-from fly64_train.training import LoopSettings, run_training
+from fly64_train.backends.base import ModelSpec
+from fly64_train.specs import loop_settings, spec_from_config
+from fly64_train.training import run_training
 
 VIEW_FOR_GRIDSIZE = {1: "baseline", 2: "dense"}
 TRAINER_FIELDS = {f.name for f in dataclasses.fields(config.TrainerConfig)}
@@ -87,7 +88,7 @@ def deterministic_weights(backend, run_dir, x, rel, probe) -> dict[str, np.ndarr
     model = backend.build(make_spec(gridsize=2, n_filters_scale=1, probe=probe, seed=11,
                                     compile=registry.entry(backend.name).compiles))
     run_dir.mkdir()
-    run_training(model, x, rel, LoopSettings(epochs=2, batch_size=4, checkpoint=False), run_dir)
+    run_training(model, x, rel, loop_settings(config.TrainingConfig(), epochs=2, batch_size=4, checkpoint=False), run_dir)
     return model.get_weights()
 
 

@@ -11,7 +11,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from fly64_train.config import TrainingConfig, conf_dir, register_configs
+from fly64_train.config import TrainingConfig
+from fly64_train.hydra_setup import conf_dir, register_configs
 
 register_configs()
 REPO = Path(__file__).resolve().parents[1]

@@ -205,10 +205,10 @@ def test_intensity_scale_matches_the_reference_values(dose, N, expected):
 
 
 # ---------------------------------------------------------------------------------------------
-# The ModelSpec (backends/base.py: framework-free)
+# The ModelSpec (backends/base.py: framework-free; built by specs.py)
 
 def test_spec_from_config_is_the_one_translation_of_the_config():
-    from fly64_train.backends.base import spec_from_config
+    from fly64_train.specs import spec_from_config
     from tests.conftest import compose_config
     from fly64_train.config import validate
 
@@ -232,7 +232,7 @@ def test_spec_from_config_is_the_one_translation_of_the_config():
 
 
 def test_spec_from_a_bundle_manifest_old_and_new():
-    from fly64_train.backends.base import spec_from_bundle
+    from fly64_train.specs import spec_from_bundle
     from fly64_train.config import TrainingConfig, to_dict, validate
 
     content = {"geometry": {"N": 64, "gridsize": 2, "n_filters_scale": 1, "object_big": True, "probe_big": True,
@@ -248,13 +248,16 @@ def test_spec_from_a_bundle_manifest_old_and_new():
     (dict(probe=np.full((64, 64), np.nan, np.complex64)), "NaN"),
     (dict(intensity_scale=0.0), "intensity_scale must be positive")])
 def test_spec_errors(change, message):
-    from fly64_train.backends.base import ModelSpec, TrainingSettings
+    from fly64_train.backends.base import ModelSpec
+    from fly64_train.config import TrainingConfig
+    from fly64_train.specs import training_settings
 
-    values = dict(geometry=geometry(1, "shared"), training=TrainingSettings(), probe=np.ones((64, 64), np.complex64),
+    settings = training_settings(TrainingConfig(), compile=False)
+    values = dict(geometry=geometry(1, "shared"), training=settings, probe=np.ones((64, 64), np.complex64),
                   intensity_scale=1.0, seed=0)
     with pytest.raises(ValueError, match=message):
         ModelSpec(**{**values, **change})
     with pytest.raises(ValueError, match="both 0"):
-        TrainingSettings(nll_weight=0.0, mae_weight=0.0)
+        dataclasses.replace(settings, nll_weight=0.0, mae_weight=0.0)
     with pytest.raises(ValueError, match="learning_rate"):
-        TrainingSettings(learning_rate=0.0)
+        dataclasses.replace(settings, learning_rate=0.0)

@@ -13,7 +13,9 @@ import pytest
 from fly64_train import architecture, physics
 from fly64_train.backends import registry
 from fly64_train.backends.base import Backend, Prediction
-from fly64_train.training import LoopSettings, run_training
+from fly64_train.config import TrainingConfig
+from fly64_train.specs import loop_settings
+from fly64_train.training import run_training
 from tests.backend_support import (GENERATOR_FIELDS, deterministic_weights, installed_backend, make_spec,
                                    numpy_forward, smooth_probe, synthetic_groups)
 
@@ -148,7 +150,7 @@ def test_training_loss_falls_and_fit_improves(backend, tmp_path, gridsize):
     model = backend.build(spec)
     s = spec.intensity_scale
     loss_before, error_before = model.loss(x, rel), _amplitude_error(model, x, rel, s)
-    settings = LoopSettings(epochs=6, batch_size=8, validation_fraction=0.1, checkpoint=False, seed=4)
+    settings = loop_settings(TrainingConfig(), epochs=6, batch_size=8, validation_fraction=0.1, checkpoint=False, seed=4)
     result = run_training(model, x, rel, settings, tmp_path)
     losses = [row["loss"] for row in result.history]
     assert result.epochs_completed == 6 and all(math.isfinite(v) for v in losses)

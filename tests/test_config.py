@@ -10,7 +10,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
-from fly64_train import config, study
+from fly64_train import config, hydra_setup, study
 from fly64_train.config import ConfigError, TrainingConfig, from_dict, to_dict, validate
 from tests.conftest import compose_config
 
@@ -128,7 +128,7 @@ def test_choices_are_the_owning_modules_lists():
 
 def test_generator_choice_reaches_the_spec():
     from fly64_train import architecture
-    from fly64_train.backends.base import spec_from_config
+    from fly64_train.specs import spec_from_config
 
     cfg = validate(compose_config("model.generator=ffno", "model.ffno_blocks=2"))  # the train preset: full head
     probe = np.ones((64, 64), np.complex64)
@@ -153,7 +153,7 @@ def test_every_field_has_help_and_help_shows_it():
                 config.TrainerConfig, config.EvaluateConfig):
         for f in dataclasses.fields(cls):
             assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help text"
-    text = config.describe()
+    text = hydra_setup.describe()
     assert "dose: 1000.0" in text and "photons per pattern" in text
     assert "view: dense" in text and "[baseline|dense|sparse]" in text
     assert "  learning_rate: 0.001" in text and "Adam's initial learning rate" in text

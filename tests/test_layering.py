@@ -89,3 +89,52 @@ def test_framework_free_modules_import_no_framework():
     code = (f"import sys, importlib; [importlib.import_module(m) for m in {modules!r}]; "
             f"bad = [m for m in {frameworks!r} if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def package_imports(path: Path, modules: set[str]) -> set[str]:
+    """The package's modules `path` imports: at the top, inside functions and under TYPE_CHECKING alike
+    (a lazy import hides a circle, it does not cut it). `from a import b` counts as a.b when that is a
+    module, else as a."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name in modules)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parents = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(parents + ([base] if base else []))
+            for alias in node.names:
+                target = f"{base}.{alias.name}"
+                found.add(target if target in modules else base)
+    return (found & modules) - {name}
+
+
+def test_the_import_graph_of_the_package_is_acyclic():
+    """Every module can be read (and tested) from the bottom up: no module imports, directly or through
+    others, a module that imports it back."""
+    modules = {module_name(path): path for path in MODULES}
+    graph = {name: package_imports(path, set(modules)) for name, path in modules.items()}
+    assert graph["fly64_train.runner"] >= {"fly64_train.config", "fly64_train.specs"}  # the parse sees imports
+    state: dict[str, str] = {}
+
+    def visit(name: str, trail: list[str]) -> None:
+        state[name] = "open"
+        for target in sorted(graph[name]):
+            if state.get(target) == "open":
+                cycle = trail[trail.index(target):] + [target] if target in trail else [name, target]
+                pytest.fail("import circle: " + " → ".join(cycle))
+            if target not in state:
+                visit(target, trail + [target])
+        state[name] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])

@@ -9,7 +9,8 @@ from omegaconf import OmegaConf
 
 from fly64_train import objective
 from fly64_train.config import (ConfigError, CsvLoggerConfig, MlflowLoggerConfig, TrainingConfig, from_dict, to_dict,
-                                validate, conf_dir)
+                                validate)
+from fly64_train.hydra_setup import conf_dir
 from fly64_train.sweep import best_job
 from tests.conftest import compose_config
 

@@ -12,7 +12,9 @@ import pytest
 
 from fly64_train.backends.base import Model
 from fly64_train.tracking.csv_logger import CsvLogger
-from fly64_train.training import (CHECKPOINT_NAME, LoopSettings, NonFiniteLoss, run_training,
+from fly64_train.config import TrainingConfig
+from fly64_train.specs import loop_settings
+from fly64_train.training import (CHECKPOINT_NAME, NonFiniteLoss, run_training,
                                   split_validation)
 
 
@@ -85,7 +87,7 @@ def data(n=64, channels=2, seed=0):
 def settings(**kw):
     base = dict(epochs=6, batch_size=8, validation_fraction=0.25, seed=3)
     base.update(kw)
-    return LoopSettings(**base)
+    return loop_settings(TrainingConfig(), **base)
 
 
 def test_validation_split_is_disjoint_seeded_and_sized():

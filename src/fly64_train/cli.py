@@ -24,7 +24,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from fly64_train import __version__
-from fly64_train.config import ConfigError, conf_dir, register_configs
+from fly64_train.config import ConfigError
+from fly64_train.hydra_setup import conf_dir, register_configs
 from fly64_train.logs import FILE_ONLY
 from fly64_train.runner import run_job
 

@@ -16,7 +16,6 @@ import enum
 import functools
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, ClassVar, Optional
 
 from fly64_train import architecture, objective, study
@@ -86,11 +85,11 @@ def _meta(default: Any = dataclasses.MISSING, help: str = "", check: Optional[Ch
 
 
 @functools.lru_cache(maxsize=None)
-def _hints(cls: type) -> dict[str, Any]:
+def field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _section_type(hint: Any) -> Optional[type]:
+def section_type(hint: Any) -> Optional[type]:
     """The dataclass a field holds (also inside Optional[...]), else None."""
     if dataclasses.is_dataclass(hint):
         return hint
@@ -98,7 +97,7 @@ def _section_type(hint: Any) -> Optional[type]:
     return options[0] if len(options) == 1 and dataclasses.is_dataclass(options[0]) else None
 
 
-def _choice_type(hint: Any) -> Optional[type[Choice]]:
+def choice_type(hint: Any) -> Optional[type[Choice]]:
     return hint if isinstance(hint, type) and issubclass(hint, Choice) else None
 
 
@@ -109,7 +108,7 @@ class _Section:
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
-            kind = _choice_type(_hints(type(self)).get(f.name))
+            kind = choice_type(field_types(type(self)).get(f.name))
             value = getattr(self, f.name)
             if kind is None or isinstance(value, kind):
                 continue
@@ -348,7 +347,7 @@ def validate(config: TrainingConfig) -> TrainingConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-# Plain dicts (manifests, bundles) and Hydra
+# Plain dicts (manifests, bundles)
 
 def plain(value: Any) -> Any:
     """A config value (or dict of them) with every Choice as its string."""
@@ -366,70 +365,14 @@ def from_dict(data: dict) -> TrainingConfig:
     """Rebuild a TrainingConfig from `to_dict` output (e.g. a bundle's manifest); unknown keys (from
     other versions) are dropped, missing ones take their defaults."""
     def build(cls: type, values: dict) -> Any:
-        hints = _hints(cls)
+        hints = field_types(cls)
         kwargs = {}
         for f in dataclasses.fields(cls):
             if f.name not in values:
                 continue
             value = values[f.name]
-            nested = _section_type(hints.get(f.name))
+            nested = section_type(hints.get(f.name))
             kwargs[f.name] = build(nested, value) if nested is not None and isinstance(value, dict) else value
         return cls(**kwargs)
 
     return build(TrainingConfig, data)
-
-
-def describe(node: Any = None, cls: type = TrainingConfig, indent: str = "") -> str:
-    """Every field as `key: value  # help`, nested like the YAML (values from `node`, a composed config,
-    else the defaults). What `fly64-train --help` shows under == Config ==."""
-    from omegaconf import OmegaConf
-
-    hints = _hints(cls)
-    lines = []
-    for f in dataclasses.fields(cls):
-        nested = _section_type(hints.get(f.name))
-        child = node.get(f.name) if node is not None else None
-        if nested is not None and (child is not None or dataclasses.is_dataclass(hints.get(f.name))):
-            lines.append(f"{f'{indent}{f.name}:':<41} # {f.metadata['help']}")
-            lines.append(describe(child, nested, indent + "  "))
-            continue
-        if node is not None and OmegaConf.is_missing(node, f.name):
-            value = "???"
-        else:
-            value = node.get(f.name) if node is not None else f.default
-            value = plain(value)
-            value = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-        text = f"{indent}{f.name}: {value}"
-        kind = _choice_type(hints.get(f.name))
-        choices = f"[{'|'.join(kind.values())}] " if kind is not None else ""
-        lines.append(f"{text:<41} # {choices}{f.metadata['help']}")
-    return "\n".join(lines).replace("$", "$$")  # Hydra's help template is a string.Template
-
-
-def register_configs() -> None:
-    """Fill Hydra's ConfigStore with the schema and register fly64's resolvers (cli.py and the
-    tests' conftest call this)."""
-    from hydra.core.config_store import ConfigStore
-    from omegaconf import OmegaConf
-
-    if not OmegaConf.has_resolver("fly64.int"):
-        # Directory names use integers where the value is one: dose_1000, not dose_1000.0.
-        OmegaConf.register_new_resolver("fly64.int", study.format_number)
-    if not OmegaConf.has_resolver("fly64.direction"):
-        # The Optuna preset's direction follows the objective: ${fly64.direction:${objective}}.
-        OmegaConf.register_new_resolver("fly64.direction", lambda name: objective.direction(str(name)))
-    if not OmegaConf.has_resolver("fly64.describe"):
-        # --help: the composed config with every field's help text (conf/hydra/help/fly64.yaml).
-        OmegaConf.register_new_resolver("fly64.describe", lambda *, _root_: describe(_root_))
-    store = ConfigStore.instance()
-    store.store(name="fly64_schema", node=TrainingConfig)
-
-
-def conf_dir() -> Path:
-    """The absolute conf/ directory: inside an installed wheel, else the checkout's top level."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "conf", here.parents[1] / "conf"):
-        if (candidate / "config.yaml").is_file():
-            return candidate
-    raise FileNotFoundError(f"fly64-train's conf/ directory is missing (looked in {here / 'conf'} "
-                            f"and {here.parents[1] / 'conf'}); reinstall the package")

@@ -18,7 +18,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from fly64_train import architecture, files, legacy, manifest, objective, physics, study
-from fly64_train.backends.base import spec_from_bundle, spec_from_config
+from fly64_train.specs import loop_settings, spec_from_bundle, spec_from_config
 from fly64_train.bundle import BUNDLE_NAME
 from fly64_train.config import TrainingConfig, from_dict, to_dict, validate
 
@@ -262,11 +262,7 @@ def _train_job(config: TrainingConfig, params: dict, run_dir: Path, record: dict
         model = _backend(config, record).build(spec)
     with _Stage(record, "Training"):
         trainer = config.trainer
-        settings = training.LoopSettings(
-            epochs=trainer.epochs, batch_size=trainer.batch_size, validation_fraction=trainer.validation_fraction,
-            lr_plateau_factor=trainer.lr_plateau_factor, lr_plateau_patience=trainer.lr_plateau_patience,
-            min_lr=trainer.min_lr, early_stopping_patience=trainer.early_stopping_patience, seed=config.seed,
-            checkpoint=trainer.checkpoint_every_epoch)
+        settings = loop_settings(config)
         callbacks, epoch_scores = list(loggers), None
         if test_inputs is not None and config.evaluate.every_epochs:
             # first, so the loggers see the epoch's test scores in its row

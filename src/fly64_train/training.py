@@ -37,15 +37,16 @@ class NonFiniteLoss(RuntimeError):
 
 @dataclass
 class LoopSettings:
+    """The loop's schedule. No defaults: specs.loop_settings builds it from the config's trainer node."""
     epochs: int
     batch_size: int
-    validation_fraction: float = 0.05
-    lr_plateau_factor: float = 0.5
-    lr_plateau_patience: int = 2
-    min_lr: float = 1e-4
-    early_stopping_patience: int = 3
-    seed: int = 42
-    checkpoint: bool = True
+    validation_fraction: float
+    lr_plateau_factor: float
+    lr_plateau_patience: int
+    min_lr: float
+    early_stopping_patience: int
+    seed: int
+    checkpoint: bool
 
 
 @dataclass

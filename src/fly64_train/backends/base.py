@@ -1,8 +1,8 @@
 """The backend contract: what every backend builds from, and what its models do.
 
 A backend turns a `ModelSpec` (frozen: network geometry, training settings, network probe,
-intensity scale, seed; built from a TrainingConfig by `spec_from_config`, or from a bundle by
-`spec_from_bundle`) into a `Model` that steps, evaluates and predicts NumPy batches and moves its
+intensity scale, seed; built from a TrainingConfig by `specs.spec_from_config`, or from a bundle
+by `specs.spec_from_bundle`) into a `Model` that steps, evaluates and predicts NumPy batches and moves its
 parameters and optimiser state in and out as backend-neutral arrays (names and layout of
 architecture.py). The training loop (training.py), the bundle and evaluation are framework-free
 and talk to a backend only through these classes.
@@ -39,13 +39,14 @@ ITERATIONS_KEY = "iterations"  # optimiser state: int64 step count, plus 'm/<nam
 
 @dataclass(frozen=True)
 class TrainingSettings:
-    """How a model trains: the loss weights, what is trainable, the optimiser's rate, compiled steps."""
-    learning_rate: float = 1e-3
-    nll_weight: float = 1.0
-    mae_weight: float = 0.0
-    probe_trainable: bool = False
-    intensity_scale_trainable: bool = True
-    compile: bool = False  # compiled steps (backend.compile); only backends whose registry entry compiles
+    """How a model trains: the loss weights, what is trainable, the optimiser's rate, compiled steps.
+    No defaults: specs.training_settings builds it from the config (the defaults live there)."""
+    learning_rate: float
+    nll_weight: float
+    mae_weight: float
+    probe_trainable: bool
+    intensity_scale_trainable: bool
+    compile: bool  # compiled steps (backend.compile); only backends whose registry entry compiles
 
     def __post_init__(self):
         if not self.learning_rate > 0:
@@ -84,38 +85,6 @@ class ModelSpec:
     def replace(self, **training: Any) -> "ModelSpec":
         """The same spec with some training settings changed."""
         return dataclasses.replace(self, training=dataclasses.replace(self.training, **training))
-
-
-def _training_settings(config, compile: bool) -> TrainingSettings:
-    model, trainer = config.model, config.trainer
-    return TrainingSettings(learning_rate=float(trainer.learning_rate), nll_weight=float(trainer.nll_weight),
-                            mae_weight=float(trainer.mae_weight), probe_trainable=bool(model.probe_trainable),
-                            intensity_scale_trainable=bool(model.intensity_scale_trainable), compile=bool(compile))
-
-
-def spec_from_config(config, padded_size: int, probe: np.ndarray) -> ModelSpec:
-    """The spec of a validated TrainingConfig, once the data fixed the canvas size and the probe."""
-    model = config.model
-    geometry = Geometry(N=int(model.N), gridsize=int(config.gridsize), n_filters_scale=int(model.n_filters_scale),
-                        object_big=bool(model.object_big), probe_big=bool(model.probe_big),
-                        amp_activation=str(model.amp_activation), padded_size=int(padded_size),
-                        member_encoding=str(model.member_encoding), pad_object=bool(model.pad_object),
-                        generator=str(model.generator), ffno_width=int(model.ffno_width),
-                        ffno_modes=None if model.ffno_modes is None else int(model.ffno_modes),
-                        ffno_blocks=int(model.ffno_blocks))
-    return ModelSpec(geometry, _training_settings(config, config.backend.compile), probe,
-                     architecture.intensity_scale(config.dose, geometry.N), config.seed)
-
-
-def spec_from_bundle(content: Mapping[str, Any], seed: int, compile: bool) -> ModelSpec:
-    """The spec of a bundle's model (its manifest content), for loading its weights into `compile`d or eager
-    steps of any backend. The probe is the bundle's own (replaced by set_weights anyway)."""
-    from fly64_train.config import from_dict
-
-    geometry = Geometry.from_dict(content["geometry"])
-    probe = np.zeros((geometry.N, geometry.N), np.complex64)
-    return ModelSpec(geometry, _training_settings(from_dict(content["config"]), compile), probe,
-                     float(content["intensity_scale"]), seed)
 
 
 # ---------------------------------------------------------------------------------------------

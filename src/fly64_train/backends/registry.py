@@ -11,10 +11,7 @@ import os
 import sys
 import tempfile
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
-
-if TYPE_CHECKING:  # pragma: no cover
-    from fly64_train.backends.base import Backend
+from typing import Callable
 
 
 def _quiet_tensorflow() -> None:
@@ -67,8 +64,9 @@ def available(name: str) -> bool:
     return importlib.util.find_spec(entry(name).framework) is not None
 
 
-def get_backend(name: str) -> "Backend":
-    """A fresh instance of the named backend; BackendUnavailable (one line) if its framework is missing."""
+def get_backend(name: str):
+    """A fresh instance of the named backend (a base.Backend; the contract module imports this registry,
+    so this one does not import it back); BackendUnavailable (one line) if its framework is missing."""
     chosen = entry(name)
     chosen.before_import()
     try:
