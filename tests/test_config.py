@@ -175,3 +175,9 @@ def test_config_round_trips_through_a_plain_dict():
     assert json.loads(json.dumps(plain)) == plain
     assert from_dict(plain) == composed
     assert from_dict({**plain, "retired_field": 1, "model": {"N": 64}}).model.member_encoding == "shared"
+
+
+def test_every_job_kind_has_its_function_in_the_runner():
+    from fly64_train import runner
+
+    assert set(runner.JOBS) == set(config.JobKind.values())

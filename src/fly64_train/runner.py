@@ -1,9 +1,10 @@
 """run_job: one study job from a resolved TrainingConfig and a run directory. No Hydra here.
 
-Flow: bridge the config into the legacy params → (dry run: record the plan) → training loggers
-→ datasets from the store → groups → backend build → shared training loop → bundle → evaluation
-→ manifest. Every job leaves a training_manifest.json whose status says what happened (running,
-planned, success, skipped, failed); a failure records the stage and the error, then re-raises.
+Flow: validate the config and bridge it into the legacy params → (dry run: record the plan) →
+the job kind's function from `JOBS` (train: training loggers → datasets from the store → groups →
+backend build → shared training loop → bundle → evaluation; prepare; evaluate) → manifest.
+Every job leaves a training_manifest.json whose status says what happened (running, planned,
+success, skipped, failed); a failure records the stage and the error, then re-raises.
 A finished job's record holds its objective (objective.describe), what the CLI returns to a sweeper.
 What a job reports (the plan, the results) goes through `logging`, so it reaches the terminal and
 the job's log file alike (the handlers: conf/hydra/job_logging/fly64.yaml).
@@ -12,15 +13,16 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
 from fly64_train import architecture, files, legacy, manifest, objective, physics, study
-from fly64_train.specs import loop_settings, spec_from_bundle, spec_from_config
 from fly64_train.bundle import BUNDLE_NAME
 from fly64_train.config import TrainingConfig, from_dict, to_dict, validate
+from fly64_train.specs import loop_settings, spec_from_bundle, spec_from_config
 
 log = logging.getLogger(__name__)
 # Fields that do not change what a job produces (so a resumed sweep may reuse its bundle).
@@ -43,6 +45,16 @@ def result_config(config: TrainingConfig) -> dict:
 
 def fingerprint(config: TrainingConfig) -> str:
     return study.config_fingerprint(result_config(config))
+
+
+@dataclass
+class Job:
+    """What every job kind works with: the validated config, the legacy params dict (written for the
+    record), the run directory and the manifest record it fills in."""
+    config: TrainingConfig
+    params: dict
+    run_dir: Path
+    record: dict
 
 
 class _Stage:
@@ -86,14 +98,8 @@ def run_job(config: TrainingConfig, run_dir: Path, overrides: Sequence[str] = ()
         if reused is not None:
             return reused
         files.write_json(manifest_path, record)
-        if config.dry_run:
-            _dry_run(config, params, run_dir, record)
-        elif config.job.kind == "prepare":
-            _prepare(config, record)
-        elif config.job.kind == "evaluate":
-            _evaluate_bundle(config, run_dir, record)
-        else:
-            _train(config, params, run_dir, record)
+        job = Job(config, params, run_dir, record)
+        (_dry_run if config.dry_run else JOBS[str(config.job.kind)])(job)
     except BaseException as exc:
         record.setdefault("error", f"{record.get('stage', 'Job')} failed: {type(exc).__name__}: {exc}")
         record["status"] = "failed"
@@ -101,6 +107,12 @@ def run_job(config: TrainingConfig, run_dir: Path, overrides: Sequence[str] = ()
         raise
     _finish(record, started, manifest_path)
     return record
+
+
+def _succeed(record: dict, config: TrainingConfig) -> None:
+    record.pop("stage", None)
+    record["status"] = "success"
+    _set_objective(record, config.objective)
 
 
 def _set_objective(record: dict, name: str) -> None:
@@ -144,9 +156,11 @@ def _reusable(previous: Optional[dict], record: dict, run_dir: Path, config: Tra
     return reused
 
 
-def _dry_run(config: TrainingConfig, params: dict, run_dir: Path, record: dict) -> None:
+def _dry_run(job: Job) -> None:
+    """dry_run=true (any job kind): record the plan, build and train nothing."""
     from fly64_train.data import store
 
+    config, params, run_dir, record = job.config, job.params, job.run_dir, job.record
     with _Stage(record, "Planning"):
         plan = {"datasets": store.planned_paths(config), "gridsize": config.gridsize,
                 "run_dir": str(run_dir), "bundle": str(run_dir / BUNDLE_NAME), "backend": config.backend.name,
@@ -162,9 +176,11 @@ def _dry_run(config: TrainingConfig, params: dict, run_dir: Path, record: dict) 
     log.info("  output: %s", run_dir)
 
 
-def _prepare(config: TrainingConfig, record: dict) -> None:
+def _prepare(job: Job) -> None:
+    """job=prepare: build (or find) the dose's data and report the views' geometry."""
     from fly64_train.data import store
 
+    config, record = job.config, job.record
     with _Stage(record, "Data preparation"):
         paths = store.prepare_dose(config)
         geometry = store.view_geometry(paths) if paths["source"] == "synthetic" else None
@@ -223,9 +239,11 @@ def _backend(config: TrainingConfig, record: dict):
     return backend
 
 
-def _train(config: TrainingConfig, params: dict, run_dir: Path, record: dict) -> None:
+def _train(job: Job) -> None:
+    """job=train (also smoke, study): the training loggers around the training stages."""
     from fly64_train import tracking
 
+    config, run_dir, record = job.config, job.run_dir, job.record
     with _Stage(record, "Loggers"):
         loggers = tracking.create_loggers(config.logger, run_dir)
         tags = {"job": study.job_name(config.dose, config.view), "dose": study.format_number(config.dose),
@@ -233,7 +251,7 @@ def _train(config: TrainingConfig, params: dict, run_dir: Path, record: dict) ->
                 "job_kind": str(config.job.kind), "run_dir": str(run_dir)}
         tracking.start(loggers, to_dict(config), tags, record["config_fingerprint"])
     try:
-        _train_job(config, params, run_dir, record, loggers)
+        _train_stages(job, loggers)
     except BaseException as exc:
         record.setdefault("error", f"{record.get('stage', 'Job')} failed: {type(exc).__name__}: {exc}")
         tracking.finish(loggers, dict(record, status="failed"), run_dir)
@@ -241,61 +259,88 @@ def _train(config: TrainingConfig, params: dict, run_dir: Path, record: dict) ->
     tracking.finish(loggers, record, run_dir)
 
 
-def _train_job(config: TrainingConfig, params: dict, run_dir: Path, record: dict, loggers) -> None:
-    from fly64_train import bundle, training
+def _train_stages(job: Job, loggers) -> None:
+    """Data → groups → model → training → bundle → evaluation, each stage named in the record."""
+    from fly64_train import training
 
-    train_data, test_data = _load_splits(config, record)
+    config = job.config
+    train_data, test_data = _load_splits(config, job.record)
+    train_inputs, test_inputs, padded = _group(job, train_data, test_data)
+    model, spec = _build_model(job, train_data.probe, padded)
+    result, epoch_scores = _fit(job, model, train_inputs, test_inputs, test_data, loggers)
+    _write_model_bundle(job, model, spec)
+    if test_inputs is not None:
+        with _Stage(job.record, "Evaluation"):
+            last = epoch_scores.last if epoch_scores is not None else None
+            # the last epoch's scoring is of these very weights: write it instead of redoing it
+            done = last[1] if last is not None and last[0] == result.epochs_completed else None
+            job.record["metrics"] = _score(model, test_inputs, test_data, config, job.run_dir, done)
+    (job.run_dir / training.CHECKPOINT_NAME).unlink(missing_ok=True)
+    _succeed(job.record, config)
+    log.info("%s (%s, gridsize %d): %d epochs, loss %.5g → %s", study.job_name(config.dose, config.view),
+             config.backend.name, config.gridsize, result.epochs_completed, result.final_loss,
+             job.run_dir / BUNDLE_NAME)
+
+
+def _group(job: Job, train_data, test_data):
+    """(train inputs, test inputs or None without evaluation, canvas size); the legacy params get both."""
+    config, record = job.config, job.record
     with _Stage(record, "Grouping"):
         train_inputs = _inputs(config, train_data, config.trainer.n_groups)
         # the test split is normalised with the training split's factor: same counts, same input
         test_inputs = _inputs(config, test_data, None, train_inputs.norm) if config.evaluate.enabled else None
         offsets = [train_inputs.rel] + ([test_inputs.rel] if test_inputs is not None else [])
         padded = architecture.padded_size_for(config.model.N, np.concatenate([o.reshape(-1, 2) for o in offsets]))
-        legacy.set_runtime(params, padded_size=padded, diffraction_norm=train_inputs.norm)
-        files.write_json(run_dir / "legacy_params.json", params)
+        legacy.set_runtime(job.params, padded_size=padded, diffraction_norm=train_inputs.norm)
+        files.write_json(job.run_dir / "legacy_params.json", job.params)
         record["train_groups"] = train_inputs.n_groups
         record["train_positions"] = int(np.unique(train_inputs.groups.indices).size)  # distinct patterns seen
-    with _Stage(record, "Model build"):
-        probe = architecture.model_probe(train_data.probe, config.model.N, config.model.object_amplitude,
+    return train_inputs, test_inputs, padded
+
+
+def _build_model(job: Job, data_probe: np.ndarray, padded: int):
+    config = job.config
+    with _Stage(job.record, "Model build"):
+        probe = architecture.model_probe(data_probe, config.model.N, config.model.object_amplitude,
                                          config.model.probe_mask)
         spec = spec_from_config(config, padded, probe)
-        model = _backend(config, record).build(spec)
+        return _backend(config, job.record).build(spec), spec
+
+
+def _fit(job: Job, model, train_inputs, test_inputs, test_data, loggers):
+    """(training.TrainResult, the EpochScores callback or None); the loggers see every epoch."""
+    from fly64_train import training
+
+    config, record = job.config, job.record
     with _Stage(record, "Training"):
-        trainer = config.trainer
-        settings = loop_settings(config)
         callbacks, epoch_scores = list(loggers), None
         if test_inputs is not None and config.evaluate.every_epochs:
             # first, so the loggers see the epoch's test scores in its row
             epoch_scores = _epoch_scores(config, model, test_inputs, test_data)
             callbacks.insert(0, epoch_scores)
-        result = training.run_training(model, train_inputs.x, train_inputs.rel, settings, run_dir,
+        result = training.run_training(model, train_inputs.x, train_inputs.rel, loop_settings(config), job.run_dir,
                                        fingerprint=record["config_fingerprint"], callbacks=callbacks)
         last = result.history[-1] if result.history else {}
         record.update(final_loss=result.final_loss, val_loss=last.get("val_loss"),
                       epochs_completed=result.epochs_completed,
-                      optimiser_steps=result.epochs_completed * -(-result.train_groups // trainer.batch_size),
+                      optimiser_steps=result.epochs_completed * -(-result.train_groups // config.trainer.batch_size),
                       stopped_early=result.stopped_early, resumed_from_epoch=result.resumed_from_epoch,
                       validation_groups=result.validation_groups, training_time_s=round(result.seconds, 3))
+    return result, epoch_scores
+
+
+def _write_model_bundle(job: Job, model, spec) -> None:
+    from fly64_train import bundle
+
+    config, record = job.config, job.record
     with _Stage(record, "Bundle"):
         # Where the run happened is not part of the model: same config → same bundle bytes.
-        portable = {k: v for k, v in params.items() if k not in _LOCATION_KEYS}
+        portable = {k: v for k, v in job.params.items() if k not in _LOCATION_KEYS}
         content = {"backend": config.backend.name, "versions": record["versions"], "legacy_params": portable,
                    "config": result_config(config), "geometry": spec.geometry.to_dict(),
                    "intensity_scale": spec.intensity_scale, "config_fingerprint": record["config_fingerprint"]}
-        info = bundle.write_bundle(run_dir / BUNDLE_NAME, model.get_weights(), content)
+        info = bundle.write_bundle(job.run_dir / BUNDLE_NAME, model.get_weights(), content)
         record.update(bundle_path=BUNDLE_NAME, bundle_sha256=info.sha256, bundle_size_bytes=info.size_bytes)
-    if test_inputs is not None:
-        with _Stage(record, "Evaluation"):
-            last = epoch_scores.last if epoch_scores is not None else None
-            # the last epoch's scoring is of these very weights: write it instead of redoing it
-            done = last[1] if last is not None and last[0] == result.epochs_completed else None
-            record["metrics"] = _score(model, test_inputs, test_data, config, run_dir, done)
-    (run_dir / training.CHECKPOINT_NAME).unlink(missing_ok=True)
-    record.pop("stage", None)
-    record["status"] = "success"
-    _set_objective(record, config.objective)
-    log.info("%s (%s, gridsize %d): %d epochs, loss %.5g → %s", study.job_name(config.dose, config.view),
-             config.backend.name, config.gridsize, result.epochs_completed, result.final_loss, run_dir / BUNDLE_NAME)
 
 
 def _epoch_scores(config: TrainingConfig, model, inputs, data):
@@ -324,10 +369,11 @@ def _score(model, inputs, data, config: TrainingConfig, run_dir: Path, scored=No
     return metrics
 
 
-def _evaluate_bundle(config: TrainingConfig, run_dir: Path, record: dict) -> None:
+def _evaluate_bundle(job: Job) -> None:
     """job=evaluate: load a bundle (from either backend) into config.backend and score it."""
     from fly64_train import bundle
 
+    config, run_dir, record = job.config, job.run_dir, job.record
     bundle_path = Path(config.evaluate.bundle)
     with _Stage(record, "Bundle loading"):
         expected = _read_previous(bundle_path.parent / manifest.TRAINING_MANIFEST) or {}
@@ -346,9 +392,17 @@ def _evaluate_bundle(config: TrainingConfig, run_dir: Path, record: dict) -> Non
         model.set_weights(weights)
     with _Stage(record, "Evaluation"):
         record["metrics"] = _score(model, test_inputs, test_data, config, run_dir)
-    record.pop("stage", None)
-    record["status"] = "success"
-    _set_objective(record, config.objective)
+    _succeed(record, config)
     m = record["metrics"]
     log.info("evaluated %s with %s: amplitude SSIM %.4f, phase SSIM %.4f → %s", bundle_path, config.backend.name,
              m["amplitude"]["ssim"], m["phase"]["ssim"], run_dir / "metrics.json")
+
+
+# job.kind → the function that runs a job of that kind once its configuration is validated and
+# recorded (dry_run=true runs _dry_run instead, for every kind). A new kind: a JobKind value in
+# config.py and one entry here.
+JOBS: dict[str, Callable[[Job], None]] = {
+    "train": _train,
+    "prepare": _prepare,
+    "evaluate": _evaluate_bundle,
+}
