@@ -7,7 +7,8 @@ rule rejects at run time gets one line on stderr, its traceback only in the job'
 task function returns the job's objective (`objective`, e.g. val_loss) for sweepers such as
 Optuna; None when the job has none (dry run, prepare, no validation split). A failed job raises
 under --multirun, so Hydra reports it as failed (in one line; the Optuna sweeper records a failed
-trial).
+trial). A full disk or an unwritable directory names the setting that chose it (`dataset.cache_dir`,
+`hydra.run.dir`, `hydra.sweep.dir`): this module tells `files.configured_dirs` which is which.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from fly64_train import __version__
+from fly64_train import __version__, files
 from fly64_train.config import ConfigError
 from fly64_train.hydra_setup import conf_dir, register_configs
 from fly64_train.logs import FILE_ONLY
@@ -44,16 +45,21 @@ def _app(cfg: DictConfig) -> Optional[float]:
     run_dir = Path(runtime.runtime.output_dir)
     overrides = list(runtime.overrides.task)
     config = OmegaConf.to_object(cfg)
+    multirun = runtime.mode == RunMode.MULTIRUN
+    settings = {runtime.sweep.dir: "hydra.sweep.dir"} if multirun else {run_dir: "hydra.run.dir"}
+    settings[config.dataset.cache_dir] = "dataset.cache_dir"
     try:
-        record = run_job(config, run_dir, overrides)
+        with files.configured_dirs(settings):
+            record = run_job(config, run_dir, overrides)
     except Exception as exc:  # noqa: BLE001 - one line on the terminal; the traceback goes to the job log
         log.error("job failed: %s", exc, exc_info=True, extra=FILE_ONLY)  # the traceback: job log file only
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        if runtime.mode == RunMode.MULTIRUN:  # Hydra records the failure; the sweep goes on with the other jobs
+        if multirun:  # Hydra records the failure; the sweep goes on with the other jobs
             raise JobFailed(str(exc)) from exc
         print(f"fly64-train: error: {exc}", file=sys.stderr)
-        print(f"fly64-train: the job's manifest and log are in {run_dir}", file=sys.stderr)
+        if not isinstance(exc, files.StorageError):  # its line is all there is: the run dir may hold nothing
+            print(f"fly64-train: the job's manifest and log are in {run_dir}", file=sys.stderr)
         sys.exit(2 if isinstance(exc, ConfigError) else 1)
     return (record.get("objective") or {}).get("value")
 

@@ -42,7 +42,7 @@ import numpy as np
 
 from fly64_train import physics
 from fly64_train.architecture import COVERAGE_EPSILON
-from fly64_train.files import atomic_output, atomic_write_bytes, jsonable
+from fly64_train.files import atomic_file, atomic_write_bytes, jsonable
 from fly64_train.stitching import illumination, stitch
 
 METRICS_NAME = "metrics.json"
@@ -337,9 +337,8 @@ def save_reconstruction(path: PathLike, image: np.ndarray, coverage: np.ndarray,
     path = Path(path)
     arrays = {"image": np.asarray(image).astype(np.complex64), "coverage": np.asarray(coverage).astype(np.float32)}
     arrays.update({k: np.asarray(v) for k, v in extra.items()})
-    with atomic_output(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
+    with atomic_file(path) as handle:
+        np.savez_compressed(handle, **arrays)
     return path
 
 
@@ -396,8 +395,8 @@ def save_figure(path: PathLike, aligned: Alignment, result: dict[str, Any], titl
                            f"(search ±{registration.get('max_shift_px', 0):g} px)"
                            + _patchwise_line(result.get("patchwise"))),
                  fontsize=10)
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
+    with atomic_file(path) as handle:
+        fig.savefig(handle, format="png", dpi=80)
     return path
 
 

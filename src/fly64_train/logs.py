@@ -6,6 +6,7 @@ never a traceback; the job's log file keeps timestamps, logger names and full tr
 from __future__ import annotations
 
 import logging
+import sys
 
 
 class ConsoleFormatter(logging.Formatter):
@@ -34,3 +35,35 @@ class TerminalFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return getattr(record, "terminal", True)
+
+
+class JobLogHandler(logging.FileHandler):
+    """The job's log file. When it cannot be written (a full disk, a directory gone read-only) it
+    stops, silently: the job's own error line names that fault, where logging's default would
+    print a traceback per record."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.broken = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.broken:
+            super().emit(record)
+
+    def flush(self) -> None:
+        from fly64_train.files import is_storage_fault
+
+        try:
+            super().flush()
+        except OSError as error:
+            if not is_storage_fault(error):
+                raise
+            self.broken = True
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        from fly64_train.files import is_storage_fault
+
+        if is_storage_fault(sys.exc_info()[1]):
+            self.broken = True
+            return
+        super().handleError(record)

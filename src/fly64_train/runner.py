@@ -22,6 +22,7 @@ import numpy as np
 from fly64_train import architecture, files, legacy, manifest, objective, physics, study
 from fly64_train.bundle import BUNDLE_NAME
 from fly64_train.config import TrainingConfig, from_dict, to_dict, validate
+from fly64_train.logs import FILE_ONLY
 from fly64_train.specs import loop_settings, spec_from_bundle, spec_from_config
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,8 @@ class _Stage:
 def run_job(config: TrainingConfig, run_dir: Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Run one job into `run_dir`; return its manifest record (also written to disk)."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with files.storage_errors(run_dir):
+        files.make_dirs(run_dir)
     started = time.time()
     record: dict[str, Any] = {
         "job": config.job.name, "kind": config.job.kind, "dose": config.dose, "view": config.view,
@@ -103,7 +105,7 @@ def run_job(config: TrainingConfig, run_dir: Path, overrides: Sequence[str] = ()
     except BaseException as exc:
         record.setdefault("error", f"{record.get('stage', 'Job')} failed: {type(exc).__name__}: {exc}")
         record["status"] = "failed"
-        _finish(record, started, manifest_path)
+        _record_failure(record, started, manifest_path)
         raise
     _finish(record, started, manifest_path)
     return record
@@ -125,6 +127,15 @@ def _finish(record: dict, started: float, path: Path) -> None:
     record["finished_at"] = manifest.utc_now()
     record["wall_time_s"] = round(time.time() - started, 3)
     files.write_json(path, record)
+
+
+def _record_failure(record: dict, started: float, path: Path) -> None:
+    """Write the failed manifest. When that fails too (the disk that failed the job is full), the
+    job's own error is what the user sees; the manifest left says `running`, never `success`."""
+    try:
+        _finish(record, started, path)
+    except OSError as exc:
+        log.warning("%s not updated: %s", path, exc, extra=FILE_ONLY)
 
 
 def _read_previous(path: Path) -> Optional[dict]:

@@ -10,9 +10,15 @@ atomically, so parallel jobs always leave a complete, current summary.
 
 A tuning sweep (hydra/sweeper=fly64_optuna) puts every trial in its own directory; the summary
 lists each with its parameters and objective, and the heatmaps show each (dose, view)'s best trial.
+
+Before any job starts, the callback proves the output directory takes a file (`hydra.run.dir`, or
+`hydra.sweep.dir` under --multirun) and a sweep takes the sweep directory's lock
+(`sweep_lock.SweepLock`): a read-only directory, a full disk or a directory another live sweep
+writes to ends the command with one line naming the directory and the setting.
 """
 from __future__ import annotations
 
+import atexit
 import csv
 import io
 import logging
@@ -27,6 +33,7 @@ import numpy as np
 from hydra.experimental.callback import Callback
 
 from fly64_train import files, manifest, objective, study
+from fly64_train.sweep_lock import SweepDirBusy, SweepLock, describe_holder
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +102,7 @@ def write_summary(sweep_dir: Path, figure: FigureWhen = True) -> list[dict]:
     from filelock import FileLock
 
     sweep_dir = Path(sweep_dir)
-    with FileLock(str(sweep_dir / ".study_summary.lock")):
+    with FileLock(str(sweep_dir / ".study_summary.lock")), files.configured_dirs({sweep_dir: "hydra.sweep.dir"}):
         rows = summary_rows(sweep_dir)
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
@@ -246,9 +253,21 @@ class StudySummaryCallback(Callback):
 
     def __init__(self) -> None:
         self._started = ""
+        self._lock: Optional[SweepLock] = None
+
+    def on_run_start(self, config, **kwargs) -> None:
+        _usable_or_exit(lambda: files.check_writable(config.hydra.run.dir, "hydra.run.dir"))
 
     def on_multirun_start(self, config, **kwargs) -> None:
         self._started = manifest.utc_now()
+        sweep_dir = Path(config.hydra.sweep.dir)
+        _usable_or_exit(lambda: files.check_writable(sweep_dir, "hydra.sweep.dir"))
+        self._lock = SweepLock(sweep_dir)
+        stale = _usable_or_exit(self._lock.acquire)
+        atexit.register(self._lock.release)  # a failed job skips on_multirun_end
+        if stale:
+            log.warning("taking over the lock of a sweep that is no longer running (%s) in %s",
+                        describe_holder(stale), sweep_dir)
 
     def on_job_start(self, config, **kwargs) -> None:
         from hydra.core.hydra_config import HydraConfig
@@ -277,7 +296,11 @@ class StudySummaryCallback(Callback):
         # HydraConfig is only set inside jobs; here the sweep dir comes from the config itself
         # (Hydra's `now` resolver caches, so it resolves to the directory the jobs used).
         sweep_dir = Path(config.hydra.sweep.dir)
-        rows = write_summary(sweep_dir)
+        try:
+            rows = write_summary(sweep_dir)
+        finally:
+            if self._lock is not None:
+                self._lock.release()
         log.info("study summary of %d jobs in %s", len(rows), sweep_dir / (SUMMARY_STEM + ".csv"))
         best = best_job(rows)
         if best is not None:
@@ -292,6 +315,16 @@ class StudySummaryCallback(Callback):
             print(f"fly64-train: {len(failed)} of {len(rows)} jobs failed: {', '.join(failed)} "
                   f"(errors in {SUMMARY_STEM}.csv and skip_summary.json)", file=sys.stderr, flush=True)
             sys.exit(1)
+
+
+def _usable_or_exit(check):
+    """Run a pre-flight check; its failure ends the command with one line (Hydra turns a
+    callback's exception into a warning and goes on, so this exits itself)."""
+    try:
+        return check()
+    except (files.StorageError, SweepDirBusy) as exc:
+        print(f"fly64-train: error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 def _finished_at(job_dir: Path) -> str:

@@ -101,9 +101,8 @@ def save_checkpoint(path: Path, model: Model, state: LoopState) -> None:
     arrays.update({f"o/{k}": v for k, v in model.optimizer_state().items()})
     arrays["loop_state"] = np.array(json.dumps(asdict(state)))
     arrays["learning_rate"] = np.array(model.learning_rate)
-    with files.atomic_output(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
+    with files.atomic_file(path, needed=sum(a.nbytes for a in arrays.values())) as handle:
+        np.savez(handle, **arrays)
 
 
 def load_checkpoint(path: Path, model: Model, fingerprint: str) -> Optional[LoopState]:

@@ -35,7 +35,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from fly64_train.files import atomic_output, json_default
+from fly64_train.files import atomic_file, json_default
 
 PathLike = Union[str, os.PathLike]
 
@@ -334,21 +334,19 @@ def metadata_json(metadata: dict) -> str:
 
 
 def write_npz(path: PathLike, arrays: dict[str, np.ndarray]) -> None:
-    """Write an uncompressed NPZ atomically (files.atomic_output).
+    """Write an uncompressed NPZ atomically (files.atomic_file).
 
     Member timestamps are fixed, so identical arrays give identical bytes.
     """
-    with atomic_output(path) as tmp:
-        with open(tmp, "wb") as raw:
-            with zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-                for key, value in arrays.items():
-                    info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_DATE)
-                    info.compress_type = zipfile.ZIP_STORED
-                    info.external_attr = 0o644 << 16
-                    with archive.open(info, "w", force_zip64=True) as member:
-                        np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
-            raw.flush()
-            os.fsync(raw.fileno())
+    needed = sum(np.asanyarray(value).nbytes for value in arrays.values())
+    with atomic_file(path, needed=needed) as raw:
+        with zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+            for key, value in arrays.items():
+                info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_DATE)
+                info.compress_type = zipfile.ZIP_STORED
+                info.external_attr = 0o644 << 16
+                with archive.open(info, "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
 
 
 def save_dataset(path: PathLike, data: StudyData) -> None:

@@ -13,9 +13,18 @@ scan geometry (step, row spacing, jitter), the probe/object file paths and the S
 contents, the simulation and subsampling seeds, N and the format version (2 since the fly-scan
 geometry: a cache written by an earlier version is never read as today's data). Each `phase_c/dose_<d>` and `phase_d/dose_<d>` directory is one *unit*
 with its own key (the entry key + phase + dose [+ the views' spacings]) recorded in its
-`complete.json`, which lists every file with its size and SHA-256 and is written last. A unit
-without a valid marker, with another key, or with a file whose hash does not match is partial or
-corrupt and is rebuilt.
+`complete.json`, which lists every file with its size and SHA-256 and is written last. Every read
+checks the unit against its marker (sizes, and SHA-256 streamed once per process per file
+version: a file whose size, mtime, ctime or inode changed is hashed again). A unit without a
+valid marker, with another key, or with a file whose size or hash does not match is damaged: it is
+reported once, moved aside to `<unit>.damaged-<time>` (never deleted) and rebuilt; a job is only
+ever handed files that just verified.
+
+Storage faults: before anything is built the cache directory must take a file
+(`files.check_writable`), and before a simulation its filesystem must have room for the phase C
+files (`files.require_free_space`); a fault during a build is one `files.StorageError` line naming
+the unit, the bytes it needed and `dataset.cache_dir`, and leaves nothing that reads as complete
+(`study.json` is written only once a unit is). A read-only cache whose units verify is read as it is.
 
 A unit is built under a `filelock.FileLock` (`<unit>.lock`), into a temporary directory next to
 it that is renamed into place once complete, so two processes asking at once build it once and
@@ -35,9 +44,9 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import socket
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
@@ -50,6 +59,7 @@ from fly64_train.config import TrainingConfig
 from fly64_train.data import simulate
 from fly64_train.data.contract import ContractError, StudyData, load_array, load_dataset, save_dataset
 from fly64_train.data.overlap import overlap_metrics, spaced_subset
+from fly64_train import files
 from fly64_train.files import sha256_bytes, sha256_file, write_json
 
 logger = logging.getLogger(__name__)
@@ -58,6 +68,7 @@ FORMAT_VERSION = 3  # bump whenever the simulation or the file layout changes
 MARKER = "complete.json"
 SPLITS = ("train", "test")
 METRIC_NEIGHBOURS = study.NEIGHBOR_COUNT - 1  # k nearest others per position in the overlap metric
+SETTING = "dataset.cache_dir"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -107,7 +118,8 @@ class _Plan:
             "N": self.N,
         }
         self.key = study.config_fingerprint(self.params)
-        self.root = Path(dataset.cache_dir).expanduser().resolve() / self.key[:16]
+        self.cache_dir = Path(dataset.cache_dir).expanduser().resolve()
+        self.root = self.cache_dir / self.key[:16]
         self._probe: Optional[tuple[np.ndarray, dict]] = None
 
     def probe(self) -> tuple[np.ndarray, dict]:
@@ -159,6 +171,17 @@ def _read_marker(unit: Path) -> Optional[dict]:
     return marker if isinstance(marker, dict) else None
 
 
+# (path, size, mtime_ns, ctime_ns, inode) → SHA-256: each version of a file is hashed once per process
+_VERIFIED: dict[tuple, str] = {}
+
+
+def _file_sha256(path: Path, stat: os.stat_result) -> str:
+    identity = (str(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+    if identity not in _VERIFIED:
+        _VERIFIED[identity] = sha256_file(path)
+    return _VERIFIED[identity]
+
+
 def _check_unit(unit: Path, key: str, deep: bool = True) -> tuple[bool, str]:
     """(complete?, why not). deep=False checks sizes only (no hashing) — for dry runs."""
     if not unit.is_dir():
@@ -174,29 +197,48 @@ def _check_unit(unit: Path, key: str, deep: bool = True) -> tuple[bool, str]:
     for name, record in files.items():
         path = unit / name
         try:
-            size = path.stat().st_size
+            stat = path.stat()
         except OSError:
             return False, f"partial ({name} is missing)"
-        if size != record.get("bytes"):
-            return False, f"corrupt ({name} has {size} bytes, expected {record.get('bytes')})"
-        if deep and sha256_file(path) != record.get("sha256"):
+        if stat.st_size != record.get("bytes"):
+            return False, f"corrupt ({name} has {stat.st_size} bytes, expected {record.get('bytes')})"
+        if deep and _file_sha256(path, stat) != record.get("sha256"):
             return False, f"corrupt ({name} does not match its SHA-256)"
     return True, "complete"
 
 
-def _found(unit: Path, key: str, phase: str, dose: float, warn: bool = False) -> bool:
-    """Is the unit complete? (logs what was found; with warn, why an existing unit is rebuilt)."""
-    complete, why = _check_unit(unit, key)
+def _found(unit: Path, key: str, phase: str, dose: float) -> bool:
+    """Is the unit complete? (logs what was found)."""
+    complete, _ = _check_unit(unit, key)
     if complete:
         logger.info("found phase %s dose=%s: %s", phase, study.format_number(dose), unit)
-    elif warn and why != "missing":
-        logger.warning("cache unit %s is %s: rebuilding it", unit, why)
     return complete
+
+
+def _require_writable(plan: "_Plan", units: Iterable[tuple[Path, str]]) -> None:
+    """Before building `units` ((dir, key) pairs not found complete): the cache must take files.
+    A read-only cache holding a damaged unit says which unit it could not rebuild."""
+    try:
+        files.check_writable(plan.cache_dir, SETTING)
+    except files.StorageError as error:
+        damaged = [(unit, why) for unit, why in ((u, _check_unit(u, k)[1]) for u, k in units) if why != "missing"]
+        if damaged:
+            error.purpose = f"to rebuild cache unit {damaged[0][0]}, which is {damaged[0][1]}"
+        raise
+
+
+def _move_aside(unit: Path, why: str) -> None:
+    """A damaged unit is kept for inspection under a name no reader looks for, never deleted."""
+    aside = unit.with_name(f"{unit.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}")
+    with files.storage_errors(aside):
+        os.rename(unit, aside)
+    logger.warning("cache unit %s is %s: moved aside to %s, rebuilding it", unit, why, aside.name)
 
 
 @contextlib.contextmanager
 def _locked(unit: Path):
-    unit.parent.mkdir(parents=True, exist_ok=True)
+    with files.storage_errors(unit.parent):
+        files.make_dirs(unit.parent)
     lock = FileLock(str(unit) + ".lock")
     try:
         lock.acquire(timeout=0)
@@ -209,38 +251,57 @@ def _locked(unit: Path):
         lock.release()
 
 
-def _build_unit(unit: Path, key: str, plan: _Plan, write: Callable[[Path], None]) -> None:
-    """Under the unit's lock: build into a temp dir, write the marker last, rename into place."""
+def _build_unit(unit: Path, key: str, plan: _Plan, write: Callable[[Path], None], needed: Optional[int] = None) -> None:
+    """Under the unit's lock: build into a temp dir, write the marker last, rename into place.
+    A damaged unit in the way is moved aside; a build that fails leaves only what it found."""
     name = f"{unit.parent.name}/{unit.name}"
-    if unit.exists():
-        shutil.rmtree(unit)
+    complete, why = _check_unit(unit, key)
+    if why != "missing":
+        _move_aside(unit, why)
     for stale in unit.parent.glob(f".tmp-{unit.name}-*"):
         shutil.rmtree(stale, ignore_errors=True)  # left by a killed build (we hold the lock)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{unit.name}-", dir=unit.parent))
+    tmp = unit.parent / f".tmp-{unit.name}-{os.getpid()}-{time.time_ns()}"
     started = time.perf_counter()
     try:
-        write(tmp)
-        files = {}
-        for path in sorted(tmp.iterdir()):
-            files[path.name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
-        seconds = time.perf_counter() - started
-        write_json(tmp / MARKER, {"format_version": FORMAT_VERSION, "unit": name, "key": key,
-                                  "entry_key": plan.key, "files": files,
-                                  "built": {"pid": os.getpid(), "host": socket.gethostname(),
-                                            "seconds": round(seconds, 3),
-                                            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}})
-        os.rename(tmp, unit)
+        with files.storage_errors(unit, needed):
+            files.make_dirs(tmp)
+            write(tmp)
+            records = {}
+            for path in sorted(tmp.iterdir()):
+                records[path.name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+            seconds = time.perf_counter() - started
+            write_json(tmp / MARKER, {"format_version": FORMAT_VERSION, "unit": name, "key": key,
+                                      "entry_key": plan.key, "files": records,
+                                      "built": {"pid": os.getpid(), "host": socket.gethostname(),
+                                                "seconds": round(seconds, 3),
+                                                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}})
+            os.rename(tmp, unit)
+    except files.StorageError as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        # name the unit, not a file in its temporary directory
+        raise files.StorageError(error.errno, unit, needed or error.needed, SETTING) from error.__cause__
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    with open(plan.root / "builds.jsonl", "a") as log:
-        log.write(json.dumps({"unit": name, "key": key, "pid": os.getpid(), "seconds": round(seconds, 3),
-                              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
+    try:
+        _describe_entry(plan)
+        files.append_line(plan.root / "builds.jsonl", json.dumps(
+            {"unit": name, "key": key, "pid": os.getpid(), "seconds": round(seconds, 3),
+             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
+    except OSError as error:  # the unit is complete and verifies; these records are for people
+        logger.warning("cache entry %s: build record not written: %s", plan.root, error)
     logger.info("built %s in %.1f s: %s", name, seconds, unit)
 
 
-def _init_root(plan: _Plan) -> None:
-    plan.root.mkdir(parents=True, exist_ok=True)
+def _file_bytes(data: StudyData) -> int:
+    """About what `save_dataset` writes for `data` (its arrays, coordinates twice)."""
+    arrays = (data.diffraction, data.xcoords, data.ycoords, data.xcoords, data.ycoords, data.probe, data.obj,
+              data.scan_index if data.scan_index is not None else np.empty(0))
+    return sum(np.asarray(a).nbytes for a in arrays)
+
+
+def _describe_entry(plan: _Plan) -> None:
+    """study.json (what the entry was made from), written once its first unit is complete."""
     info = plan.root / "study.json"
     if not info.exists():
         write_json(info, {"key": plan.key, **plan.params})
@@ -309,6 +370,9 @@ def _simulate_phase_c(plan: _Plan, doses: list[float]) -> Iterator[tuple[float, 
     """
     obj, probe, obj_info, probe_info = _base_arrays(plan)
     xcoords, ycoords = _positions(plan, obj)
+    # every dose's phase C files must fit: say so now, not after the simulation, half-way through
+    needed = len(doses) * (xcoords.size * plan.N * plan.N * 4 + 2 * (obj.nbytes + probe.nbytes))
+    files.require_free_space(plan.cache_dir, needed, SETTING)
     masks = dict(zip(SPLITS, simulate.split_y(ycoords)))
     members = {name: np.flatnonzero(mask) for name, mask in masks.items()}
     order = np.concatenate([members[name] for name in SPLITS])
@@ -373,17 +437,18 @@ def _ensure_phase_c(plan: _Plan, doses: Iterable[float], keep: bool = True) -> d
     pending = [dose for dose in doses if not _found(plan.phase_c_dir(dose), plan.phase_c_key(dose), "C", dose)]
     if not pending:
         return built
-    _init_root(plan)
+    _require_writable(plan, [(plan.phase_c_dir(dose), plan.phase_c_key(dose)) for dose in pending])
     with contextlib.ExitStack() as stack:
         for dose in pending:  # sorted order: no deadlock between processes asking for several
             stack.enter_context(_locked(plan.phase_c_dir(dose)))
         missing = [dose for dose in pending
-                   if not _found(plan.phase_c_dir(dose), plan.phase_c_key(dose), "C", dose, warn=True)]
+                   if not _found(plan.phase_c_dir(dose), plan.phase_c_key(dose), "C", dose)]
         for dose, splits in (_simulate_phase_c(plan, missing) if missing else ()):
             def write(tmp: Path, splits=splits) -> None:
                 for name, part in splits.items():
                     save_dataset(tmp / f"patched_{name}.npz", part)
-            _build_unit(plan.phase_c_dir(dose), plan.phase_c_key(dose), plan, write)
+            _build_unit(plan.phase_c_dir(dose), plan.phase_c_key(dose), plan, write,
+                        needed=sum(_file_bytes(part) for part in splits.values()))
             built[dose] = splits if keep else None
     return built
 
@@ -424,9 +489,9 @@ def _ensure_phase_d(plan: _Plan, dose: float,
     unit, key = plan.phase_d_dir(dose), plan.phase_d_key(dose)
     if _found(unit, key, "D", dose):
         return unit
-    _init_root(plan)
+    _require_writable(plan, [(unit, key)])
     with _locked(unit):  # phase D lock first, phase C lock (if needed) inside it
-        if _found(unit, key, "D", dose, warn=True):
+        if _found(unit, key, "D", dose):
             return unit
         if phase_c is None:
             phase_c = _ensure_phase_c(plan, [dose])[float(dose)]

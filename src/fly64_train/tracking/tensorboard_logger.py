@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from fly64_train import files
 from fly64_train.epoch_scores import EPOCH_SCORES
 from fly64_train.tracking.base import RunLogger, unavailable
 
@@ -71,7 +72,8 @@ class TensorBoardLogger(RunLogger):
         event = self._event_pb2.Event(wall_time=time.time(), step=self._step if step is None else step, **fields)
         if summary is not None:
             event.summary.CopyFrom(summary)
-        self._writer.write(event.SerializeToString())
+        with files.storage_errors(self.path):
+            self._writer.write(event.SerializeToString())
 
     def _scalars(self, values: dict[str, float], step: int) -> None:
         Value = self._summary_pb2.Summary.Value
@@ -79,11 +81,12 @@ class TensorBoardLogger(RunLogger):
         self._write(summary, step)
 
     def start(self, config, tags, fingerprint) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        files.make_dirs(self.log_dir)
         # TensorBoard's naming: events.out.tfevents.<seconds>.<host>.<pid>.<n>; a resumed job adds a file.
         self.path = self.log_dir / (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
                                     f"{os.getpid()}.{next(_file_counter)}")
-        self._writer = self._record_writer(open(self.path, "wb"))
+        with files.storage_errors(self.path):
+            self._writer = self._record_writer(files.open_output(self.path, "wb"))
         self._write(step=0, file_version="brain.Event:2")
         job = "\n".join(f"- {key}: {value}" for key, value in tags.items())
         self._write(self._text_pb("job", job), 0)
@@ -95,7 +98,8 @@ class TensorBoardLogger(RunLogger):
         values = {tag: row[key] for key, tag in EPOCH_SCALARS.items()
                   if isinstance(row.get(key), (int, float)) and math.isfinite(row[key])}
         self._scalars(values, self._step)
-        self._writer.flush()  # a running TensorBoard shows the epoch now
+        with files.storage_errors(self.path):
+            self._writer.flush()  # a running TensorBoard shows the epoch now
 
     def finish(self, record, run_dir) -> None:
         if self._writer is None:
