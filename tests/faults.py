@@ -1,15 +1,16 @@
 """Storage faults for tests, injected where fly64-train opens files and makes directories
 (`files.open_output`, `files.make_dirs`), so no test needs root, a small filesystem or a mount.
 
-- `FullDisk(room)`: a filesystem with `room` bytes left; the write that overflows it raises
-  OSError(ENOSPC) after writing what still fitted, as a real full disk does.
+- `FullDisk(room, only)`: a filesystem with `room` bytes left; the write that overflows it raises
+  OSError(ENOSPC) after writing what still fitted, as a real full disk does. With `only`, just the
+  files whose name contains it draw on the room (a disk that fills up exactly at the bundle).
 - `ReadOnly(directory)`: creating a file or directory under `directory` raises OSError(EROFS).
 - `read_only_dir(directory)`: the real thing (chmod 0555) when not root; root ignores permission
   bits, so as root it injects `ReadOnly` instead.
 
 A subprocess (the console script) gets them with `cli_with_faults(env)`: this module's `main`
-installs what FLY64_TEST_FULL_DISK (bytes) / FLY64_TEST_READ_ONLY (a directory) ask for, then runs
-the CLI.
+installs what FLY64_TEST_FULL_DISK (bytes; FLY64_TEST_FULL_DISK_FOR: `only`) / FLY64_TEST_READ_ONLY
+(a directory) ask for, then runs the CLI.
 """
 from __future__ import annotations
 
@@ -54,10 +55,12 @@ class _LimitedFile:
 
 
 class FullDisk:
-    def __init__(self, room: int):
-        self.room, self.used, self.refused = int(room), 0, 0
+    def __init__(self, room: int, only: str | None = None):
+        self.room, self.only, self.used, self.refused = int(room), only, 0, 0
 
     def open(self, path, mode="wb"):
+        if self.only and self.only not in Path(path).name:
+            return _REAL_OPEN(path, mode)
         return _LimitedFile(_REAL_OPEN(path, mode), self)
 
     def install(self, monkeypatch=None) -> "FullDisk":
@@ -127,7 +130,7 @@ def cli_with_faults() -> list[str]:
 
 def main() -> None:
     if os.environ.get("FLY64_TEST_FULL_DISK"):
-        FullDisk(int(os.environ["FLY64_TEST_FULL_DISK"])).install()
+        FullDisk(int(os.environ["FLY64_TEST_FULL_DISK"]), os.environ.get("FLY64_TEST_FULL_DISK_FOR")).install()
     if os.environ.get("FLY64_TEST_READ_ONLY"):
         ReadOnly(os.environ["FLY64_TEST_READ_ONLY"]).install()
     from fly64_train.cli import main as cli_main

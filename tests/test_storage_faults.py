@@ -272,10 +272,11 @@ def test_a_held_sweep_dir_names_the_holder_and_a_killed_holders_lock_is_taken_ov
     assert SweepLock(tmp_path).acquire() is None
 
 
-def _cli(args: list[str], cwd: Path, **fault_env) -> subprocess.CompletedProcess:
+def _cli(args: list[str], cwd: Path, timeout: float = 300, **fault_env) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     env.update({k: str(v) for k, v in fault_env.items()})
-    return subprocess.run([*cli_with_faults(), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([*cli_with_faults(), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def test_a_second_sweep_into_a_live_sweeps_dir_stops_at_once(tmp_path):
@@ -344,3 +345,25 @@ def test_a_full_run_dir_is_one_line_and_leaves_no_record_that_says_planned(tmp_p
     result = _cli(["dry_run=true", f"hydra.run.dir={run_dir}"], tmp_path)  # space freed
     assert result.returncode == 0, result.stderr
     assert json.loads(manifest.read_text())["status"] == "planned"
+
+
+@pytest.mark.slow
+def test_a_bundle_that_does_not_fit_is_redone_to_the_same_bytes_once_there_is_room(tmp_path):
+    smoke = ["job=smoke", "backend.threads=1", "deterministic=true", "view=dense"]
+    undisturbed = _cli([*smoke, f"hydra.run.dir={tmp_path / 'a'}"], tmp_path, timeout=900)
+    assert undisturbed.returncode == 0, undisturbed.stderr[-2000:]
+    run_dir = tmp_path / "b"
+    full = _cli([*smoke, f"hydra.run.dir={run_dir}"], tmp_path, timeout=900, FLY64_TEST_FULL_DISK=0,
+                FLY64_TEST_FULL_DISK_FOR=bundle.BUNDLE_NAME)
+    assert full.returncode == 1
+    assert full.stderr.strip().splitlines() == [
+        f"fly64-train: error: no space left on device writing {run_dir / bundle.BUNDLE_NAME} (needs "
+        f"{files.format_bytes((tmp_path / 'a' / bundle.BUNDLE_NAME).stat().st_size)}); free space there or set "
+        "hydra.run.dir to a directory on a filesystem with room"]
+    record = json.loads((run_dir / "training_manifest.json").read_text())
+    assert record["status"] == "failed" and "bundle_sha256" not in record
+    assert not (run_dir / bundle.BUNDLE_NAME).exists() and _leftovers(run_dir) == []
+    rerun = _cli([*smoke, f"hydra.run.dir={run_dir}"], tmp_path, timeout=900)  # room again: the same command
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "resuming" in (run_dir / "smoke.log").read_text().lower()
+    assert _sha(run_dir / bundle.BUNDLE_NAME) == _sha(tmp_path / "a" / bundle.BUNDLE_NAME)
