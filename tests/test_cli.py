@@ -23,8 +23,9 @@ def test_help_lists_config_groups_field_help_and_examples(tmp_path):
     result = run_cli(["--help"], tmp_path)
     assert result.returncode == 0, result.stderr
     for text in ("backend: pytorch, tensorflow", "dataset: fly64_synthetic, npz",
-                 "job: evaluate, prepare, smoke, study, train", "logger: csv, mlflow, tensorboard",
-                 "--multirun dose=1000,10000,100000", "hydra/sweeper=fly64_optuna", "fly64-train --version"):
+                 "job: evaluate, iterative, prepare, smoke, study, train", "logger: csv, mlflow, tensorboard",
+                 "--multirun dose=1000,10000,100000", "hydra/sweeper=fly64_optuna", "fly64-train --version",
+                 "--multirun job=train,iterative"):
         assert text in result.stdout
     lines = result.stdout.splitlines()
     dose = next(line for line in lines if line.startswith("dose: 1000.0"))

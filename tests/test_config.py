@@ -106,7 +106,7 @@ def test_typos_fail_at_composition_with_hydras_message(override):
 
 @pytest.mark.parametrize("override,choices", [
     ("view=diagonal", "baseline, dense, sparse"), ("backend.name=jax", "tensorflow, pytorch"),
-    ("dataset.source=hdf5", "synthetic, npz"), ("job.kind=fit", "train, prepare, evaluate"),
+    ("dataset.source=hdf5", "synthetic, npz"), ("job.kind=fit", "train, prepare, evaluate, iterative"),
     ("model.amp_activation=tanh", "sigmoid, swish, softplus, relu"), ("model.member_encoding=mixed", "shared, stacked"),
     ("model.model_type=supervised", "pinn"), ("model.generator=unet", "cnn, ffno")])
 def test_choices_fail_at_composition(override, choices):

@@ -33,12 +33,23 @@ def names_used(path: Path) -> set[str]:
         {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
 
 
+# The iterative engine's adapter: the one module that imports pty-chi, and torch through it.
+ITERATIVE_ENGINE = "iterative/ptychi_engine.py"
+
+
 @pytest.mark.parametrize("name", list(registry.BACKENDS))
 def test_only_a_backends_package_imports_its_framework(name):
     framework = registry.BACKENDS[name].framework
     package = registry.BACKENDS[name].target.split(":")[0].split(".")[-1]
-    importers = {relative(path) for path in MODULES if framework in imported_roots(path)}
+    importers = {relative(path) for path in MODULES if framework in imported_roots(path)} - {ITERATIVE_ENGINE}
     assert importers and all(path.startswith(f"backends/{package}/") for path in importers), importers
+
+
+def test_only_the_iterative_engine_imports_pty_chi_and_it_imports_no_other_framework():
+    importers = {relative(path) for path in MODULES if "ptychi" in imported_roots(path)}
+    assert importers == {ITERATIVE_ENGINE}
+    frameworks = {entry.framework for entry in registry.BACKENDS.values()}
+    assert frameworks & imported_roots(PACKAGE / ITERATIVE_ENGINE) == {"torch"}  # pty-chi's own framework
 
 
 def test_only_the_cli_and_the_sweep_callback_touch_hydras_runtime():
@@ -82,10 +93,10 @@ def test_framework_free_modules_import_no_framework():
     import subprocess
     import sys
 
-    modules = ["fly64_train.cli", "fly64_train.runner", "fly64_train.bundle",
+    modules = ["fly64_train.cli", "fly64_train.runner", "fly64_train.bundle", "fly64_train.iterative.job",
                "fly64_train.training", "fly64_train.backends.base", "fly64_train.backends.registry",
                "fly64_train.files", "fly64_train.sweep"]
-    frameworks = [entry.framework for entry in registry.BACKENDS.values()]
+    frameworks = [entry.framework for entry in registry.BACKENDS.values()] + ["ptychi"]
     code = (f"import sys, importlib; [importlib.import_module(m) for m in {modules!r}]; "
             f"bad = [m for m in {frameworks!r} if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -20,6 +20,7 @@ from typing import Any, Callable, ClassVar, Optional
 
 from fly64_train import architecture, objective, study
 from fly64_train.backends import registry
+from fly64_train.iterative import engine as iterative_engine
 
 
 class ConfigError(ValueError):
@@ -49,12 +50,14 @@ View = _choice("View", study.VIEWS)
 BackendName = _choice("BackendName", registry.BACKENDS)
 DatasetSource = _choice("DatasetSource", ("synthetic", "npz"))
 ObjectKind = _choice("ObjectKind", study.OBJECT_KINDS)
-JobKind = _choice("JobKind", ("train", "prepare", "evaluate"))
+JobKind = _choice("JobKind", ("train", "prepare", "evaluate", "iterative"))
 AmpActivation = _choice("AmpActivation", architecture.AMP_ACTIVATIONS)
 MemberEncoding = _choice("MemberEncoding", architecture.MEMBER_ENCODINGS)
 Generator = _choice("Generator", architecture.GENERATORS)
 ModelType = _choice("ModelType", ("pinn",))
 Objective = _choice("Objective", objective.OBJECTIVES)
+IterativeEngine = _choice("IterativeEngine", iterative_engine.ENGINES)
+NoiseModel = _choice("NoiseModel", iterative_engine.NOISE_MODELS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,7 +127,9 @@ class JobConfig(_Section):
     PREFIX: ClassVar[str] = "job."
     name: str = _meta("train", "the job preset's name; also names the job's log file (<name>.log)")
     kind: JobKind = _meta(JobKind.train, "train: data → train → bundle → evaluate; prepare: only build the "
-                                         "datasets; evaluate: score evaluate.bundle on the test split")
+                                         "datasets; evaluate: score evaluate.bundle on the test split; "
+                                         "iterative: reconstruct the test split with pty-chi (iterative.*) and "
+                                         "score it the same way")
 
 
 @dataclass
@@ -235,6 +240,21 @@ class EvaluateConfig(_Section):
 
 
 @dataclass
+class IterativeConfig(_Section):
+    """job=iterative: the conventional reconstruction of the view's test split (pty-chi), the study's peer."""
+    PREFIX: ClassVar[str] = "iterative."
+    engine: IterativeEngine = _meta(IterativeEngine.lsqml, "pty-chi's engine: lsqml, least-squares maximum "
+                                                           "likelihood (the original study's iterative peer)")
+    epochs: int = _meta(100, "iterations over every pattern of the test split", positive_int)
+    batch_size: int = _meta(100, "patterns per update", positive_int)
+    noise_model: NoiseModel = _meta(NoiseModel.gaussian, "the likelihood LSQML maximises: gaussian (on "
+                                                         "amplitudes) or poisson (on counts)")
+    refine_probe: bool = _meta(False, "also refine the probe (it starts from the data's probe either way)")
+    refine_positions: bool = _meta(False, "also refine the scan positions (they start from the data's)")
+    threads: int = _meta(0, "CPU threads; 0 = one per core", non_negative)
+
+
+@dataclass
 class CsvLoggerConfig:
     filename: str = _meta("history.csv", "one row per epoch, in the run directory")
 
@@ -272,6 +292,8 @@ class TrainingConfig(_Section):
     model: ModelConfig = _meta(help="the network", factory=ModelConfig)
     trainer: TrainerConfig = _meta(help="the training loop", factory=TrainerConfig)
     evaluate: EvaluateConfig = _meta(help="scoring on the test split", factory=EvaluateConfig)
+    iterative: IterativeConfig = _meta(help="job=iterative: pty-chi's reconstruction of the test split",
+                                       factory=IterativeConfig)
     logger: LoggerConfig = _meta(help="training loggers (group logger: csv, tensorboard, mlflow)",
                                  factory=LoggerConfig)
     objective: Objective = _meta(Objective.val_loss, "what the job returns to a sweeper (its direction follows)")

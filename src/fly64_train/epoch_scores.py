@@ -7,6 +7,7 @@ The scores join the epoch's row, so history.csv and the trackers carry them next
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Optional
 
 import numpy as np
@@ -28,10 +29,18 @@ def predict_patches(model, x: np.ndarray, rel: np.ndarray, batch_size: int) -> n
                            for i in range(0, len(x), batch_size)])
 
 
+def timed_predict(model, x: np.ndarray, rel: np.ndarray, batch_size: int) -> tuple[np.ndarray, float]:
+    """predict_patches and its wall time in seconds (the network's inference time on the split)."""
+    started = time.perf_counter()
+    patches = predict_patches(model, x, rel, batch_size)
+    return patches, time.perf_counter() - started
+
+
 class EpochScores:
     """Training-loop callback: every `every` epochs (and after the last) predicts the test view,
     scores it like the final evaluation, and adds EPOCH_SCORES to the epoch's row. `last` keeps the
-    latest (epoch, evaluate.Scored), so the final evaluation of the same weights is written, not redone."""
+    latest (epoch, evaluate.Scored), so the final evaluation of the same weights is written, not redone,
+    and `last_predict_seconds` the inference time of that prediction."""
 
     def __init__(self, model, inputs, data, every: int, last_epoch: int, *, batch_size: int,
                  illumination_threshold: float, max_shift_px: float):
@@ -41,11 +50,12 @@ class EpochScores:
         self.every, self.last_epoch, self.batch_size = int(every), int(last_epoch), int(batch_size)
         self.options = {"illumination_threshold": illumination_threshold, "max_shift_px": max_shift_px}
         self.last: Optional[tuple[int, Any]] = None
+        self.last_predict_seconds: Optional[float] = None
 
     def scores(self, epoch: int) -> dict[str, Any]:
         from fly64_train import evaluate  # here, not at import: the trackers import only EPOCH_SCORES
 
-        patches = predict_patches(self.model, self.inputs.x, self.inputs.rel, self.batch_size)
+        patches, self.last_predict_seconds = timed_predict(self.model, self.inputs.x, self.inputs.rel, self.batch_size)
         scored = evaluate.score_predictions(patches, self.inputs.positions, self.data.obj, probe=self.data.probe,
                                             **self.options)
         self.last = (epoch, scored)

@@ -536,6 +536,34 @@ def score_predictions(prediction_patches: np.ndarray, positions: np.ndarray, gro
     return Scored(result, aligned, image, coverage, lit)
 
 
+def score_object(image: np.ndarray, positions: np.ndarray, ground_truth_object: np.ndarray, probe: np.ndarray, *,
+                 crop: Optional[int] = None, illumination_threshold: float = DEFAULT_ILLUMINATION_THRESHOLD,
+                 max_shift_px: float = DEFAULT_MAX_SHIFT) -> Scored:
+    """score_predictions for an object reconstructed whole on the ground truth's grid (an iterative
+    engine): the same lit region, alignment and metrics; the per-patch scores compare the image's
+    patches at the scan `positions` (n, 2) (x, y). Every pixel counts as covered: the lit rule alone
+    picks the scored pixels."""
+    image, ground_truth = np.asarray(image), np.asarray(ground_truth_object)
+    positions = np.asarray(positions, dtype=np.float64).reshape(-1, 2)
+    if image.shape != ground_truth.shape or image.ndim != 2:
+        raise ValueError(f"reconstruction {image.shape} must be a 2-D image of the ground truth's shape "
+                         f"{ground_truth.shape}")
+    bad = int(np.count_nonzero(~np.isfinite(image)))
+    if bad:
+        raise ValueError(f"the reconstruction holds {bad} non-finite value(s) (NaN/inf): the engine diverged")
+    N = np.asarray(probe).shape[-1]
+    crop = N // 2 if crop is None else int(crop)
+    scan = np.unique(np.round(positions, 6), axis=0)
+    coverage = np.ones(image.shape, dtype=np.float64)
+    lit = illumination(probe, scan, ground_truth.shape)
+    aligned, result = score_image(image, coverage, ground_truth, lit, illumination_threshold=illumination_threshold,
+                                  max_shift_px=max_shift_px)
+    patches = physics.extract_patches(image, positions[:, 0], positions[:, 1], N)
+    result.update(n_patterns=int(len(scan)), n_patches=int(len(positions)), stitch_crop=None,
+                  patchwise=patchwise_against_object(patches, positions, ground_truth, crop))
+    return Scored(result, aligned, image, coverage, lit)
+
+
 def write_evaluation(run_dir: PathLike, scored: Scored, title: Optional[str] = None) -> dict[str, Any]:
     """Write metrics.json, reconstruction.png and reconstruction.npz of a scored prediction to
     `run_dir`; returns its metrics (the body of metrics.json without the FRC curves)."""

@@ -52,6 +52,11 @@ def register_configs() -> None:
     if not OmegaConf.has_resolver("fly64.direction"):
         # The Optuna preset's direction follows the objective: ${fly64.direction:${objective}}.
         OmegaConf.register_new_resolver("fly64.direction", lambda name: objective.direction(str(name)))
+    if not OmegaConf.has_resolver("fly64.method_suffix"):
+        # Directory names: a method other than PtychoPINN gets its own suffix (dense_lsqml), so the
+        # methods of one (dose, view) sit side by side in a sweep.
+        OmegaConf.register_new_resolver("fly64.method_suffix", lambda kind, model_type, engine: study.method_suffix(
+            study.method(str(kind), str(model_type), str(engine))))
     if not OmegaConf.has_resolver("fly64.describe"):
         # --help: the composed config with every field's help text (conf/hydra/help/fly64.yaml).
         OmegaConf.register_new_resolver("fly64.describe", lambda *, _root_: describe(_root_))

@@ -2,7 +2,8 @@
 
 Flow: validate the config and bridge it into the legacy params → (dry run: record the plan) →
 the job kind's function from `JOBS` (train: training loggers → datasets from the store → groups →
-backend build → shared training loop → bundle → evaluation; prepare; evaluate) → manifest.
+backend build → shared training loop → bundle → evaluation; prepare; evaluate; iterative: pty-chi on
+the test split, iterative/job.py) → manifest.
 Every job leaves a training_manifest.json whose status says what happened (running, planned,
 success, skipped, failed); a failure records the stage and the error, then re-raises.
 A finished job's record holds its objective (objective.describe), what the CLI returns to a sweeper.
@@ -35,12 +36,20 @@ class JobFailed(RuntimeError):
     """A stage of the job failed; the manifest holds `<Stage> failed: Type: message`."""
 
 
+# What an iterative job's result depends on (it trains nothing: no backend, model or trainer but N).
+_ITERATIVE_RESULT_FIELDS = ("job", "dataset", "evaluate", "iterative", "dose", "view", "seed", "deterministic")
+
+
 def result_config(config: TrainingConfig) -> dict:
     """The config without the fields that do not change what the job produces."""
     payload = to_dict(config)
     for key in _NON_RESULT_FIELDS:
         payload.pop(key, None)
     payload["evaluate"].pop("bundle", None)
+    if config.job.kind == "iterative":
+        payload = {key: payload[key] for key in _ITERATIVE_RESULT_FIELDS} | {"model": {"N": config.model.N}}
+    else:
+        payload.pop("iterative", None)  # a training job's result does not depend on the iterative peer's settings
     return payload
 
 
@@ -83,7 +92,9 @@ def run_job(config: TrainingConfig, run_dir: Path, overrides: Sequence[str] = ()
     started = time.time()
     record: dict[str, Any] = {
         "job": config.job.name, "kind": config.job.kind, "dose": config.dose, "view": config.view,
-        "gridsize": None, "backend": config.backend.name, "dry_run": config.dry_run,
+        "method": study.method(config.job.kind, config.model.model_type, config.iterative.engine),
+        "gridsize": None, "backend": None if config.job.kind == "iterative" else config.backend.name,
+        "dry_run": config.dry_run,
         "status": "running", "started_at": manifest.utc_now(), "overrides": list(overrides),
         "run_dir": str(run_dir), "versions": manifest.runtime_versions(),
     }
@@ -92,7 +103,7 @@ def run_job(config: TrainingConfig, run_dir: Path, overrides: Sequence[str] = ()
     try:
         with _Stage(record, "Configuration"):
             config = validate(config)
-            record["gridsize"] = config.gridsize
+            record["gridsize"] = None if config.job.kind == "iterative" else config.gridsize  # the view's test split
             record["config_fingerprint"] = fingerprint(config)
             params = legacy.update_legacy_dict(legacy.new_params(), config, output_dir=str(run_dir))
             files.write_json(run_dir / "resolved_config.json", to_dict(config))
@@ -147,20 +158,30 @@ def _read_previous(path: Path) -> Optional[dict]:
 
 def _reusable(previous: Optional[dict], record: dict, run_dir: Path, config: TrainingConfig) -> Optional[dict]:
     """A finished job with the same fingerprint whose bundle verifies is reused, not redone."""
-    if (config.force or config.dry_run or config.job.kind != "train" or previous is None
+    if (config.force or config.dry_run or config.job.kind not in ("train", "iterative") or previous is None
             or previous.get("status") not in ("success", "skipped")
             or previous.get("config_fingerprint") != record["config_fingerprint"]):
         return None
-    from fly64_train import bundle
+    from fly64_train import bundle, evaluate
 
-    try:
-        bundle.verify_against_manifest(run_dir / BUNDLE_NAME, previous)
-    except (ValueError, OSError) as exc:
-        log.warning("redoing the job: its previous bundle does not verify (%s)", exc)
-        return None
+    if config.job.kind == "iterative":  # the reconstruction is its result
+        path, reason = run_dir / evaluate.RECONSTRUCTION_NAME, "reconstruction present, verified and made from the same config"
+        try:
+            same = files.sha256_file(path) == previous.get("reconstruction_sha256")
+        except OSError:
+            same = False
+        if not same:
+            log.warning("redoing the job: its previous %s is missing or differs from its record", path.name)
+            return None
+    else:
+        reason = "bundle present, verified and made from the same config"
+        try:
+            bundle.verify_against_manifest(run_dir / BUNDLE_NAME, previous)
+        except (ValueError, OSError) as exc:
+            log.warning("redoing the job: its previous bundle does not verify (%s)", exc)
+            return None
     reused = dict(previous)
-    reused.update(status="skipped", skip_reason="bundle present, verified and made from the same config",
-                  reused_at=manifest.utc_now(), overrides=record["overrides"])
+    reused.update(status="skipped", skip_reason=reason, reused_at=manifest.utc_now(), overrides=record["overrides"])
     _set_objective(reused, config.objective)
     files.write_json(run_dir / manifest.TRAINING_MANIFEST, reused)
     log.info("skipping: %s", reused["skip_reason"])
@@ -285,7 +306,9 @@ def _train_stages(job: Job, loggers) -> None:
             last = epoch_scores.last if epoch_scores is not None else None
             # the last epoch's scoring is of these very weights: write it instead of redoing it
             done = last[1] if last is not None and last[0] == result.epochs_completed else None
-            job.record["metrics"] = _score(model, test_inputs, test_data, config, job.run_dir, done)
+            seconds = epoch_scores.last_predict_seconds if done is not None else None
+            job.record["metrics"] = _score(model, test_inputs, test_data, config, job.run_dir, job.record, done,
+                                           seconds)
     (job.run_dir / training.CHECKPOINT_NAME).unlink(missing_ok=True)
     _succeed(job.record, config)
     log.info("%s (%s, gridsize %d): %d epochs, loss %.5g → %s", study.job_name(config.dose, config.view),
@@ -354,6 +377,29 @@ def _write_model_bundle(job: Job, model, spec) -> None:
         record.update(bundle_path=BUNDLE_NAME, bundle_sha256=info.sha256, bundle_size_bytes=info.size_bytes)
 
 
+def _iterative(job: Job) -> None:
+    """job=iterative: pty-chi reconstructs the view's test split (iterative/job.py); the loggers get its
+    epochs."""
+    from fly64_train import tracking
+    from fly64_train.iterative import job as iterative_job
+
+    config, run_dir, record = job.config, job.run_dir, job.record
+    with _Stage(record, "Loggers"):
+        loggers = tracking.create_loggers(config.logger, run_dir)
+        tags = {"job": study.job_name(config.dose, config.view), "dose": study.format_number(config.dose),
+                "view": str(config.view), "method": record["method"], "job_kind": str(config.job.kind),
+                "run_dir": str(run_dir)}
+        tracking.start(loggers, to_dict(config), tags, record["config_fingerprint"])
+    try:
+        iterative_job.run(config, run_dir, record, _Stage, loggers)
+    except BaseException as exc:
+        record.setdefault("error", f"{record.get('stage', 'Job')} failed: {type(exc).__name__}: {exc}")
+        tracking.finish(loggers, dict(record, status="failed"), run_dir)
+        raise
+    _succeed(record, config)
+    tracking.finish(loggers, record, run_dir)
+
+
 def _epoch_scores(config: TrainingConfig, model, inputs, data):
     from fly64_train.epoch_scores import EpochScores
 
@@ -362,17 +408,24 @@ def _epoch_scores(config: TrainingConfig, model, inputs, data):
                        illumination_threshold=ev.illumination_threshold, max_shift_px=ev.max_shift_px)
 
 
-def _score(model, inputs, data, config: TrainingConfig, run_dir: Path, scored=None) -> dict:
-    """Score the test view and write its files; `scored` (evaluate.Scored of the same weights) is written as is."""
+def _score(model, inputs, data, config: TrainingConfig, run_dir: Path, record: dict, scored=None,
+           seconds: Optional[float] = None) -> dict:
+    """Score the test view and write its files; `scored` (evaluate.Scored of the same weights, predicted
+    in `seconds`) is written as is. The record gets the network's inference time on the split."""
     from fly64_train import evaluate
-    from fly64_train.epoch_scores import predict_patches
+    from fly64_train.epoch_scores import timed_predict
 
     if scored is None:
-        patches = predict_patches(model, inputs.x, inputs.rel, config.evaluate.batch_size)
+        patches, seconds = timed_predict(model, inputs.x, inputs.rel, config.evaluate.batch_size)
         scored = evaluate.score_predictions(
             patches, inputs.positions, data.obj, probe=data.probe,
             illumination_threshold=config.evaluate.illumination_threshold, max_shift_px=config.evaluate.max_shift_px)
     metrics = evaluate.write_evaluation(run_dir, scored)
+    # The same columns as an iterative job's: the time to reconstruct the split from its patterns
+    # (here the network's inference over every test group; stitching and scoring excluded).
+    record.update(test_patterns=data.n, reconstruction_time_s=round(seconds, 3),
+                  reconstruction_patterns_per_s=data.n / seconds if seconds > 0 else None,
+                  reconstruction_includes="the trained network's inference over the test groups (stitching excluded)")
     log.info("test metrics (lit region, %d px): amplitude SSIM %.4f, phase SSIM %.4f (original convention "
              "%.4f); per-patch correlation amplitude %.3f, phase %.3f", metrics["region"]["scored_pixels"],
              metrics["amplitude"]["ssim"], metrics["phase"]["ssim"], metrics["phase"]["ssim_original"],
@@ -402,7 +455,7 @@ def _evaluate_bundle(job: Job) -> None:
         model = _backend(config, record).build(spec)
         model.set_weights(weights)
     with _Stage(record, "Evaluation"):
-        record["metrics"] = _score(model, test_inputs, test_data, config, run_dir)
+        record["metrics"] = _score(model, test_inputs, test_data, config, run_dir, record)
     _succeed(record, config)
     m = record["metrics"]
     log.info("evaluated %s with %s: amplitude SSIM %.4f, phase SSIM %.4f → %s", bundle_path, config.backend.name,
@@ -416,4 +469,5 @@ JOBS: dict[str, Callable[[Job], None]] = {
     "train": _train,
     "prepare": _prepare,
     "evaluate": _evaluate_bundle,
+    "iterative": _iterative,
 }

@@ -49,6 +49,23 @@ def job_name(dose: float, view: str) -> str:
     return f"dose_{format_number(dose)}/{view}"
 
 
+PINN = "PtychoPINN"
+
+
+def method(job_kind: str, model_type: str = "pinn", engine: str = "lsqml") -> str:
+    """The method whose reconstruction a job scores: the study table's `method` column.
+    PtychoPINN for the network's jobs (model.model_type=pinn), the engine's name (LSQML) for
+    job=iterative; another model type is named by its own value."""
+    if job_kind == "iterative":
+        return engine.upper()
+    return PINN if model_type == "pinn" else model_type
+
+
+def method_suffix(name: str) -> str:
+    """'' for PtychoPINN (its directories keep their names), else '_<method>' (dense_lsqml)."""
+    return "" if name == PINN else "_" + name.lower()
+
+
 def config_fingerprint(payload: dict) -> str:
     """Stable SHA-256 of a JSON-able dict (sorted keys): identifies what a job was made from."""
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)

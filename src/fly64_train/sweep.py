@@ -42,7 +42,10 @@ SUMMARY_STEM = "study_summary"
 RESULTS = ("final_loss", "val_loss", "amplitude_ssim", "phase_ssim", "amplitude_psnr", "phase_psnr",
            "amplitude_mae", "phase_mae", "amplitude_frc50", "phase_frc50", "amplitude_patch_corr",
            "phase_patch_corr")
-COLUMNS = ("dose", "view", "gridsize", "backend", "status", "epochs", *RESULTS, "objective", "objective_value",
+# reconstruction_time_s / _patterns_per_s: the time to reconstruct the test split from its patterns:
+# a network's inference over it (after training_time_s of training), an iterative engine's run.
+COLUMNS = ("dose", "view", "method", "gridsize", "backend", "status", "epochs", *RESULTS, "objective",
+           "objective_value", "test_patterns", "reconstruction_time_s", "reconstruction_patterns_per_s",
            "bundle_sha256", "wall_time_s", "training_time_s", "job_dir", "overrides", "error")
 FigureWhen = Union[bool, str]  # True, False or "on_failure"
 
@@ -61,20 +64,29 @@ def job_manifests(sweep_dir: Path) -> list[tuple[Path, dict]]:
         record = item[1]
         view = record.get("view")
         natural = [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(item[0]))]
-        return (float(record.get("dose") or 0), views.index(view) if view in views else len(views), natural)
+        return (float(record.get("dose") or 0), views.index(view) if view in views else len(views),
+                method_of(record) != study.PINN, natural)
 
     return sorted(found, key=order)
+
+
+def method_of(record: dict) -> str:
+    """The job's method (manifests from before the method was recorded are PtychoPINN's)."""
+    return record.get("method") or study.PINN
 
 
 def summary_rows(sweep_dir: Path) -> list[dict]:
     rows = []
     for job_dir, record in job_manifests(sweep_dir):
         row = {
-            "dose": record.get("dose"), "view": record.get("view"), "gridsize": record.get("gridsize"),
+            "dose": record.get("dose"), "view": record.get("view"), "method": method_of(record),
+            "gridsize": record.get("gridsize"),
             "backend": record.get("backend"), "status": record.get("status"),
             "epochs": record.get("epochs_completed"),
             "bundle_sha256": record.get("bundle_sha256"), "wall_time_s": record.get("wall_time_s"),
-            "training_time_s": record.get("training_time_s"),
+            "training_time_s": record.get("training_time_s"), "test_patterns": record.get("test_patterns"),
+            "reconstruction_time_s": record.get("reconstruction_time_s"),
+            "reconstruction_patterns_per_s": record.get("reconstruction_patterns_per_s"),
             "job_dir": os.path.relpath(job_dir, sweep_dir), "overrides": " ".join(record.get("overrides") or []),
             "error": record.get("error"),
         }
@@ -118,7 +130,7 @@ def write_summary(sweep_dir: Path, figure: FigureWhen = True) -> list[dict]:
         files.write_json(sweep_dir / f"{SUMMARY_STEM}.json", {
             "updated_at": manifest.utc_now(), "n_jobs": len(rows),
             "n_success": sum(r["status"] == "success" for r in rows), "n_failed": len(failed),
-            "n_skipped": len(skipped), "objective": goal, "jobs": rows})
+            "n_skipped": len(skipped), "objective": goal, "methods": method_comparison(rows), "jobs": rows})
         files.write_json(sweep_dir / manifest.SKIP_SUMMARY, {
             "timestamp": manifest.utc_now(),
             "skipped": [{"job": r["job_dir"], "reason": "reused: bundle present, verified, same config"}
@@ -134,6 +146,20 @@ def write_summary(sweep_dir: Path, figure: FigureWhen = True) -> list[dict]:
     return rows
 
 
+COMPARED = ("status", "amplitude_ssim", "phase_ssim", "amplitude_frc50", "phase_frc50", "phase_patch_corr",
+            "test_patterns", "reconstruction_time_s", "reconstruction_patterns_per_s", "training_time_s", "job_dir")
+
+
+def method_comparison(rows: list[dict]) -> list[dict]:
+    """Per (dose, view), each method's scores and time to reconstruct the same test split side by side:
+    PtychoPINN's inference (after its training) beside an iterative engine's reconstruction."""
+    table: dict[tuple[float, str], dict] = {}
+    for (dose, view, method), r in sorted(cell_jobs(rows).items(), key=lambda item: (item[0][0], list(study.VIEWS).index(item[0][1]))):
+        entry = table.setdefault((dose, view), {"dose": dose, "view": view, "methods": {}})
+        entry["methods"][method] = {key: r.get(key) for key in COMPARED}
+    return list(table.values())
+
+
 def _value(x: Any) -> float:
     return float(x) if isinstance(x, (int, float)) and x is not None else math.nan
 
@@ -143,18 +169,21 @@ HEATMAPS = (("amplitude_ssim", "amplitude SSIM"), ("phase_ssim", "phase SSIM"),
             ("phase_patch_corr", "phase: per-patch correlation"))
 
 
-def _cells(rows: list[dict]) -> dict[tuple[float, str], list[dict]]:
-    """The jobs of each (dose, view)."""
-    cells: dict[tuple[float, str], list[dict]] = {}
+Cell = tuple[float, str, str]  # (dose, view, method)
+
+
+def _cells(rows: list[dict]) -> dict[Cell, list[dict]]:
+    """The jobs of each (dose, view, method)."""
+    cells: dict[Cell, list[dict]] = {}
     for r in rows:
         if r["dose"] is not None and r["view"] in study.VIEWS:
-            cells.setdefault((float(r["dose"]), r["view"]), []).append(r)
+            cells.setdefault((float(r["dose"]), r["view"], r["method"]), []).append(r)
     return cells
 
 
-def cell_jobs(rows: list[dict]) -> dict[tuple[float, str], dict]:
-    """The job shown for each (dose, view): the one with the best objective when a tuning sweep
-    ran several there, else a successful one, else the last."""
+def cell_jobs(rows: list[dict]) -> dict[Cell, dict]:
+    """The job shown for each (dose, view, method): the one with the best objective when a tuning
+    sweep ran several there, else a successful one, else the last."""
     chosen = {}
     for key, jobs in _cells(rows).items():
         done = [r for r in jobs if r["status"] in ("success", "skipped")]
@@ -162,52 +191,61 @@ def cell_jobs(rows: list[dict]) -> dict[tuple[float, str], dict]:
     return chosen
 
 
+def _columns(cells: dict[Cell, dict]) -> list[tuple[str, str]]:
+    """(view, method) columns: views in study order, each view's methods side by side, PtychoPINN first."""
+    pairs = {(view, method) for _, view, method in cells}
+    views = list(study.VIEWS)
+    return sorted(pairs, key=lambda p: (views.index(p[0]), p[1] != study.PINN, p[1]))
+
+
 def render_summary_png(sweep_dir: Path, rows: list[dict]) -> bytes:
-    """Heatmaps over dose × view of amplitude SSIM, phase SSIM and the per-patch phase correlation
-    (which a patch's unobservable constant phase does not blur), a grid of reconstructions and, for
-    a tuning sweep (several jobs per dose and view), the objective of every trial."""
+    """Heatmaps over dose × (view, method) of amplitude SSIM, phase SSIM and the per-patch phase
+    correlation (which a patch's unobservable constant phase does not blur), one colour scale [0, 1]
+    for every method; a grid of reconstructions' phase on one scale [−π, π], the methods of a view side
+    by side; and, for a tuning sweep (several jobs per cell), the objective of every trial."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     cells = cell_jobs(rows)
-    doses = sorted({dose for dose, _ in cells})
-    views = [v for v in study.VIEWS if any(view == v for _, view in cells)]
+    doses = sorted({dose for dose, _, _ in cells})
+    columns = _columns(cells)
+    labels = [view if all(m == study.PINN for _, m in columns) else f"{view}\n{method}" for view, method in columns]
     tuning = any(len(jobs) > 1 for jobs in _cells(rows).values())
     n_rows = max(len(doses), 1)
-    n_cols = max(len(views), 1)
+    n_cols = max(len(columns), 1)
     extra = 2 if tuning else 0
     fig = plt.figure(figsize=(4 + 2.2 * n_cols * 2 + 2.2 * (len(HEATMAPS) + extra), 3 + 2.2 * n_rows),
                      constrained_layout=True)
     grid = fig.add_gridspec(n_rows, len(HEATMAPS) + n_cols + extra)
     for col, (column, title) in enumerate(HEATMAPS):
-        table = np.full((len(doses), len(views)), np.nan)
-        for (dose, view), r in cells.items():
-            table[doses.index(dose), views.index(view)] = _value(r[column])
+        table = np.full((len(doses), len(columns)), np.nan)
+        for (dose, view, method), r in cells.items():
+            table[doses.index(dose), columns.index((view, method))] = _value(r[column])
         ax = fig.add_subplot(grid[:, col])
         image = ax.imshow(table, vmin=0, vmax=1, cmap="viridis", aspect="auto")
-        ax.set_xticks(range(len(views)), views)
+        ax.set_xticks(range(len(columns)), labels, fontsize=8)
         ax.set_yticks(range(len(doses)), [study.format_number(d) for d in doses])
-        ax.set_xlabel("view")
+        ax.set_xlabel("view" if labels == [v for v, _ in columns] else "view, method")
         ax.set_ylabel("dose (photons/pattern)")
         ax.set_title(title + (" (best trial)" if tuning else ""))
-        for (dose, view), r in cells.items():
-            i, j = doses.index(dose), views.index(view)
+        for (dose, view, method), r in cells.items():
+            i, j = doses.index(dose), columns.index((view, method))
             value = table[i, j]
             # A NaN cell is blank (the figure's white): its label is dark.
             label = f"{value:.3f}" if not math.isnan(value) else ("failed" if r["status"] == "failed" else "n/a")
             ax.text(j, i, label, ha="center", va="center", fontsize=9,
                     color="white" if not math.isnan(value) and value < 0.6 else "black")
         fig.colorbar(image, ax=ax, shrink=0.8)
-    for (dose, view), r in cells.items():
-        ax = fig.add_subplot(grid[doses.index(dose), len(HEATMAPS) + views.index(view)])
+    for (dose, view, method), r in cells.items():
+        ax = fig.add_subplot(grid[doses.index(dose), len(HEATMAPS) + columns.index((view, method))])
         ax.set_axis_off()
         label = f"{r['job_dir']} " if tuning else ""
-        ax.set_title(f"{view} d={study.format_number(dose)}\n{label}{r['status']}", fontsize=8)
+        ax.set_title(f"{view} d={study.format_number(dose)} {method}\n{label}{r['status']}", fontsize=8)
         image = _reconstruction_phase(Path(sweep_dir) / r["job_dir"])
         if image is not None:
-            ax.imshow(image, cmap="twilight")
+            ax.imshow(image, cmap="twilight", vmin=-np.pi, vmax=np.pi)
     if tuning:
         _objective_panel(fig.add_subplot(grid[:, len(HEATMAPS) + n_cols:]), rows)
     buffer = io.BytesIO()
