@@ -10,6 +10,9 @@ from typing import Any
 
 ENGINES = ("lsqml",)  # pty-chi's least-squares maximum-likelihood engine (the original study's Phase F)
 NOISE_MODELS = ("gaussian", "poisson")
+# How the engine cuts a patch at a sub-pixel position: bilinear is how the study data were simulated
+# (physics.extract_patches); fourier is pty-chi's default (a Fourier shift).
+INTERPOLATIONS = ("bilinear", "fourier")
 REQUIREMENT = "pip install -e '.[iterative]' (./setup.sh installs it)"
 
 
@@ -23,6 +26,7 @@ class EngineSettings:
     epochs: int = 100
     batch_size: int = 100
     noise_model: str = "gaussian"
+    interpolation: str = "bilinear"
     refine_probe: bool = False
     refine_positions: bool = False
     threads: int = 0  # 0: torch's default (one per core)

@@ -5,9 +5,9 @@ It translates this project's conventions into pty-chi's and back:
   fits intensities |FFT(P·O)|² (unnormalised FFT, DC in the corner; it shifts centred data itself).
   With the photon scale s known, the intensities are the counts (s·A)² and the probe is P·s/N, so
   the known probe already predicts the measured counts (what a Poisson noise model needs).
-- positions: a patch here takes pixel N//2 from its position c (physics.py); pty-chi centres a
-  patch at pixel (N−1)/2, so its position is c − 0.5, with the position origin at pixel (0, 0) of
-  the object buffer. The buffer is the scan's bounding box (plus half a patch) cut from the ground
+- positions: a patch here takes pixel N//2 from its position c (physics.py). pty-chi's bilinear
+  patches do the same; its Fourier-shifted ones centre a patch at pixel (N−1)/2, so there the
+  position is c − 0.5. The position origin is pixel (0, 0) of the object buffer. The buffer is the scan's bounding box (plus half a patch) cut from the ground
   truth's grid; the result is put back on that grid, flat (ones) where no light fell.
 """
 from __future__ import annotations
@@ -27,7 +27,9 @@ from fly64_train.iterative.engine import EngineSettings, Reconstruction
 log = logging.getLogger(__name__)
 
 NOISE_MODELS = {"gaussian": api.NoiseModels.GAUSSIAN, "poisson": api.NoiseModels.POISSON}
-CENTRE_OFFSET = 0.5  # this project's patch centre (pixel N//2) minus pty-chi's ((N − 1)/2), in pixels
+INTERPOLATIONS = {"bilinear": api.PatchInterpolationMethods.BILINEAR, "fourier": api.PatchInterpolationMethods.FOURIER}
+# this project's patch centre (pixel N//2) minus pty-chi's, in pixels, per interpolation
+CENTRE_OFFSET = {"bilinear": 0.0, "fourier": 0.5}
 
 
 def versions() -> dict[str, str]:
@@ -47,6 +49,7 @@ def _options(settings: EngineSettings, origin: tuple[float, float], known_scale:
     options.data_options.fft_shift = True  # the contract's patterns have DC at the centre
     options.object_options.optimizable = True
     options.object_options.determine_position_origin_coords_by = api.ObjectPosOriginCoordsMethods.SPECIFIED
+    options.object_options.patch_interpolation_method = INTERPOLATIONS[settings.interpolation]
     options.object_options.position_origin_coords = np.asarray(origin, dtype=np.float64)  # (y, x)
     options.probe_options.optimizable = settings.refine_probe
     options.probe_position_options.optimizable = settings.refine_positions
@@ -73,6 +76,7 @@ def reconstruct(diffraction: np.ndarray, photon_scale: Optional[float], probe: n
     if settings.threads:
         torch.set_num_threads(settings.threads)
     N = probe.shape[-1]
+    offset = CENTRE_OFFSET[settings.interpolation]
     known_scale = photon_scale is not None
     scale = float(photon_scale) if known_scale else 1.0
     intensities = (np.asarray(diffraction, dtype=np.float64) * scale) ** 2
@@ -84,8 +88,8 @@ def reconstruct(diffraction: np.ndarray, photon_scale: Optional[float], probe: n
         diffraction_data=intensities.astype(np.float32),
         object_data=np.ones((1, rows.stop - rows.start, cols.stop - cols.start), dtype=np.complex64),
         probe_data=probe_data,
-        probe_position_x_px=np.asarray(xcoords, dtype=np.float64) - CENTRE_OFFSET,
-        probe_position_y_px=np.asarray(ycoords, dtype=np.float64) - CENTRE_OFFSET)
+        probe_position_x_px=np.asarray(xcoords, dtype=np.float64) - offset,
+        probe_position_y_px=np.asarray(ycoords, dtype=np.float64) - offset)
     stops = sorted({int(e) for e in checkpoints if 0 < int(e) < settings.epochs} | {settings.epochs})
     seconds, done = 0.0, 0
     for stop in stops:
@@ -101,8 +105,8 @@ def reconstruct(diffraction: np.ndarray, photon_scale: Optional[float], probe: n
     return Reconstruction(
         obj=_object(task, object_shape, rows, cols),
         probe=(task.get_data_to_cpu("probe", as_numpy=True)[0, 0] * (N / scale)).astype(np.complex64),
-        xcoords=task.get_probe_positions_x(as_numpy=True) + CENTRE_OFFSET,
-        ycoords=task.get_probe_positions_y(as_numpy=True) + CENTRE_OFFSET,
+        xcoords=task.get_probe_positions_x(as_numpy=True) + offset,
+        ycoords=task.get_probe_positions_y(as_numpy=True) + offset,
         losses=[float(v) for v in task.reconstructor.loss_tracker.table["loss"]],
         seconds=seconds, versions=versions())
 
