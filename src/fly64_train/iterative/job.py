@@ -18,7 +18,8 @@ import numpy as np
 
 from fly64_train import evaluate, files, physics, study
 from fly64_train.epoch_scores import EPOCH_SCORES
-from fly64_train.iterative.engine import EngineSettings, load
+from fly64_train.iterative.engine import load
+from fly64_train.iterative.settings import EngineSettings
 
 log = logging.getLogger(__name__)
 REFINED_NAME = "refined_probe_positions.npz"
@@ -27,7 +28,8 @@ REFINED_NAME = "refined_probe_positions.npz"
 def settings_of(config) -> EngineSettings:
     it = config.iterative
     return EngineSettings(engine=str(it.engine), epochs=it.epochs, batch_size=it.batch_size,
-                          noise_model=str(it.noise_model), refine_probe=it.refine_probe,
+                          noise_model=str(it.noise_model), interpolation=str(it.interpolation),
+                          refine_probe=it.refine_probe,
                           refine_positions=it.refine_positions, threads=it.threads, seed=config.seed)
 
 

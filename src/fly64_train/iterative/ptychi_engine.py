@@ -22,7 +22,7 @@ import ptychi.api as api
 import torch
 from ptychi.api.task import PtychographyTask
 
-from fly64_train.iterative.engine import EngineSettings, Reconstruction
+from fly64_train.iterative.settings import EngineSettings, Reconstruction
 
 log = logging.getLogger(__name__)
 
