@@ -17,9 +17,14 @@ from fly64_train.training import run_training
 VIEW_FOR_GRIDSIZE = {1: "baseline", 2: "dense"}
 TRAINER_FIELDS = {f.name for f in dataclasses.fields(config.TrainerConfig)}
 INSTALLED = [name for name in registry.BACKENDS if registry.available(name)]
-# The model fields that choose each generator (every generator but the cnn writes the whole patch).
-GENERATOR_FIELDS = {"cnn": {}, "ffno": {"generator": "ffno", "pad_object": False}}
-assert set(GENERATOR_FIELDS) == set(architecture.GENERATORS), "a generator without test fields"
+# The model fields of each network variant the backend tests run: every generator (all but the cnn
+# write the whole patch) and every input transform.
+GENERATOR_FIELDS = {"cnn": {}, "ffno": {"generator": "ffno", "pad_object": False},
+                    "cnn_backprop": {"input_transform": "backprop", "pad_object": False}}
+assert {f.get("generator", "cnn") for f in GENERATOR_FIELDS.values()} == set(architecture.GENERATORS), \
+    "a generator without test fields"
+assert {f.get("input_transform", "none") for f in GENERATOR_FIELDS.values()} == set(architecture.INPUT_TRANSFORMS), \
+    "an input transform without test fields"
 
 
 def installed_backend(name: str):
@@ -167,6 +172,9 @@ def numpy_object(weights, spec: ModelSpec, x):
         return numpy_object(weights, ModelSpec(single, spec.training, spec.probe, spec.intensity_scale, spec.seed),
                             members).reshape(B, C, N, N)
     h = x.astype(np.float64) * spec.intensity_scale / np.exp(float(weights["log_scale"]))
+    if g.input_transform == "backprop":
+        d = np.moveaxis(physics.backpropagate(np.moveaxis(h, -1, 1), weights["probe"]), 1, -1)
+        h = np.concatenate([h, d.real, d.imag], axis=-1)
     if g.generator == "ffno":
         amp, phase = numpy_ffno(weights, g, h)
         return np.moveaxis(amp * np.exp(1j * phase), -1, 1)

@@ -18,6 +18,7 @@ Forward pass, for input x (B, N, N, C):
     (input channels 1, head channels 1; members folded into the batch), C_out = C.
   (Both encodings mean the same for every generator: only its input and head channels change.)
   h = (x·s) / exp(log_scale)                       s = intensity_scale(dose, N) (fixed)
+  input_transform 'backprop': the generator sees [h, re d, im d], d = physics.backpropagate(h, probe_model)
   cnn:
   encoder: per block [conv3×3 ReLU, conv3×3 ReLU, maxpool 2×2]          → (B, 8, 8, ·)
   for d in (amp, phase):
@@ -62,6 +63,11 @@ MEMBER_ENCODINGS = ("shared", "stacked")
 # model.generator: the network from patterns to object patches. The one list of generators; each
 # backend builds `name` in its backends/<backend>/generators/<name>.py.
 GENERATORS = ("cnn", "ffno")
+# model.input_transform: what the generator sees of each pattern. none: the normalised amplitude h
+# (the reference). backprop: h and the real and imaginary parts of physics.backpropagate(h, probe),
+# the pattern carried back into the object patch's frame by one error-reduction step from a flat
+# object with the model's probe (3 input channels per pattern; computed inside the model).
+INPUT_TRANSFORMS = ("none", "backprop")
 AMP_ACTIVATIONS = ("sigmoid", "swish", "softplus", "relu")  # the amplitude head's activation (§5.1)
 SUPPORTED_N = (64, 128)  # patch sizes the encoder/decoder filter tables cover
 PROBE_NAME = "probe"
@@ -166,8 +172,11 @@ class Geometry:
     ffno_width: int = FFNO_WIDTH
     ffno_modes: Optional[int] = None  # None: min(FFNO_MAX_MODES, N/4)
     ffno_blocks: int = FFNO_BLOCKS
+    input_transform: str = "none"
 
     def __post_init__(self):
+        if self.input_transform not in INPUT_TRANSFORMS:
+            raise ValueError(f"input_transform={self.input_transform!r}; expected one of {', '.join(INPUT_TRANSFORMS)}")
         if self.generator not in GENERATORS:
             raise ValueError(f"generator={self.generator!r} is not a generator; expected one of "
                              + ", ".join(GENERATORS))
@@ -209,8 +218,14 @@ class Geometry:
         return self.channels if self.object_big else 1
 
     @property
+    def input_features(self) -> int:
+        """Generator input channels per pattern: h, plus backprop's real and imaginary parts."""
+        return 3 if self.input_transform == "backprop" else 1
+
+    @property
     def network_in_channels(self) -> int:
-        return 1 if self.shared_members else self.channels
+        """Channels order: [h of every pattern, then re(d) of every pattern, then im(d) ...]."""
+        return (1 if self.shared_members else self.channels) * self.input_features
 
     @property
     def network_out_channels(self) -> int:
@@ -335,13 +350,15 @@ class Geometry:
                "generator": self.generator}
         if self.generator == "ffno":
             out.update(ffno_width=self.ffno_width, ffno_modes=self.ffno_modes, ffno_blocks=self.ffno_blocks)
+        if self.input_transform != "none":
+            out["input_transform"] = self.input_transform
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Geometry":
         """The geometry a bundle's manifest records (`to_dict`). Bundles written before
         member_encoding existed used the reference's stacking, those before pad_object the padded head,
-        those before generator the cnn (the fields' defaults)."""
+        those before generator the cnn, those before input_transform none (the fields' defaults)."""
         known = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in known})
 

@@ -54,6 +54,7 @@ JobKind = _choice("JobKind", ("train", "prepare", "evaluate", "iterative"))
 AmpActivation = _choice("AmpActivation", architecture.AMP_ACTIVATIONS)
 MemberEncoding = _choice("MemberEncoding", architecture.MEMBER_ENCODINGS)
 Generator = _choice("Generator", architecture.GENERATORS)
+InputTransform = _choice("InputTransform", architecture.INPUT_TRANSFORMS)
 ModelType = _choice("ModelType", ("pinn",))
 Objective = _choice("Objective", objective.OBJECTIVES)
 IterativeEngine = _choice("IterativeEngine", iterative_settings.ENGINES)
@@ -186,6 +187,10 @@ class ModelConfig(_Section):
                                             "expected a positive number of modes or null"))
     ffno_blocks: int = _meta(architecture.FFNO_BLOCKS, "ffno: blocks sharing the one spectral convolution",
                              positive_int)
+    input_transform: InputTransform = _meta(
+        InputTransform.none, "what the generator sees of each pattern: none (the normalised amplitude, the reference) "
+                             "or backprop (also the pattern carried back to the object plane by one error-reduction "
+                             "step from a flat object with the model's probe; README, model decisions)")
     model_type: ModelType = _meta(ModelType.pinn, "the physics-informed network (the only type here)")
     amp_activation: AmpActivation = _meta(AmpActivation.sigmoid, "activation of the amplitude head")
     object_big: bool = _meta(True, "one object patch per group member (false: one per group)")

@@ -96,6 +96,33 @@ def far_field_amplitude(exit_waves: np.ndarray, workers: int = -1) -> np.ndarray
     return np.sqrt(scipy.fft.fftshift(intensity, axes=(-2, -1)) / n_pixels)
 
 
+# backpropagate: far-field pixels of the probe below this fraction of its brightest are damped.
+BACKPROP_FLOOR = 1e-3
+
+
+def backpropagate(amplitude: np.ndarray, probe: np.ndarray) -> np.ndarray:
+    """One error-reduction step from the unit object O = 1 with the known probe, as an object-plane
+    image: d = P*·(ψ' − P)/max|P|², ψ' = IFFT(A·Ψ_P/|Ψ_P|), Ψ_P the probe's far field (this module's
+    unitary, fftshifted convention). Amplitudes (..., N, N) → d (..., N, N) complex128.
+
+    d is the negative gradient of the amplitude loss Σ(|F(P·O)| − A)² with respect to conj(O) at
+    O = 1, divided by max|P|²: the measured pattern carried back into the frame of the object patch,
+    where a network's convolutions see the object's features where they are (model.input_transform).
+    Where the probe's far field is dark its phase is round-off, so Ψ_P/|Ψ_P| is taken as
+    Ψ_P/max(|Ψ_P|, BACKPROP_FLOOR·max|Ψ_P|): those pixels (where the gradient is undefined) are
+    damped, not given a random phase. A flat unit object's own pattern gives d ≈ 0 (exactly where
+    the probe's far field is above the floor).
+    """
+    probe = np.asarray(probe, dtype=np.complex128)
+    N = probe.shape[-1]
+    spectrum = scipy.fft.fftshift(scipy.fft.fft2(probe)) / N
+    magnitude = np.abs(spectrum)
+    unit = spectrum / np.maximum(magnitude, BACKPROP_FLOOR * magnitude.max())
+    field = scipy.fft.ifft2(scipy.fft.ifftshift(np.asarray(amplitude, dtype=np.float64) * unit, axes=(-2, -1)),
+                            axes=(-2, -1)) * N
+    return np.conj(probe) * (field - probe) / float(np.max(np.abs(probe) ** 2))
+
+
 def dose_scale(mean_pattern_energy: float, dose: float) -> float:
     """Photon scale s with s²·(mean Σ|ψ|²) = dose: counts = (s·A)² have mean total = dose."""
     if not mean_pattern_energy > 0:

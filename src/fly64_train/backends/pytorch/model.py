@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fly64_train import physics
 from fly64_train.architecture import COVERAGE_EPSILON, NLL_EPSILON
 from fly64_train.backends.base import ModelSpec
 from fly64_train.backends.pytorch import generators
@@ -175,6 +176,17 @@ def far_field_power(real: torch.Tensor, imag: torch.Tensor) -> torch.Tensor:
     return torch.fft.fftshift(power, dim=(-2, -1)) / n_pixels
 
 
+def backpropagate(h: torch.Tensor, probe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """physics.backpropagate for amplitudes h (b, k, N, N) and the complex probe (N, N): re, im of d."""
+    n = probe.shape[-1]
+    spectrum = torch.fft.fftshift(torch.fft.fft2(probe)) / n
+    magnitude = spectrum.abs()
+    unit = spectrum / torch.clamp(magnitude, min=physics.BACKPROP_FLOOR * float(magnitude.max()))
+    field = torch.fft.ifft2(torch.fft.ifftshift(h.contiguous() * unit, dim=(-2, -1))) * n
+    d = probe.conj() * (field - probe) / probe.abs().square().max()
+    return d.real, d.imag
+
+
 class _SafeSqrt(torch.autograd.Function):
     """sqrt with a finite gradient at 0 (0.5/max(√x, 1e-12)); the forward is torch.sqrt."""
 
@@ -304,7 +316,13 @@ class PtychoPINN(nn.Module):
         """Amplitude and phase heads (b, out, N, N) of the generator for input x (b, in, N, N)."""
         # h = (x·s)/exp(log_scale): the generator applies the scale to its first kernel (the same
         # product, reassociated): no pass over x, no gradient for x.
-        return self.generator(x, self.input_scale * torch.exp(-self.log_scale))
+        scale = self.input_scale * torch.exp(-self.log_scale)
+        if self.geometry.input_transform == "backprop":
+            h = x * scale
+            real, imag = backpropagate(h, self.probe)
+            features = torch.cat((h, real, imag), dim=1).contiguous(memory_format=self.memory_format)
+            return self.generator(features, torch.ones((), dtype=h.dtype))
+        return self.generator(x, scale)
 
     # -- physics ----------------------------------------------------------------------------------
     def canvas_and_patches(self, amp: torch.Tensor, phase: torch.Tensor,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from fly64_train import architecture
+from fly64_train import architecture, physics
 from fly64_train.architecture import LOG_SCALE_NAME, PROBE_NAME, Conv
 from fly64_train.backends.base import ModelSpec
 from fly64_train.backends.tensorflow import generators
@@ -94,6 +94,19 @@ def safe_sqrt(value: tf.Tensor):
         return upstream * 0.5 / tf.maximum(root, 1e-12)
 
     return root, grad
+
+
+def backpropagate(h: tf.Tensor, probe: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """physics.backpropagate for amplitudes h (b, k, N, N) and the complex probe (N, N): re, im of d."""
+    n = probe.shape[-1]
+    spectrum = tf.signal.fftshift(tf.signal.fft2d(probe), axes=(-2, -1)) / n
+    magnitude = tf.abs(spectrum)
+    floor = tf.maximum(magnitude, physics.BACKPROP_FLOOR * tf.reduce_max(magnitude))
+    unit = spectrum / tf.cast(floor, spectrum.dtype)
+    wave = tf.complex(h, tf.zeros_like(h)) * unit
+    field = tf.signal.ifft2d(tf.signal.ifftshift(wave, axes=(-2, -1))) * n
+    d = tf.math.conj(probe) * (field - probe) / tf.cast(tf.reduce_max(tf.abs(probe) ** 2), probe.dtype)
+    return tf.math.real(d), tf.math.imag(d)
 
 
 def far_field_amplitude(psi_re: tf.Tensor, psi_im: tf.Tensor) -> tf.Tensor:
@@ -212,7 +225,13 @@ class PtychoPINN(tf.Module):
     def network(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Amplitude and phase (b, N, N, out) of the generator for input x (b, N, N, in)."""
         # h = (x·s)/exp(log_scale): the generator applies it to its first kernel (the same product)
-        return self.generator(x, self.intensity_scale * tf.exp(-self.log_scale))
+        scale = self.intensity_scale * tf.exp(-self.log_scale)
+        if self.geometry.input_transform == "backprop":
+            h = x * scale
+            real, imag = backpropagate(tf.transpose(h, [0, 3, 1, 2]), tf.complex(self.probe_re, self.probe_im))
+            features = tf.concat([h, tf.transpose(real, [0, 2, 3, 1]), tf.transpose(imag, [0, 2, 3, 1])], axis=-1)
+            return self.generator(features, tf.constant(1.0))
+        return self.generator(x, scale)
 
     def forward(self, x: tf.Tensor, rel: tf.Tensor) -> dict[str, tf.Tensor]:
         """Every output of the model for x (B, N, N, C) float32, rel (B, C, 2) float32 (x, y).
