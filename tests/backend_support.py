@@ -162,6 +162,12 @@ def numpy_ffno(weights, g, h):
             math.pi * np.tanh(np_conv(h, weights, layers.head_phase)))
 
 
+def np_standardise(v):
+    """Per sample and channel (B, N, N, k): zero mean, unit variance over the image."""
+    mean = v.mean(axis=(1, 2), keepdims=True)
+    return (v - mean) / np.sqrt(v.var(axis=(1, 2), keepdims=True) + architecture.INSTANCE_NORM_EPSILON)
+
+
 def numpy_object(weights, spec: ModelSpec, x):
     """Object patches (B, C_out, N, N) complex of the network for x (B, N, N, C)."""
     g = spec.geometry
@@ -174,7 +180,7 @@ def numpy_object(weights, spec: ModelSpec, x):
     h = x.astype(np.float64) * spec.intensity_scale / np.exp(float(weights["log_scale"]))
     if g.input_transform == "backprop":
         d = np.moveaxis(physics.backpropagate(np.moveaxis(h, -1, 1), weights["probe"]), 1, -1)
-        h = np.concatenate([h, d.real, d.imag], axis=-1)
+        h = np.concatenate([h, np_standardise(d.real), np_standardise(d.imag)], axis=-1)
     if g.generator == "ffno":
         amp, phase = numpy_ffno(weights, g, h)
         return np.moveaxis(amp * np.exp(1j * phase), -1, 1)

@@ -18,7 +18,9 @@ Forward pass, for input x (B, N, N, C):
     (input channels 1, head channels 1; members folded into the batch), C_out = C.
   (Both encodings mean the same for every generator: only its input and head channels change.)
   h = (x·s) / exp(log_scale)                       s = intensity_scale(dose, N) (fixed)
-  input_transform 'backprop': the generator sees [h, re d, im d], d = physics.backpropagate(h, probe_model)
+  input_transform 'backprop': the generator sees [h, std(re d), std(im d)], d = physics.backpropagate(h,
+    probe_model), std(·) = zero mean and unit variance per sample and channel (d's contrast is a few
+    per cent of h's: unscaled, the first convolution would learn from it ~10× slower)
   cnn:
   encoder: per block [conv3×3 ReLU, conv3×3 ReLU, maxpool 2×2]          → (B, 8, 8, ·)
   for d in (amp, phase):

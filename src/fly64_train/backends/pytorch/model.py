@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fly64_train import physics
+from fly64_train import architecture, physics
 from fly64_train.architecture import COVERAGE_EPSILON, NLL_EPSILON
 from fly64_train.backends.base import ModelSpec
 from fly64_train.backends.pytorch import generators
@@ -187,6 +187,12 @@ def backpropagate(h: torch.Tensor, probe: torch.Tensor) -> tuple[torch.Tensor, t
     return d.real, d.imag
 
 
+def standardise(v: torch.Tensor) -> torch.Tensor:
+    """Per sample and channel: zero mean, unit variance over the image (architecture.standardise)."""
+    variance, mean = torch.var_mean(v, dim=(-2, -1), keepdim=True, correction=0)
+    return (v - mean) * torch.rsqrt(variance + architecture.INSTANCE_NORM_EPSILON)
+
+
 class _SafeSqrt(torch.autograd.Function):
     """sqrt with a finite gradient at 0 (0.5/max(√x, 1e-12)); the forward is torch.sqrt."""
 
@@ -320,7 +326,8 @@ class PtychoPINN(nn.Module):
         if self.geometry.input_transform == "backprop":
             h = x * scale
             real, imag = backpropagate(h, self.probe)
-            features = torch.cat((h, real, imag), dim=1).contiguous(memory_format=self.memory_format)
+            features = torch.cat((h, standardise(real), standardise(imag)), dim=1)
+            features = features.contiguous(memory_format=self.memory_format)
             return self.generator(features, torch.ones((), dtype=h.dtype))
         return self.generator(x, scale)
 
