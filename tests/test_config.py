@@ -79,6 +79,8 @@ def test_npz_dataset_requires_both_paths():
     (["job=smoke", "model.generator=ffno"], "model.pad_object=True", "set model.pad_object=false"),
     (["model.generator=ffno", "model.ffno_modes=40"], "model.ffno_modes=40", "1 to N/2 = 32"),
     (["model.generator=ffno", "model.ffno_width=0"], "model.ffno_width=0", "positive integer"),
+    (["view=dense", "model.model_type=supervised", "model.member_encoding=stacked", "model.object_big=false"],
+     "model.object_big=False", "model_type=supervised compares every member's patch"),
 ])
 def test_bad_values_fail_with_one_clear_line(overrides, field, fragment):
     with pytest.raises(ConfigError) as info:
@@ -108,7 +110,7 @@ def test_typos_fail_at_composition_with_hydras_message(override):
     ("view=diagonal", "baseline, dense, sparse"), ("backend.name=jax", "tensorflow, pytorch"),
     ("dataset.source=hdf5", "synthetic, npz"), ("job.kind=fit", "train, prepare, evaluate, iterative"),
     ("model.amp_activation=tanh", "sigmoid, swish, softplus, relu"), ("model.member_encoding=mixed", "shared, stacked"),
-    ("model.model_type=supervised", "pinn"), ("model.generator=unet", "cnn, ffno")])
+    ("model.model_type=hybrid", "pinn, supervised"), ("model.generator=unet", "cnn, ffno")])
 def test_choices_fail_at_composition(override, choices):
     """Choices are Enums: Hydra rejects a value outside them while composing (no run directory yet)."""
     with pytest.raises(ConfigCompositionException) as info:

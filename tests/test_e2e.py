@@ -135,3 +135,17 @@ def test_missing_user_file_is_a_clear_error(workdir):
                      workdir, timeout=300)
     assert result.returncode == 1
     assert "/nonexistent/train.npz" in result.stderr.splitlines()[0]
+
+
+def test_a_supervised_job_with_the_ffno_trains_on_the_truth_and_records_its_method(workdir):
+    """model_type=supervised (the study's supervised baseline) with the ffno generator: the manifest,
+    the bundle and the sweep summary say what trained; evaluation is the same as for a PINN."""
+    from fly64_train import bundle
+
+    record = train(workdir, "supervised", "view=baseline", "backend=pytorch", "model.model_type=supervised",
+                   "model.generator=ffno", "model.pad_object=false", "model.ffno_width=8", "trainer.epochs=1")
+    assert record["status"] == "success" and record["metrics"]["phase"]["ssim"] is not None
+    assert (record["model_type"], record["generator"]) == ("supervised", "ffno")
+    _, content = bundle.read_bundle(record["_dir"] / "wts.h5.zip")
+    assert (content["model_type"], content["generator"]) == ("supervised", "ffno")
+    assert content["geometry"]["generator"] == "ffno" and content["geometry"]["ffno_width"] == 8

@@ -53,6 +53,7 @@ def test_basic_sweep_summarises_six_jobs(basic_sweep):
         manifest = json.loads((sweep / row["job_dir"] / "training_manifest.json").read_text())
         assert row["bundle_sha256"] == manifest["bundle_sha256"] and len(row["bundle_sha256"]) == 64
         assert row["gridsize"] == ("1" if row["view"] == "baseline" else "2")
+        assert (row["method"], row["generator"]) == ("PtychoPINN", "cnn")  # what trained
         assert (sweep / row["job_dir"] / "wts.h5.zip").is_file()
     data = json.loads((sweep / "study_summary.json").read_text())
     assert data["n_jobs"] == 6 and data["n_success"] == 6

@@ -37,7 +37,7 @@ class LeastSquaresModel(Model):
     def _loss(self, x):
         return float(np.mean((self._features(x) @ self.w - 1.0) ** 2))
 
-    def train_step(self, x, rel):
+    def train_step(self, x, rel, target=None):
         self.steps += 1
         if self.interrupt_at_step == self.steps:
             raise KeyboardInterrupt("simulated kill")
@@ -50,7 +50,7 @@ class LeastSquaresModel(Model):
             return self.loss_override(self.steps)
         return self._loss(x)
 
-    def loss(self, x, rel):
+    def loss(self, x, rel, target=None):
         return self._loss(x)
 
     def predict(self, x, rel):

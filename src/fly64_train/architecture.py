@@ -42,6 +42,13 @@ Forward pass, for input x (B, N, N, C):
   ψ = probe_model · patch;  A = sqrt(fftshift(|FFT2 ψ|²)/N²);  pred_amp = A·exp(log_scale)
   pred_intensity = pred_amp²; loss = nll_weight·mean(I − counts·log(I + 1e-12))
                                      + mae_weight·mean|pred_amp − s·x|,   counts = (s·x)²
+model_type 'supervised' (the original's supervised baseline): the same generator, trained on the true
+  object patches T = |T|·exp(iθ) of the members (B, C, N, N), without the physics:
+  loss = mean|A − |T|| + mean|(φ − ⟨φ⟩) − (θ − ⟨θ⟩)|, ⟨·⟩ the mean over each N×N patch: the phase is
+  compared mean-free, since a patch's constant phase is invisible in its pattern (the evaluation's
+  per-patch phase correlation is mean-free too). This assumes the true phase does not wrap inside a
+  patch (the synthetic objects' phase spans [−π/2, π/2]). The canvas and physics still make the
+  predictions, so evaluation is the same for both types.
 All convs are 'same' padded, stride 1, with bias. `rel` are member positions minus the group
 centre, (x, y) order, in pixels (data/grouping.py).
 """
@@ -62,6 +69,8 @@ COVERAGE_EPSILON = 1e-6
 # (measured: the network then never leaves the amplitude-only basin at gridsize 2).
 CANVAS_BORDER_WEIGHT = 1e-3
 MEMBER_ENCODINGS = ("shared", "stacked")
+# model.model_type: pinn trains through the physics (the Poisson loss), supervised on the true patches.
+MODEL_TYPES = ("pinn", "supervised")
 # model.generator: the network from patterns to object patches. The one list of generators; each
 # backend builds `name` in its backends/<backend>/generators/<name>.py.
 GENERATORS = ("cnn", "ffno")

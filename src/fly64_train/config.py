@@ -55,7 +55,7 @@ AmpActivation = _choice("AmpActivation", architecture.AMP_ACTIVATIONS)
 MemberEncoding = _choice("MemberEncoding", architecture.MEMBER_ENCODINGS)
 Generator = _choice("Generator", architecture.GENERATORS)
 InputTransform = _choice("InputTransform", architecture.INPUT_TRANSFORMS)
-ModelType = _choice("ModelType", ("pinn",))
+ModelType = _choice("ModelType", architecture.MODEL_TYPES)
 Objective = _choice("Objective", objective.OBJECTIVES)
 IterativeEngine = _choice("IterativeEngine", iterative_settings.ENGINES)
 NoiseModel = _choice("NoiseModel", iterative_settings.NOISE_MODELS)
@@ -191,7 +191,9 @@ class ModelConfig(_Section):
         InputTransform.none, "what the generator sees of each pattern: none (the normalised amplitude, the reference) "
                              "or backprop (also the pattern carried back to the object plane by one error-reduction "
                              "step from a flat object with the model's probe; README, model decisions)")
-    model_type: ModelType = _meta(ModelType.pinn, "the physics-informed network (the only type here)")
+    model_type: ModelType = _meta(ModelType.pinn, "pinn: trained through the physics (Poisson loss on the patterns); "
+                                                  "supervised: the same generator trained on the true object patches "
+                                                  "(amplitude + mean-free phase MAE; needs data with the true object)")
     amp_activation: AmpActivation = _meta(AmpActivation.sigmoid, "activation of the amplitude head")
     object_big: bool = _meta(True, "one object patch per group member (false: one per group)")
     probe_big: bool = _meta(True, "with pad_object: a border path writes the patch outside the central N/2")
@@ -357,6 +359,9 @@ def validate(config: TrainingConfig) -> TrainingConfig:
     if model.member_encoding == MemberEncoding.shared and not model.object_big and expected > 1:
         _fail("model.object_big", False, "member_encoding=shared gives every member its own patch: "
                                          "needs object_big=true (or member_encoding=stacked)")
+    if model.model_type == ModelType.supervised and not model.object_big and expected > 1:
+        _fail("model.object_big", False, "model_type=supervised compares every member's patch with its truth: "
+                                         "needs object_big=true")
     if model.generator != Generator.cnn:
         if model.pad_object:
             _fail("model.pad_object", True, f"the {model.generator} generator writes the whole N×N patch: "

@@ -94,6 +94,8 @@ def run_job(config: TrainingConfig, run_dir: Path, overrides: Sequence[str] = ()
         "job": config.job.name, "kind": config.job.kind, "dose": config.dose, "view": config.view,
         "method": study.method(config.job.kind, config.model.model_type, config.iterative.engine),
         "gridsize": None, "backend": None if config.job.kind == "iterative" else config.backend.name,
+        "model_type": config.model.model_type,
+        "generator": None if config.job.kind == "iterative" else config.model.generator,
         "dry_run": config.dry_run,
         "status": "running", "started_at": manifest.utc_now(), "overrides": list(overrides),
         "run_dir": str(run_dir), "versions": manifest.runtime_versions(),
@@ -299,7 +301,7 @@ def _train_stages(job: Job, loggers) -> None:
     train_data, test_data = _load_splits(config, job.record)
     train_inputs, test_inputs, padded = _group(job, train_data, test_data)
     model, spec = _build_model(job, train_data.probe, padded)
-    result, epoch_scores = _fit(job, model, train_inputs, test_inputs, test_data, loggers)
+    result, epoch_scores = _fit(job, model, train_data, train_inputs, test_inputs, test_data, loggers)
     _write_model_bundle(job, model, spec)
     if test_inputs is not None:
         with _Stage(job.record, "Evaluation"):
@@ -341,7 +343,7 @@ def _build_model(job: Job, data_probe: np.ndarray, padded: int):
         return _backend(config, job.record).build(spec), spec
 
 
-def _fit(job: Job, model, train_inputs, test_inputs, test_data, loggers):
+def _fit(job: Job, model, train_data, train_inputs, test_inputs, test_data, loggers):
     """(training.TrainResult, the EpochScores callback or None); the loggers see every epoch."""
     from fly64_train import training
 
@@ -352,8 +354,10 @@ def _fit(job: Job, model, train_inputs, test_inputs, test_data, loggers):
             # first, so the loggers see the epoch's test scores in its row
             epoch_scores = _epoch_scores(config, model, test_inputs, test_data)
             callbacks.insert(0, epoch_scores)
+        targets = true_patches(train_data, train_inputs) if config.model.model_type == "supervised" else None
         result = training.run_training(model, train_inputs.x, train_inputs.rel, loop_settings(config), job.run_dir,
-                                       fingerprint=record["config_fingerprint"], callbacks=callbacks)
+                                       fingerprint=record["config_fingerprint"], callbacks=callbacks,
+                                       targets=targets)
         last = result.history[-1] if result.history else {}
         record.update(final_loss=result.final_loss, val_loss=last.get("val_loss"),
                       epochs_completed=result.epochs_completed,
@@ -370,7 +374,8 @@ def _write_model_bundle(job: Job, model, spec) -> None:
     with _Stage(record, "Bundle"):
         # Where the run happened is not part of the model: same config → same bundle bytes.
         portable = {k: v for k, v in job.params.items() if k not in _LOCATION_KEYS}
-        content = {"backend": config.backend.name, "versions": record["versions"], "legacy_params": portable,
+        content = {"backend": config.backend.name, "model_type": config.model.model_type,
+                   "generator": config.model.generator, "versions": record["versions"], "legacy_params": portable,
                    "config": result_config(config), "geometry": spec.geometry.to_dict(),
                    "intensity_scale": spec.intensity_scale, "config_fingerprint": record["config_fingerprint"]}
         info = bundle.write_bundle(job.run_dir / BUNDLE_NAME, model.get_weights(), content)
@@ -398,6 +403,23 @@ def _iterative(job: Job) -> None:
         raise
     _succeed(record, config)
     tracking.finish(loggers, record, run_dir)
+
+
+def true_patches(data, inputs):
+    """model_type=supervised: group indices → the members' true object patches (B, C, N, N) complex64,
+    cut from the dataset's object (objectGuess) at the members' positions when a batch asks for them."""
+    obj = np.asarray(data.obj)
+    if obj.size == 0 or np.ptp(np.abs(obj)) == 0 and np.ptp(np.angle(obj)) == 0:
+        raise ValueError(f"model_type=supervised trains on the true object, but objectGuess of {data.path or 'the data'} "
+                         "is constant (a placeholder, not a truth); use data that carries the object or model_type=pinn")
+    N = inputs.x.shape[1]
+
+    def targets(batch: np.ndarray) -> np.ndarray:
+        xy = inputs.positions[batch].reshape(-1, 2)
+        patches = physics.extract_patches(obj, xy[:, 0], xy[:, 1], N)
+        return patches.reshape(len(batch), -1, N, N).astype(np.complex64)
+
+    return targets
 
 
 def _epoch_scores(config: TrainingConfig, model, inputs, data):

@@ -22,7 +22,8 @@ def training_settings(config: TrainingConfig, compile: bool) -> TrainingSettings
     model, trainer = config.model, config.trainer
     return TrainingSettings(learning_rate=float(trainer.learning_rate), nll_weight=float(trainer.nll_weight),
                             mae_weight=float(trainer.mae_weight), probe_trainable=bool(model.probe_trainable),
-                            intensity_scale_trainable=bool(model.intensity_scale_trainable), compile=bool(compile))
+                            intensity_scale_trainable=bool(model.intensity_scale_trainable), compile=bool(compile),
+                            model_type=str(model.model_type))
 
 
 def loop_settings(config: TrainingConfig, **changes: Any) -> LoopSettings:

@@ -44,7 +44,7 @@ RESULTS = ("final_loss", "val_loss", "amplitude_ssim", "phase_ssim", "amplitude_
            "phase_patch_corr")
 # reconstruction_time_s / _patterns_per_s: the time to reconstruct the test split from its patterns:
 # a network's inference over it (after training_time_s of training), an iterative engine's run.
-COLUMNS = ("dose", "view", "method", "gridsize", "backend", "status", "epochs", *RESULTS, "objective",
+COLUMNS = ("dose", "view", "method", "generator", "gridsize", "backend", "status", "epochs", *RESULTS, "objective",
            "objective_value", "test_patterns", "reconstruction_time_s", "reconstruction_patterns_per_s",
            "bundle_sha256", "wall_time_s", "training_time_s", "job_dir", "overrides", "error")
 FigureWhen = Union[bool, str]  # True, False or "on_failure"
@@ -82,6 +82,8 @@ def summary_rows(sweep_dir: Path) -> list[dict]:
             "dose": record.get("dose"), "view": record.get("view"), "method": method_of(record),
             "gridsize": record.get("gridsize"),
             "backend": record.get("backend"), "status": record.get("status"),
+            # the network a PtychoPINN or supervised job trained (model.generator); older manifests: cnn
+            "generator": record.get("generator", None if record.get("kind") == "iterative" else "cnn"),
             "epochs": record.get("epochs_completed"),
             "bundle_sha256": record.get("bundle_sha256"), "wall_time_s": record.get("wall_time_s"),
             "training_time_s": record.get("training_time_s"), "test_patterns": record.get("test_patterns"),

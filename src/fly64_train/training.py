@@ -14,7 +14,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Protocol, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -82,16 +82,25 @@ def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
+# model_type=supervised: group indices → the members' true object patches (B, C, N, N) complex
+Targets = Callable[[np.ndarray], np.ndarray]
+
+
+def _target(targets: Optional[Targets], batch: np.ndarray) -> Optional[np.ndarray]:
+    return None if targets is None else targets(batch)
+
+
 def _batches(indices: np.ndarray, batch_size: int, rng: Optional[np.random.Generator]):
     order = rng.permutation(indices) if rng is not None else indices
     for start in range(0, len(order), batch_size):
         yield order[start:start + batch_size]
 
 
-def _mean_loss(model: Model, x: np.ndarray, rel: np.ndarray, indices: np.ndarray, batch_size: int) -> float:
+def _mean_loss(model: Model, x: np.ndarray, rel: np.ndarray, indices: np.ndarray, batch_size: int,
+               targets: Optional[Targets] = None) -> float:
     total, count = 0.0, 0
     for batch in _batches(indices, batch_size, None):
-        total += model.loss(x[batch], rel[batch]) * len(batch)
+        total += model.loss(x[batch], rel[batch], _target(targets, batch)) * len(batch)
         count += len(batch)
     return total / count
 
@@ -125,9 +134,11 @@ def load_checkpoint(path: Path, model: Model, fingerprint: str) -> Optional[Loop
 
 
 def run_training(model: Model, x: np.ndarray, rel: np.ndarray, settings: LoopSettings,
-                 run_dir: Path, fingerprint: str = "", callbacks: Sequence[EpochCallback] = ()) -> TrainResult:
+                 run_dir: Path, fingerprint: str = "", callbacks: Sequence[EpochCallback] = (),
+                 targets: Optional[Targets] = None) -> TrainResult:
     """Train `model` on grouped data x (B,N,N,C), rel (B,C,2); checkpoints in run_dir; `callbacks`
-    get every epoch's row (epoch, loss, val_loss, lr, seconds) and the history so far."""
+    get every epoch's row (epoch, loss, val_loss, lr, seconds) and the history so far. `targets`
+    (model_type=supervised) gives a batch's true patches from its group indices."""
     start = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
     train_idx, val_idx = split_validation(len(x), settings.validation_fraction, settings.seed)
@@ -148,7 +159,7 @@ def run_training(model: Model, x: np.ndarray, rel: np.ndarray, settings: LoopSet
         bar = files.progress(n_batches, f"epoch {epoch}/{settings.epochs}", unit="batch")
         total, count = 0.0, 0
         for batch in _batches(train_idx, settings.batch_size, rng):
-            loss = model.train_step(x[batch], rel[batch])
+            loss = model.train_step(x[batch], rel[batch], _target(targets, batch))
             if not math.isfinite(loss):
                 raise NonFiniteLoss(f"training loss became {loss} at epoch {epoch}; stopping this job "
                                     "(check the data for zeros/NaN or lower trainer.learning_rate)")
@@ -158,7 +169,7 @@ def run_training(model: Model, x: np.ndarray, rel: np.ndarray, settings: LoopSet
             bar.update(1)
         bar.close()
         train_loss = total / count
-        val_loss = _mean_loss(model, x, rel, val_idx, settings.batch_size) if len(val_idx) else math.nan
+        val_loss = _mean_loss(model, x, rel, val_idx, settings.batch_size, targets) if len(val_idx) else math.nan
         if len(val_idx) and not math.isfinite(val_loss):
             raise NonFiniteLoss(f"validation loss became {val_loss} at epoch {epoch}; stopping this job")
         lr = model.learning_rate

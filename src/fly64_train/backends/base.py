@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import numpy as np
 
@@ -47,10 +47,17 @@ class TrainingSettings:
     probe_trainable: bool
     intensity_scale_trainable: bool
     compile: bool  # compiled steps (backend.compile); only backends whose registry entry compiles
+    model_type: str  # architecture.MODEL_TYPES: supervised steps take the true patches
 
     def __post_init__(self):
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.model_type not in architecture.MODEL_TYPES:
+            raise ValueError(f"model_type={self.model_type!r}; expected one of {', '.join(architecture.MODEL_TYPES)}")
+
+    @property
+    def supervised(self) -> bool:
+        return self.model_type == "supervised"
         if not (self.nll_weight or self.mae_weight):
             raise ValueError("nll_weight and mae_weight are both 0: the loss would be empty")
 
@@ -73,6 +80,9 @@ class ModelSpec:
             raise ValueError("the network probe contains NaN or infinite values")
         if not self.intensity_scale > 0:
             raise ValueError(f"intensity_scale must be positive, got {self.intensity_scale}")
+        if self.training.supervised and self.geometry.object_channels != self.geometry.channels:
+            raise ValueError("model_type=supervised compares every member's patch with its truth: needs "
+                             "object_big=True at gridsize > 1")
         probe = probe.astype(np.complex64)  # a copy, read-only: the spec is a value
         probe.flags.writeable = False
         object.__setattr__(self, "probe", probe)
@@ -139,6 +149,25 @@ def check_inputs(geometry: Geometry, x: Any, rel: Any) -> tuple[np.ndarray, np.n
     return x, rel
 
 
+def check_truth(spec: "ModelSpec", x: np.ndarray, target: Any) -> Optional[np.ndarray]:
+    """The true patches of a supervised batch as (B, C, 2, N, N) float32 (amplitude, phase); None for a
+    pinn (which must get none). target: (B, C, N, N) complex, the members' true object patches."""
+    g = spec.geometry
+    if not spec.training.supervised:
+        if target is not None:
+            raise ValueError("true patches were given to a model_type=pinn model (it trains through the physics)")
+        return None
+    if target is None:
+        raise ValueError("model_type=supervised trains on the true object patches: pass target (B, C, N, N)")
+    target = np.asarray(target)
+    if target.shape != (x.shape[0], g.channels, g.N, g.N):
+        raise ValueError(f"target must have shape ({x.shape[0]}, {g.channels}, {g.N}, {g.N}) (the members' true "
+                         f"object patches); got {target.shape}")
+    if not np.all(np.isfinite(target)):
+        raise ValueError("target contains NaN or infinite values")
+    return np.ascontiguousarray(np.stack([np.abs(target), np.angle(target)], axis=2), dtype=np.float32)
+
+
 def check_optimizer_state(state: Mapping[str, Any], geometry: Geometry,
                           trainable: list[str]) -> tuple[int, dict[str, tuple[np.ndarray, np.ndarray]]]:
     """(step count, {name: (m, v)}) of an optimiser state for the `trainable` parameters."""
@@ -180,11 +209,12 @@ class Model(ABC):
     """One built PtychoPINN network with its optimiser, as the training loop sees it."""
 
     @abstractmethod
-    def train_step(self, x: np.ndarray, rel: np.ndarray) -> float:
-        """One optimiser step on a batch; x (B,N,N,C) float32 normalised amplitude, rel (B,C,2) float32."""
+    def train_step(self, x: np.ndarray, rel: np.ndarray, target: Optional[np.ndarray] = None) -> float:
+        """One optimiser step on a batch; x (B,N,N,C) float32 normalised amplitude, rel (B,C,2) float32;
+        target (B,C,N,N) complex: the members' true patches (model_type=supervised only)."""
 
     @abstractmethod
-    def loss(self, x: np.ndarray, rel: np.ndarray) -> float:
+    def loss(self, x: np.ndarray, rel: np.ndarray, target: Optional[np.ndarray] = None) -> float:
         """Loss of a batch without updating (validation)."""
 
     @abstractmethod
@@ -234,10 +264,11 @@ class ArrayModel(Model):
         """Names of the parameters the optimiser updates, in architecture order."""
 
     @abstractmethod
-    def _train_step(self, x: np.ndarray, rel: np.ndarray) -> float: ...
+    def _train_step(self, x: np.ndarray, rel: np.ndarray, truth: Optional[np.ndarray]) -> float:
+        """truth: None (pinn) or (B, C, 2, N, N) float32 true amplitude and phase (check_truth)."""
 
     @abstractmethod
-    def _loss(self, x: np.ndarray, rel: np.ndarray) -> float: ...
+    def _loss(self, x: np.ndarray, rel: np.ndarray, truth: Optional[np.ndarray]) -> float: ...
 
     @abstractmethod
     def _predict(self, x: np.ndarray, rel: np.ndarray) -> Prediction:
@@ -265,11 +296,13 @@ class ArrayModel(Model):
     def _set_learning_rate(self, value: float) -> None: ...
 
     # ---- base.Model ------------------------------------------------------------------------
-    def train_step(self, x: np.ndarray, rel: np.ndarray) -> float:
-        return float(self._train_step(*check_inputs(self.geometry, x, rel)))
+    def train_step(self, x: np.ndarray, rel: np.ndarray, target: Optional[np.ndarray] = None) -> float:
+        x, rel = check_inputs(self.geometry, x, rel)
+        return float(self._train_step(x, rel, check_truth(self.spec, x, target)))
 
-    def loss(self, x: np.ndarray, rel: np.ndarray) -> float:
-        return float(self._loss(*check_inputs(self.geometry, x, rel)))
+    def loss(self, x: np.ndarray, rel: np.ndarray, target: Optional[np.ndarray] = None) -> float:
+        x, rel = check_inputs(self.geometry, x, rel)
+        return float(self._loss(x, rel, check_truth(self.spec, x, target)))
 
     def predict(self, x: np.ndarray, rel: np.ndarray) -> Prediction:
         x, rel = check_inputs(self.geometry, x, rel)

@@ -360,6 +360,16 @@ class PtychoPINN(nn.Module):
         return {"trimmed": centre_crop(canvas, self.geometry.N), "patches": patches,
                 "amplitude": amplitude}
 
+    def supervised_loss(self, x: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+        """mean|A − |T|| + mean|(φ − ⟨φ⟩) − (θ − ⟨θ⟩)| against truth (B, C, 2, N, N) = (|T|, θ) (architecture.py)."""
+        amp, phase = self.object_planes(x)  # (B, C, N, N)
+
+        def mean_free(t: torch.Tensor) -> torch.Tensor:
+            return t - t.mean(dim=(-2, -1), keepdim=True)
+
+        return (torch.mean(torch.abs(amp - truth[:, :, 0]))
+                + torch.mean(torch.abs(mean_free(phase) - mean_free(truth[:, :, 1]))))
+
     def loss(self, x: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
         """nll_weight·mean(I − counts·log(I + ε)) + mae_weight·mean|pred_amp − s·x|, counts = (s·x)²."""
         amp, phase = self.object_planes(x)

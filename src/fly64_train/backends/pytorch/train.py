@@ -134,18 +134,23 @@ class TorchModel(ArrayModel):
         # NHWC → NCHW view: its strides are already channels_last.
         return torch.from_numpy(x).permute(0, 3, 1, 2), torch.from_numpy(rel)
 
-    def _train_step(self, x: np.ndarray, rel: np.ndarray) -> float:
+    def _objective(self, x: np.ndarray, rel: np.ndarray, truth) -> torch.Tensor:
         xt, relt = self._tensors_of(x, rel)
+        if truth is not None:  # model_type=supervised
+            return self.network.supervised_loss(xt, torch.from_numpy(truth))
+        return self.network.loss(xt, relt)
+
+    def _train_step(self, x: np.ndarray, rel: np.ndarray, truth) -> float:
         self.network.train()
         self.optimizer.zero_grad()
-        loss = self.network.loss(xt, relt)
+        loss = self._objective(x, rel, truth)
         loss.backward()
         self.optimizer.step()
         return float(loss.detach())
 
-    def _loss(self, x: np.ndarray, rel: np.ndarray) -> float:
+    def _loss(self, x: np.ndarray, rel: np.ndarray, truth) -> float:
         with torch.inference_mode():
-            return float(self.network.loss(*self._tensors_of(x, rel)))
+            return float(self._objective(x, rel, truth))
 
     def _predict(self, x: np.ndarray, rel: np.ndarray) -> Prediction:
         with torch.inference_mode():

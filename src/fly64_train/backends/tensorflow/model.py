@@ -265,6 +265,16 @@ class PtychoPINN(tf.Module):
                 "patches_re": o_re, "patches_im": o_im,
                 "amplitude": tf.transpose(amplitude, [0, 2, 3, 1])}
 
+    def supervised_loss(self, x: tf.Tensor, truth: tf.Tensor) -> tf.Tensor:
+        """mean|A − |T|| + mean|(φ − ⟨φ⟩) − (θ − ⟨θ⟩)| against truth (B, C, 2, N, N) = (|T|, θ) (architecture.py)."""
+        amp, phase = self.object_planes(x)  # (B, C, N, N)
+
+        def mean_free(t: tf.Tensor) -> tf.Tensor:
+            return t - tf.reduce_mean(t, axis=(-2, -1), keepdims=True)
+
+        return (tf.reduce_mean(tf.abs(amp - truth[:, :, 0]))
+                + tf.reduce_mean(tf.abs(mean_free(phase) - mean_free(truth[:, :, 1]))))
+
     def loss(self, x: tf.Tensor, amplitude: tf.Tensor) -> tf.Tensor:
         """nll_weight·mean(I − counts·log(I + ε)) + mae_weight·mean|A − s·x|, counts = (s·x)²."""
         target = x * self.intensity_scale

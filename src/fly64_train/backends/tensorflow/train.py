@@ -28,20 +28,24 @@ class TensorFlowModel(base.ArrayModel):
         self._vars = [var for group in self._params.values() for var in group]
         self._m = [tf.Variable(tf.zeros_like(v), trainable=False, name=f"m_{i}") for i, v in enumerate(self._vars)]
         self._v = [tf.Variable(tf.zeros_like(v), trainable=False, name=f"v_{i}") for i, v in enumerate(self._vars)]
+        self._supervised = spec.training.supervised
         if spec.training.compile:
             signature = [tf.TensorSpec([None, g.N, g.N, g.channels], tf.float32),
                          tf.TensorSpec([None, g.channels, 2], tf.float32)]
-            self._train_fn = tf.function(self._step, input_signature=signature)
-            self._loss_fn = tf.function(self._batch_loss, input_signature=signature)
+            # supervised steps also take the truth (B, C, 2, N, N)
+            steps = signature + ([tf.TensorSpec([None, g.channels, 2, g.N, g.N], tf.float32)]
+                                 if self._supervised else [])
+            self._train_fn = tf.function(self._step, input_signature=steps)
+            self._loss_fn = tf.function(self._batch_loss, input_signature=steps)
             self._predict_fn = tf.function(self.net.forward, input_signature=signature)
         else:
             self._train_fn, self._loss_fn, self._predict_fn = self._step, self._batch_loss, self.net.forward
         super().__init__(spec)
 
     # ---- graph functions -----------------------------------------------------------------
-    def _step(self, x: tf.Tensor, rel: tf.Tensor) -> tf.Tensor:
+    def _step(self, x: tf.Tensor, rel: tf.Tensor, truth: tf.Tensor | None = None) -> tf.Tensor:
         with tf.GradientTape() as tape:
-            loss = self._batch_loss(x, rel)
+            loss = self._batch_loss(x, rel, truth)
         grads = tape.gradient(loss, self._vars)
         step = self._iterations.assign_add(1)
         t = tf.cast(step, tf.float32)
@@ -56,7 +60,9 @@ class TensorFlowModel(base.ArrayModel):
                                          use_locking=False)
         return loss
 
-    def _batch_loss(self, x: tf.Tensor, rel: tf.Tensor) -> tf.Tensor:
+    def _batch_loss(self, x: tf.Tensor, rel: tf.Tensor, truth: tf.Tensor | None = None) -> tf.Tensor:
+        if self._supervised:
+            return self.net.supervised_loss(x, truth)
         return self.net.loss(x, self.net.forward(x, rel)["amplitude"])
 
     # ---- base.ArrayModel -----------------------------------------------------------------
@@ -64,11 +70,15 @@ class TensorFlowModel(base.ArrayModel):
     def trainable(self) -> list[str]:
         return list(self._params)
 
-    def _train_step(self, x: np.ndarray, rel: np.ndarray) -> float:
-        return float(self._train_fn(tf.constant(x), tf.constant(rel)))
+    @staticmethod
+    def _arguments(x: np.ndarray, rel: np.ndarray, truth) -> list[tf.Tensor]:
+        return [tf.constant(x), tf.constant(rel)] + ([] if truth is None else [tf.constant(truth)])
 
-    def _loss(self, x: np.ndarray, rel: np.ndarray) -> float:
-        return float(self._loss_fn(tf.constant(x), tf.constant(rel)))
+    def _train_step(self, x: np.ndarray, rel: np.ndarray, truth) -> float:
+        return float(self._train_fn(*self._arguments(x, rel, truth)))
+
+    def _loss(self, x: np.ndarray, rel: np.ndarray, truth) -> float:
+        return float(self._loss_fn(*self._arguments(x, rel, truth)))
 
     def _predict(self, x: np.ndarray, rel: np.ndarray) -> base.Prediction:
         out = {key: value.numpy() for key, value in self._predict_fn(tf.constant(x), tf.constant(rel)).items()}
