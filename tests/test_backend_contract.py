@@ -370,7 +370,7 @@ def test_supervised_training_through_the_loop(backend, tmp_path):
     x, rel, _, truth = synthetic_groups(64, 1, 24, seed=2)
     model = backend.build(spec)
     loss_before = model.loss(x, rel, truth)
-    settings = LoopSettings(epochs=3, batch_size=8, validation_fraction=0.1, checkpoint=False, seed=4)
+    settings = loop_settings(TrainingConfig(), epochs=3, batch_size=8, validation_fraction=0.1, checkpoint=False, seed=4)
     result = run_training(model, x, rel, settings, tmp_path, targets=lambda batch: truth[batch])
     assert all(math.isfinite(row["val_loss"]) for row in result.history)
     assert model.loss(x, rel, truth) < loss_before

@@ -52,14 +52,14 @@ class TrainingSettings:
     def __post_init__(self):
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if not (self.nll_weight or self.mae_weight):
+            raise ValueError("nll_weight and mae_weight are both 0: the loss would be empty")
         if self.model_type not in architecture.MODEL_TYPES:
             raise ValueError(f"model_type={self.model_type!r}; expected one of {', '.join(architecture.MODEL_TYPES)}")
 
     @property
     def supervised(self) -> bool:
         return self.model_type == "supervised"
-        if not (self.nll_weight or self.mae_weight):
-            raise ValueError("nll_weight and mae_weight are both 0: the loss would be empty")
 
 
 @dataclass(frozen=True, eq=False)
