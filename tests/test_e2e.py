@@ -145,7 +145,7 @@ def test_a_supervised_job_with_the_ffno_trains_on_the_truth_and_records_its_meth
     record = train(workdir, "supervised", "view=baseline", "backend=pytorch", "model.model_type=supervised",
                    "model.generator=ffno", "model.pad_object=false", "model.ffno_width=8", "trainer.epochs=1")
     assert record["status"] == "success" and record["metrics"]["phase"]["ssim"] is not None
-    assert (record["model_type"], record["generator"]) == ("supervised", "ffno")
+    assert (record["model_type"], record["generator"], record["method"]) == ("supervised", "ffno", "supervised")
     _, content = bundle.read_bundle(record["_dir"] / "wts.h5.zip")
     assert (content["model_type"], content["generator"]) == ("supervised", "ffno")
     assert content["geometry"]["generator"] == "ffno" and content["geometry"]["ffno_width"] == 8
