@@ -218,7 +218,8 @@ def test_spec_from_config_is_the_one_translation_of_the_config():
     spec = spec_from_config(cfg, padded_size=80, probe=probe)
     assert spec.geometry == architecture.Geometry(N=64, gridsize=2, n_filters_scale=1, object_big=True,
                                                   probe_big=True, amp_activation="swish", padded_size=80,
-                                                  member_encoding="shared", pad_object=False)  # the train preset's
+                                                  member_encoding="shared", pad_object=False,
+                                                  input_transform="backprop")  # the train preset's
     assert type(spec.geometry.amp_activation) is str and type(spec.geometry.member_encoding) is str
     t = spec.training
     assert (t.learning_rate, t.nll_weight, t.mae_weight, t.probe_trainable, t.intensity_scale_trainable, t.compile) \

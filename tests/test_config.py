@@ -45,7 +45,7 @@ def test_float_and_integer_doses_are_the_same_job():
     ("smoke", lambda c: c.trainer.epochs <= 2 and c.model.n_filters_scale == 1),
     ("study", lambda c: c.model.N == 128 and c.trainer.n_groups is None and c.trainer.epochs == 50),
     ("train", lambda c: c.trainer.epochs == 8 and c.trainer.n_groups == 1024 and c.model.member_encoding == "shared"
-     and not c.model.pad_object),
+     and not c.model.pad_object and c.model.input_transform == "backprop"),
     ("prepare", lambda c: c.job.kind == "prepare"),
 ])
 def test_job_presets(job, expect):
