@@ -57,7 +57,6 @@ def _options(settings: EngineSettings, origin: tuple[float, float], known_scale:
     recon.num_epochs = settings.epochs
     recon.batch_size = settings.batch_size
     recon.noise_model = NOISE_MODELS[settings.noise_model]
-    recon.momentum_acceleration_gain = settings.momentum
     recon.default_device = api.Devices.CPU
     recon.random_seed = settings.seed
     # A probe already in counts needs no first-epoch rescaling (which assumes a flat |O| = 1).

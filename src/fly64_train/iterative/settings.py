@@ -18,7 +18,6 @@ class EngineSettings:
     batch_size: int = 100
     noise_model: str = "gaussian"
     interpolation: str = "fourier"
-    momentum: float = 0.0  # LSQML's momentum acceleration gain (0: none)
     refine_probe: bool = False
     refine_positions: bool = False
     threads: int = 0  # 0: torch's default (one per core)
