@@ -9,12 +9,12 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.conftest import run_cli
+from tests.test_sweep import summary
 
 pytestmark = pytest.mark.slow
 # CI installs the iterative extra (setup.sh) and must run these; a developer's older venv without it
@@ -26,11 +26,6 @@ needs_pty_chi = pytest.mark.skipif(importlib.util.find_spec("ptychi") is None an
 SMALL = ["dataset.object_size=320", "dataset.scan_step=6.0", "dataset.scan_row_spacing=7.0"]
 MIXED = ["--multirun", "job=smoke,iterative", *SMALL, "dose=100000", "view=dense", "backend.threads=1",
          "iterative.threads=1", "iterative.epochs=3", "evaluate.every_epochs=2"]
-
-
-def summary(sweep: Path) -> list[dict]:
-    with open(sweep / "study_summary.csv") as handle:
-        return list(csv.DictReader(handle))
 
 
 @pytest.fixture(scope="module")
