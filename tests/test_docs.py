@@ -22,8 +22,9 @@ def test_links_stay_in_the_repository_and_resolve(doc):
 def test_the_architecture_page_names_existing_modules_and_tests():
     text = (REPO / "docs" / "architecture.md").read_text()
     package = REPO / "src" / "fly64_train"
-    for name in set(re.findall(r"`((?:backends/|data/)?\w+\.py)`", text)):
-        candidates = [package / name, package / "backends" / name, package / "data" / name, REPO / "tests" / name]
+    for name in set(re.findall(r"`((?:backends/|data/|iterative/)?\w+\.py)`", text)):
+        candidates = [package / name, package / "backends" / name, package / "data" / name,
+                      package / "iterative" / name, REPO / "tests" / name]
         assert any(path.is_file() for path in candidates), name
     for name in re.findall(r"`(tests/\w+\.py)`", text):
         assert (REPO / name).is_file(), name
