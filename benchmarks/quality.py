@@ -18,6 +18,21 @@ Prints a table and JSON (also written to <out>/quality.json) and draws <out>/qua
 the truth and every job's reconstruction, amplitude and phase, on the scored region. With
 --curve-every K each job also scores its test view every K epochs: the JSON then holds each job's
 learning curve (quality vs epoch, as gap closed) and <out>/quality_curves.png draws them.
+
+Learning curves over seeds (the instrument that decides between candidates):
+
+    python benchmarks/quality.py --doses 1e5 --views baseline dense --seeds 1,2,3 --steps 10000 \
+        --curve-steps 250 --set model.generator=ffno --label ffno --out outputs/quality_ffno
+
+A candidate is any set of overrides (--set, repeatable); its jobs run one at a time, one per seed
+(`seed=<k>`), each for exactly --steps optimiser steps (trainer.max_steps; trainer.epochs is raised
+to match, so only the recipe's early stopping can end a job sooner, and the JSON says where each
+stopped). Every --curve-steps K steps each job records the per-patch amplitude and phase correlation
+on fixed subsets of its test and training patterns, the loss and the time (evaluate.every_steps,
+curves.csv). The JSON holds every curve, each job's final stitched SSIM and gap, and per seed the
+'escape': the first point whose test phase correlation reaches 0.8, with its step and time;
+<out>/learning_curves.png draws amplitude and phase correlation against steps, one colour per seed,
+test solid and training dashed.
 """
 from __future__ import annotations
 
@@ -38,12 +53,23 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from fly64_train import evaluate, references, study  # noqa: E402
 from fly64_train.data import load_dataset  # noqa: E402
+from fly64_train.step_curves import CURVES_NAME, escape, read_curves  # noqa: E402
 
 PARTS = ("amplitude", "phase")
 
 
-def run_job(out: Path, dose: float, view: str, backend: str, extra: list[str]) -> Path:
-    job_dir = out / "jobs" / study.job_name(dose, view)
+ESCAPE_CORRELATION = 0.8  # per-patch phase correlation of a reconstruction, not a template (issue 17)
+
+
+def job_dir_name(dose: float, view: str, seed: Optional[int]) -> str:
+    name = study.job_name(dose, view)
+    return name if seed is None else f"{name}/seed_{seed}"
+
+
+def run_job(out: Path, dose: float, view: str, backend: str, extra: list[str], seed: Optional[int] = None) -> Path:
+    job_dir = out / "jobs" / job_dir_name(dose, view, seed)
+    if seed is not None:
+        extra = [*extra, f"seed={seed}"]
     if (job_dir / "training_manifest.json").is_file():
         record = json.loads((job_dir / "training_manifest.json").read_text())
         if record.get("status") in ("success", "skipped"):
@@ -52,11 +78,16 @@ def run_job(out: Path, dose: float, view: str, backend: str, extra: list[str]) -
                f"dataset.cache_dir={out / 'cache'}", f"hydra.run.dir={job_dir}", *extra]
     started = time.perf_counter()
     result = subprocess.run(command, cwd=out, capture_output=True, text=True)
-    print(f"  {study.job_name(dose, view)}: exit {result.returncode} after {time.perf_counter() - started:.0f} s",
+    print(f"  {job_dir_name(dose, view, seed)}: exit {result.returncode} after {time.perf_counter() - started:.0f} s",
           file=sys.stderr, flush=True)
     if result.returncode != 0:
         print(result.stderr[-2000:], file=sys.stderr)
     return job_dir
+
+
+def _resolved_seed(job_dir: Path) -> Optional[int]:
+    path = job_dir / "resolved_config.json"
+    return json.loads(path.read_text()).get("seed") if path.is_file() else None
 
 
 def job_result(job_dir: Path) -> tuple[dict, Optional[evaluate.Alignment]]:
@@ -64,10 +95,15 @@ def job_result(job_dir: Path) -> tuple[dict, Optional[evaluate.Alignment]]:
     job's reconstruction aligned on that region (for the figure; None for a failed job)."""
     record = json.loads((job_dir / "training_manifest.json").read_text())
     row = {"dose": record.get("dose"), "view": record.get("view"), "gridsize": record.get("gridsize"),
+           "seed": _resolved_seed(job_dir), "model_type": record.get("model_type"),
+           "generator": record.get("generator"),
            "status": record.get("status"), "error": record.get("error"),
            "epochs": record.get("epochs_completed"), "wall_time_s": record.get("wall_time_s"),
            "training_time_s": record.get("training_time_s"), "train_groups": record.get("train_groups"),
            "train_positions": record.get("train_positions"), "optimiser_steps": record.get("optimiser_steps")}
+    row["step_curve"] = read_curves(job_dir / CURVES_NAME)
+    reached = escape(row["step_curve"], ESCAPE_CORRELATION)
+    row["escape"] = None if reached is None else {key: reached[key] for key in ("step", "train_seconds", "wall_seconds")}
     metrics = record.get("metrics")
     if record.get("status") not in ("success", "skipped") or not metrics:
         return row, None
@@ -145,6 +181,36 @@ def curve_figure(path: Path, rows: list[dict]) -> None:
     fig.savefig(path, format="png", dpi=80)
 
 
+def step_curve_figure(path: Path, rows: list[dict], title: str = "") -> None:
+    """Per-patch amplitude and phase correlation against optimiser steps: one colour per job (seed),
+    test split solid, training split dashed; the escape level dotted."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = [r for r in rows if r.get("step_curve")]
+    if not rows:
+        return
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2, sharey=True)
+    colours = [f"C{i}" for i in range(10)]
+    for i, r in enumerate(rows):
+        label = f"{study.format_number(r['dose'])} {r['view']} seed {r.get('seed')}"
+        steps = [p["step"] for p in r["step_curve"]]
+        for ax, part in zip(axes, PARTS):
+            for split, style in (("test", "-"), ("train", "--")):
+                ax.plot(steps, [p[f"{split}_{part}_patch_corr"] for p in r["step_curve"]], style,
+                        color=colours[i % len(colours)], label=f"{label} {split}")
+    for ax, part in zip(axes, PARTS):
+        ax.set_title(f"{title} per-patch {part} correlation".strip(), fontsize=10)
+        ax.set_xlabel("optimiser steps")
+        ax.axhline(ESCAPE_CORRELATION, color="grey", lw=0.8, ls=":")
+        ax.axhline(0.0, color="grey", lw=0.8)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.savefig(path, format="png", dpi=80)
+
+
 def patch_gallery(job_dir: Path, path: Path, backend: str, count: int = 5) -> None:
     """Predicted vs true object patches of `count` test groups spread over the test view (first member;
     each patch's mean phase removed): shows whether the network reads its input or draws one template."""
@@ -195,16 +261,16 @@ def _fmt(value, digits: int = 2) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    head = ("dose", "view", "ep", "steps", "pos", "amp SSIM", "gap", "(dose-lim)", "phase SSIM", "gap",
+    head = ("dose", "view", "seed", "ep", "steps", "pos", "amp SSIM", "gap", "(dose-lim)", "phase SSIM", "gap",
             "(dose-lim)", "FRC50 a/p", "patch a/p", "min")
     lines = [" | ".join(head), " | ".join("---" for _ in head)]
     for r in rows:
         if r.get("amplitude_ssim") is None:
-            lines.append(" | ".join([study.format_number(r["dose"]), r["view"], r.get("status") or "?"]
-                                    + [""] * (len(head) - 3)))
+            lines.append(" | ".join([study.format_number(r["dose"]), r["view"], _fmt(r.get("seed")),
+                                     r.get("status") or "?"] + [""] * (len(head) - 4)))
             continue
         lines.append(" | ".join([
-            study.format_number(r["dose"]), r["view"], _fmt(r["epochs"]), _fmt(r["optimiser_steps"]),
+            study.format_number(r["dose"]), r["view"], _fmt(r.get("seed")), _fmt(r["epochs"]), _fmt(r["optimiser_steps"]),
             _fmt(r["train_positions"]),
             _fmt(r["amplitude_ssim"]), _fmt(r["amplitude_gap_closed"]), _fmt(r["dose_limited_amplitude_gap_closed"]),
             _fmt(r["phase_ssim"]), _fmt(r["phase_gap_closed"]), _fmt(r["dose_limited_phase_gap_closed"]),
@@ -255,19 +321,35 @@ def main() -> None:
     parser.add_argument("--curve-every", type=int, default=0, metavar="K",
                         help="score the test view every K epochs too: a quality learning curve per job, in the "
                              "JSON and <out>/quality_curves.png (each scoring costs about one final evaluation)")
+    parser.add_argument("--seeds", default="", metavar="1,2,3",
+                        help="train every job once per seed (seed=<k>): learning curves over seeds")
+    parser.add_argument("--steps", type=int, default=0, metavar="S",
+                        help="exactly S optimiser steps per job (trainer.max_steps=S, trainer.epochs=S as the bound)")
+    parser.add_argument("--curve-steps", type=int, default=0, metavar="K",
+                        help="every K optimiser steps: per-patch correlation on fixed test and training patterns, "
+                             "loss and time (evaluate.every_steps=K); <out>/learning_curves.png")
+    parser.add_argument("--label", default="", help="the candidate's name in the JSON and the figure")
     parser.add_argument("--gallery", action="store_true",
                         help="also draw <out>/jobs/<job>/patches.png: predicted vs true patches of 5 test groups")
     args = parser.parse_args()
     if args.curve_every:
         args.overrides = [f"evaluate.every_epochs={args.curve_every}", *args.overrides]
+    if args.curve_steps:
+        args.overrides = [f"evaluate.every_steps={args.curve_steps}", *args.overrides]
+    if args.steps:
+        args.overrides = [f"trainer.max_steps={args.steps}", f"trainer.epochs={args.steps}", *args.overrides]
+    seeds = [int(part) for part in args.seeds.split(",") if part.strip()] or [None]
     doses = [1e5] if args.quick else args.doses
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    results = [job_result(run_job(out, dose, view, args.backend, args.overrides))
-               for dose in doses for view in args.views]
+    results = [job_result(run_job(out, dose, view, args.backend, args.overrides, seed))
+               for dose in doses for view in args.views for seed in seeds]
     rows = [row for row, _ in results]
-    report = {"benchmark": "quality", "backend": args.backend, "overrides": args.overrides,
+    report = {"benchmark": "quality", "label": args.label, "backend": args.backend, "overrides": args.overrides,
+              "seeds": [s for s in seeds if s is not None], "steps": args.steps or None,
+              "escape": {"correlation": ESCAPE_CORRELATION, "key": "test_phase_patch_corr",
+                         "escaped": sum(r.get("escape") is not None for r in rows), "jobs": len(rows)},
               "python": platform.python_version(), "cpu_count": os.cpu_count(),
               "load_average": [round(v, 2) for v in os.getloadavg()],
               "wall_time_s": round(time.perf_counter() - started, 1),
@@ -278,10 +360,12 @@ def main() -> None:
     (out / "quality.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
     figure(out / "quality.png", results)
     curve_figure(out / "quality_curves.png", rows)
+    step_curve_figure(out / "learning_curves.png", rows, args.label)
     if args.gallery:
         for row, _ in results:
             if row.get("amplitude_ssim") is not None:
-                job_dir = out / "jobs" / study.job_name(row["dose"], row["view"])
+                job_dir = out / "jobs" / job_dir_name(row["dose"], row["view"], row.get("seed") if seeds != [None]
+                                                      else None)
                 patch_gallery(job_dir, job_dir / "patches.png", args.backend)
     print(table(rows))
     print(json.dumps(report, indent=2, default=float))

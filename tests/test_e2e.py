@@ -141,10 +141,17 @@ def test_a_supervised_job_with_the_ffno_trains_on_the_truth_and_records_its_meth
     """model_type=supervised (the study's supervised baseline) with the ffno generator: the manifest,
     the bundle and the sweep summary say what trained; evaluation is the same as for a PINN."""
     from fly64_train import bundle
+    from fly64_train.step_curves import read_curves
 
     record = train(workdir, "supervised", "view=baseline", "backend=pytorch", "model.model_type=supervised",
-                   "model.generator=ffno", "model.pad_object=false", "model.ffno_width=8", "trainer.epochs=1")
+                   "model.generator=ffno", "model.pad_object=false", "model.ffno_width=8", "trainer.epochs=2",
+                   "trainer.max_steps=5", "evaluate.every_steps=2", "evaluate.curve_patterns=16")
     assert record["status"] == "success" and record["metrics"]["phase"]["ssim"] is not None
+    # the learning curves: steps 0, 2, 4 and the last (max_steps ends the second epoch early)
+    assert record["optimiser_steps"] == 5 and record["epochs_completed"] == 2
+    points = read_curves(record["_dir"] / record["curves"])
+    assert [p["step"] for p in points] == [0, 2, 4, 5]
+    assert all(-1 <= p[f"{split}_phase_patch_corr"] <= 1 for p in points for split in ("test", "train"))
     assert (record["model_type"], record["generator"], record["method"]) == ("supervised", "ffno", "supervised")
     _, content = bundle.read_bundle(record["_dir"] / "wts.h5.zip")
     assert (content["model_type"], content["generator"]) == ("supervised", "ffno")

@@ -173,3 +173,35 @@ def test_a_checkpoint_from_another_config_is_ignored(tmp_path):
     run_training(LeastSquaresModel(2), x, rel, settings(epochs=2), tmp_path, fingerprint="old")
     result = run_training(LeastSquaresModel(2), x, rel, settings(epochs=2), tmp_path, fingerprint="new")
     assert result.resumed_from_epoch == 0 and result.epochs_completed == 2
+
+
+class StepRecorder:
+    """A callback that keeps what the loop's step hooks tell it."""
+
+    def __init__(self):
+        self.begun, self.steps, self.ended = [], [], []
+
+    def on_train_begin(self, steps):
+        self.begun.append(steps)
+
+    def on_step_end(self, step, loss, epoch):
+        self.steps.append((step, epoch))
+
+    def on_train_end(self, steps, epoch):
+        self.ended.append((steps, epoch))
+
+
+def test_max_steps_ends_mid_epoch_and_step_hooks_count_every_step(tmp_path):
+    x, rel = data(n=40)  # 38 training groups, batch 8: 5 steps per epoch
+    recorder = StepRecorder()
+    settings = loop_settings(TrainingConfig(), epochs=10, batch_size=8, checkpoint=True, max_steps=12,
+                             early_stopping_patience=100)
+    result = run_training(LeastSquaresModel(2), x, rel, settings, tmp_path, callbacks=[recorder])
+    assert result.steps == 12 and result.epochs_completed == 3  # 5 + 5 + 2
+    assert recorder.begun == [0] and recorder.ended == [(12, 3)]
+    assert [s for s, _ in recorder.steps] == list(range(1, 13))
+    assert [e for _, e in recorder.steps] == [1] * 5 + [2] * 5 + [3] * 2
+    # resumed from the checkpoint, the budget is already spent: nothing more is trained
+    again = StepRecorder()
+    resumed = run_training(LeastSquaresModel(2), x, rel, settings, tmp_path, callbacks=[again])
+    assert resumed.steps == 12 and again.begun == [12] and again.steps == [] and again.ended == [(12, 3)]

@@ -76,7 +76,7 @@ positive = _rule(lambda v: v > 0, "expected a positive number")  # also rejects 
 positive_int = _rule(lambda v: isinstance(v, int) and v > 0, "expected a positive integer")
 non_negative = _rule(lambda v: v >= 0, "expected 0 (all cores) or a positive count")
 weight = _rule(lambda v: 0 <= v <= 1, "expected a weight in [0, 1]")
-optional_count = _rule(lambda v: v is None or v >= 1, "expected a positive count or null (all groups)")
+optional_count = _rule(lambda v: v is None or v >= 1, "expected a positive count or null")
 non_empty = _rule(bool, "expected a name")
 
 
@@ -226,6 +226,8 @@ class TrainerConfig(_Section):
     early_stopping_patience: int = _meta(3, "epochs without training-loss improvement before stopping")
     n_groups: Optional[int] = _meta(None, "cap on training groups; null = every group the view provides",
                                     optional_count)
+    max_steps: Optional[int] = _meta(None, "stop after this many optimiser steps (mid-epoch if need be; with epochs "
+                                           "as the other bound); null = epochs alone", optional_count)
     neighbor_count: int = _meta(study.NEIGHBOR_COUNT, "K nearest neighbours a gridsize-2 group is drawn from")
     enable_oversampling: bool = _meta(False, "allow more groups than positions (groups drawn with repeats)")
     checkpoint_every_epoch: bool = _meta(True, "checkpoint every epoch; a killed job continues from it")
@@ -245,6 +247,12 @@ class EvaluateConfig(_Section):
     every_epochs: int = _meta(0, "also score the test view after every k-th epoch (and the last); the scores join "
                                  "history.csv as a quality learning curve; 0 = only after training",
                               _rule(lambda v: isinstance(v, int) and v >= 0, "expected a whole number of epochs ≥ 0"))
+    every_steps: int = _meta(0, "learning curves: every k optimiser steps (and at 0 and the end) the per-patch amplitude "
+                                "and phase correlation on fixed subsets of test and training patterns, the loss and the "
+                                "time go to curves.csv and the trackers; 0 = off",
+                             _rule(lambda v: isinstance(v, int) and v >= 0, "expected a whole number of steps ≥ 0"))
+    curve_patterns: int = _meta(512, "learning curves: patterns of each split scored (the same ones at every point, "
+                                     "drawn with dataset.grouping_seed)", positive_int)
 
 
 @dataclass

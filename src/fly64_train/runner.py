@@ -354,6 +354,10 @@ def _fit(job: Job, model, train_data, train_inputs, test_inputs, test_data, logg
             # first, so the loggers see the epoch's test scores in its row
             epoch_scores = _epoch_scores(config, model, test_inputs, test_data)
             callbacks.insert(0, epoch_scores)
+        if config.evaluate.every_steps:
+            callbacks.append(_step_curves(config, model, job.run_dir, loggers, train_inputs, train_data,
+                                          test_inputs, test_data))
+            record["curves"] = "curves.csv"
         targets = true_patches(train_data, train_inputs) if config.model.model_type == "supervised" else None
         result = training.run_training(model, train_inputs.x, train_inputs.rel, loop_settings(config), job.run_dir,
                                        fingerprint=record["config_fingerprint"], callbacks=callbacks,
@@ -361,7 +365,7 @@ def _fit(job: Job, model, train_data, train_inputs, test_inputs, test_data, logg
         last = result.history[-1] if result.history else {}
         record.update(final_loss=result.final_loss, val_loss=last.get("val_loss"),
                       epochs_completed=result.epochs_completed,
-                      optimiser_steps=result.epochs_completed * -(-result.train_groups // config.trainer.batch_size),
+                      optimiser_steps=result.steps,
                       stopped_early=result.stopped_early, resumed_from_epoch=result.resumed_from_epoch,
                       validation_groups=result.validation_groups, training_time_s=round(result.seconds, 3))
     return result, epoch_scores
@@ -420,6 +424,18 @@ def true_patches(data, inputs):
         return patches.reshape(len(batch), -1, N, N).astype(np.complex64)
 
     return targets
+
+
+def _step_curves(config: TrainingConfig, model, run_dir: Path, loggers, train_inputs, train_data,
+                 test_inputs, test_data):
+    """evaluate.every_steps: the learning-curve callback on fixed subsets of both splits (test: when evaluated)."""
+    from fly64_train.step_curves import StepCurves, curve_subset
+
+    ev, seed = config.evaluate, config.dataset.grouping_seed
+    subsets = {"train": curve_subset(train_inputs, train_data.obj, ev.curve_patterns, seed)}
+    if test_inputs is not None:
+        subsets["test"] = curve_subset(test_inputs, test_data.obj, ev.curve_patterns, seed)
+    return StepCurves(model, subsets, ev.every_steps, run_dir, trackers=loggers, batch_size=ev.batch_size)
 
 
 def _epoch_scores(config: TrainingConfig, model, inputs, data):

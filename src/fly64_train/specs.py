@@ -33,7 +33,7 @@ def loop_settings(config: TrainingConfig, **changes: Any) -> LoopSettings:
                   validation_fraction=trainer.validation_fraction, lr_plateau_factor=trainer.lr_plateau_factor,
                   lr_plateau_patience=trainer.lr_plateau_patience, min_lr=trainer.min_lr,
                   early_stopping_patience=trainer.early_stopping_patience, seed=config.seed,
-                  checkpoint=trainer.checkpoint_every_epoch)
+                  checkpoint=trainer.checkpoint_every_epoch, max_steps=trainer.max_steps)
     return LoopSettings(**{**values, **changes})
 
 

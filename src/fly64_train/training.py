@@ -1,7 +1,9 @@
 """The framework-free training loop both backends run: seeded batches, validation split,
 learning-rate halving on plateau, early stopping, NaN guard, history, per-epoch checkpoints.
 After every epoch it calls its callbacks' `on_epoch_end(row, history)` (the training loggers:
-history.csv, TensorBoard, MLflow); it imports none of them.
+history.csv, TensorBoard, MLflow); a callback may also have `on_train_begin(steps)`,
+`on_step_end(step, loss, epoch)` after every optimiser step and `on_train_end(steps, epoch)` (the
+learning-curve instrument, step_curves.py); it imports none of them.
 
 Schedule semantics follow Keras' ReduceLROnPlateau(monitor='val_loss', min_delta=1e-4) and
 EarlyStopping(monitor='loss', min_delta=0) as the original used them (reference §5.5).
@@ -47,12 +49,14 @@ class LoopSettings:
     early_stopping_patience: int
     seed: int
     checkpoint: bool
+    max_steps: Optional[int] = None  # stop after this many optimiser steps (None: epochs alone)
 
 
 @dataclass
 class LoopState:
     """Everything the loop needs to continue after a restart (besides weights and optimiser)."""
     epoch: int = 0  # epochs completed
+    steps: int = 0  # optimiser steps completed
     history: list = field(default_factory=list)
     plateau_best: float = math.inf
     plateau_wait: int = 0
@@ -72,6 +76,7 @@ class TrainResult:
     train_groups: int
     validation_groups: int
     seconds: float
+    steps: int = 0  # optimiser steps completed
 
 
 def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -151,7 +156,11 @@ def run_training(model: Model, x: np.ndarray, rel: np.ndarray, settings: LoopSet
         resumed_from = state.epoch
         log.info("resuming from checkpoint after epoch %d", state.epoch)
 
-    while state.epoch < settings.epochs and not state.stopped_early:
+    _hooks(callbacks, "on_train_begin", state.steps)
+    def budget_left() -> bool:
+        return settings.max_steps is None or state.steps < settings.max_steps
+
+    while state.epoch < settings.epochs and not state.stopped_early and budget_left():
         epoch = state.epoch + 1
         epoch_start = time.perf_counter()
         rng = np.random.default_rng([settings.seed, epoch])
@@ -165,8 +174,12 @@ def run_training(model: Model, x: np.ndarray, rel: np.ndarray, settings: LoopSet
                                     "(check the data for zeros/NaN or lower trainer.learning_rate)")
             total += loss * len(batch)
             count += len(batch)
+            state.steps += 1
+            _hooks(callbacks, "on_step_end", state.steps, loss, epoch)
             bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
             bar.update(1)
+            if not budget_left():  # trainer.max_steps: the last epoch ends early
+                break
         bar.close()
         train_loss = total / count
         val_loss = _mean_loss(model, x, rel, val_idx, settings.batch_size, targets) if len(val_idx) else math.nan
@@ -179,16 +192,24 @@ def run_training(model: Model, x: np.ndarray, rel: np.ndarray, settings: LoopSet
         state.epoch = epoch
         log.info("epoch %d/%d loss=%.6g val_loss=%.6g lr=%.3g time=%.1fs", epoch, settings.epochs,
                  train_loss, val_loss, lr, state.history[-1]["seconds"])
-        for callback in callbacks:
-            callback.on_epoch_end(state.history[-1], state.history)
+        _hooks(callbacks, "on_epoch_end", state.history[-1], state.history)
         if settings.checkpoint:
             save_checkpoint(checkpoint_path, model, state)
 
+    _hooks(callbacks, "on_train_end", state.steps, state.epoch)
     final = state.history[-1]["loss"] if state.history else math.nan
     return TrainResult(history=state.history, epochs_completed=state.epoch, final_loss=final,
                        stopped_early=state.stopped_early, resumed_from_epoch=resumed_from,
                        train_groups=len(train_idx), validation_groups=len(val_idx),
-                       seconds=time.perf_counter() - start)
+                       seconds=time.perf_counter() - start, steps=state.steps)
+
+
+def _hooks(callbacks: Sequence[Any], name: str, *args: Any) -> None:
+    """Call the optional hook `name` of every callback that has it."""
+    for callback in callbacks:
+        hook = getattr(callback, name, None)
+        if hook is not None:
+            hook(*args)
 
 
 def _update_schedule(model: Model, state: LoopState, settings: LoopSettings, loss: float, val_loss: float) -> None:

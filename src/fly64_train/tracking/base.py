@@ -30,5 +30,8 @@ class RunLogger:
         """After every epoch: this epoch's row (epoch, loss, val_loss, lr, seconds) and the whole
         history so far (including epochs restored from a checkpoint)."""
 
+    def on_curve_point(self, point: dict[str, Any]) -> None:
+        """A learning-curve point (evaluate.every_steps; step_curves.FIELDS), indexed by optimiser step."""
+
     def finish(self, record: dict[str, Any], run_dir: Path) -> None:
         """After the job: its manifest record (status, metrics, objective, bundle SHA-256)."""

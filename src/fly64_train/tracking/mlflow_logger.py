@@ -161,6 +161,9 @@ class MlflowLogger(RunLogger):
     def on_epoch_end(self, row, history) -> None:
         self._log_metrics({name: row.get(key) for key, name in EPOCH_METRICS.items()}, int(row["epoch"]))
 
+    def on_curve_point(self, point) -> None:
+        self._log_metrics({f"curve_{key}": value for key, value in point.items() if key != "step"}, int(point["step"]))
+
     def finish(self, record, run_dir) -> None:
         if self.run_id is None:
             return

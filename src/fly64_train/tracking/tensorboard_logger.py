@@ -101,6 +101,12 @@ class TensorBoardLogger(RunLogger):
         with files.storage_errors(self.path):
             self._writer.flush()  # a running TensorBoard shows the epoch now
 
+    def on_curve_point(self, point) -> None:
+        values = {f"curve/{key}": value for key, value in point.items() if key != "step"
+                  and isinstance(value, (int, float)) and math.isfinite(value)}
+        self._scalars(values, int(point["step"]))  # x axis: optimiser steps (the epoch scalars: epochs)
+        self._writer.flush()
+
     def finish(self, record, run_dir) -> None:
         if self._writer is None:
             return
