@@ -8,9 +8,10 @@ made with physics.py: a random smooth complex object, a focused probe, gridsize 
 gridsize 2 (member offsets within about ±20 px of the group centre). Gridsize 2 is measured
 with the reference's channel-stacked network (`gs2`, the architecture the targets refer to) and
 with the default shared-member network (`gs2_shared`: each of the 4 patterns through the
-single-pattern network, so 4× the convolutions per group), all at n_filters_scale 2; and the
+single-pattern network, so 4× the convolutions per group), all at n_filters_scale 2; the
 `train` preset's networks (`preset_*`: n_filters_scale 1, shared members) with the reference's
-padded object head and with the full head (model.pad_object=false). Reported per backend:
+padded object head and with the full head (model.pad_object=false); and each other generator
+in the train preset (`preset_*_ffno`: model.generator=ffno, width 32). Reported per backend:
 groups/s for training (best and median of several timed repeats) and inference, seconds from
 process start to the first completed training step, peak RSS, the parameter count, analytic FLOPs
 per step (convolutions: forward 2·H·W·9·Cin·Cout, training ≈ 3× forward) and the fraction of
@@ -89,10 +90,27 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
     return 2 * size ** 3 / best / 1e9
 
 
+def ffno_flops(geometry) -> int:
+    """Analytic forward FLOPs of the ffno generator per pattern: its convolutions (2·N²·k²·Cin·Cout) and,
+    per block and axis, the truncated DFT and its inverse (4 real matmuls, 2·w·N²·m each) and the complex
+    mode mixing (4 real products, 2·N·m·w² each)."""
+    layers, n = geometry.ffno(), geometry.N
+    convs = [*layers.lift, *(c for b in layers.blocks for c in b), *(c for b in layers.refiners for c in b),
+             layers.head_amp, layers.head_phase]
+    total = sum(2 * n * n * c.size ** 2 * c.in_channels * c.out_channels for c in convs)
+    w, m = layers.spectral.width, layers.spectral.modes
+    total += len(layers.blocks) * 2 * (4 * 2 * w * n * n * m + 4 * 2 * n * m * w * w)
+    return total
+
+
 def conv_flops(geometry) -> dict:
-    """Analytic forward FLOPs per group of every 3×3 convolution (2·H·W·9·Cin·Cout)."""
+    """Analytic forward FLOPs per group of the generator (cnn: every 3×3 convolution, 2·H·W·9·Cin·Cout)."""
     def flops(conv, size):
         return 2 * size * size * 9 * conv.in_channels * conv.out_channels
+
+    if geometry.generator == "ffno":
+        total = ffno_flops(geometry) * (geometry.channels if geometry.shared_members else 1)
+        return {"forward_per_group": total, "train_per_group": 3 * total, "train_per_step": 3 * total * BATCH}
 
     total, size = 0, geometry.N
     for block in geometry.encoder():
@@ -139,17 +157,20 @@ def synthetic_data(gridsize: int, n_groups: int, seed: int = 0):
     return x, rel.astype(np.float32), probe
 
 
-# (label, gridsize, model.member_encoding, model.n_filters_scale, model.pad_object) measured by every
-# worker: the reference network (n_filters_scale 2, padded head) and the train preset's networks
-# (n_filters_scale 1, shared members) with the reference's padded head and with the full head.
-CASES = (("gs1", 1, "shared", N_FILTERS_SCALE, True), ("gs2", 2, "stacked", N_FILTERS_SCALE, True),
-         ("gs2_shared", 2, "shared", N_FILTERS_SCALE, True),
-         ("preset_gs1_padded", 1, "shared", 1, True), ("preset_gs1_full", 1, "shared", 1, False),
-         ("preset_gs2_shared_padded", 2, "shared", 1, True), ("preset_gs2_shared_full", 2, "shared", 1, False))
+# (label, gridsize, model.member_encoding, model.n_filters_scale, model.pad_object, model.generator)
+# measured by every worker: the reference network (n_filters_scale 2, padded head), the train
+# preset's networks (n_filters_scale 1, shared members) with the reference's padded head and with the
+# full head, and every other generator in the train preset (its defaults: the ffno at width 32).
+CASES = (("gs1", 1, "shared", N_FILTERS_SCALE, True, "cnn"), ("gs2", 2, "stacked", N_FILTERS_SCALE, True, "cnn"),
+         ("gs2_shared", 2, "shared", N_FILTERS_SCALE, True, "cnn"),
+         ("preset_gs1_padded", 1, "shared", 1, True, "cnn"), ("preset_gs1_full", 1, "shared", 1, False, "cnn"),
+         ("preset_gs2_shared_padded", 2, "shared", 1, True, "cnn"),
+         ("preset_gs2_shared_full", 2, "shared", 1, False, "cnn"),
+         ("preset_gs1_ffno", 1, "shared", 1, False, "ffno"), ("preset_gs2_shared_ffno", 2, "shared", 1, False, "ffno"))
 
 
 def make_spec(backend: str, gridsize: int, rel: np.ndarray, probe: np.ndarray, member_encoding: str,
-              n_filters_scale: int = N_FILTERS_SCALE, pad_object: bool = True):
+              n_filters_scale: int = N_FILTERS_SCALE, pad_object: bool = True, generator: str = "cnn"):
     """The spec the runner would build (backend.compile as the backend's preset has it)."""
     from fly64_train import architecture, config
     from fly64_train.backends import registry
@@ -159,7 +180,7 @@ def make_spec(backend: str, gridsize: int, rel: np.ndarray, probe: np.ndarray, m
     cfg = config.validate(config.TrainingConfig(
         view=view, dose=1e4, backend=config.BackendConfig(name=backend, compile=registry.entry(backend).compiles),
         model=config.ModelConfig(N=N, n_filters_scale=n_filters_scale, member_encoding=member_encoding,
-                                 pad_object=pad_object)))
+                                 pad_object=pad_object, generator=generator)))
     return spec_from_config(cfg, architecture.padded_size_for(N, rel), probe)
 
 
@@ -185,9 +206,9 @@ def run_worker(name: str, threads: int, steps: int, repeats: int) -> dict:
                                "memory_format": "channels_last", "freed_memory_retained": retain_freed_memory()}
     n_pool = 4 * BATCH  # 4 distinct batches, cycled
 
-    for label, gridsize, encoding, width, pad_object in CASES:
+    for label, gridsize, encoding, width, pad_object, generator in CASES:
         x, rel, probe = synthetic_data(gridsize, n_pool, seed=gridsize)
-        spec = make_spec(name, gridsize, rel, probe, encoding, width, pad_object)
+        spec = make_spec(name, gridsize, rel, probe, encoding, width, pad_object, generator)
         model = backend.build(spec)
         batches = [(x[i:i + BATCH], rel[i:i + BATCH]) for i in range(0, n_pool, BATCH)]
         model.train_step(*batches[0])
