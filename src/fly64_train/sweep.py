@@ -276,12 +276,18 @@ def _objective_panel(ax, rows: list[dict]) -> None:
 
 
 def _reconstruction_phase(job_dir: Path) -> Optional[np.ndarray]:
+    """The phase of a job's reconstruction, cut to the scored region's box when the file records it
+    (an iterative engine's image spans the whole object, a stitched one only what the scan covered)."""
     path = job_dir / "reconstruction.npz"
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as data:
-            return np.angle(data["image"])
+            phase = np.angle(data["image"])
+            if "bbox" in data.files:
+                r0, r1, c0, c1 = (int(v) for v in data["bbox"])
+                phase = phase[r0:r1, c0:c1]
+            return phase
     except (OSError, ValueError, KeyError):
         return None
 
