@@ -100,5 +100,7 @@ def test_the_optuna_preset_searches_the_recipe_and_follows_the_objective():
 
 def test_the_basic_sweeper_keeps_the_study_layout():
     cfg = hydra_config()
-    assert OmegaConf.to_container(cfg.hydra.sweep)["subdir"] == "dose_${fly64.int:${dose}}/${view}"
+    # a method other than PtychoPINN gets a suffix (dense_lsqml), PtychoPINN's jobs keep dose_<d>/<view>
+    assert OmegaConf.to_container(cfg.hydra.sweep)["subdir"] == (
+        "dose_${fly64.int:${dose}}/${view}${fly64.method_suffix:${job.kind},${model.model_type},${iterative.engine}}")
     assert cfg.hydra.sweeper._target_.endswith("BasicSweeper")
