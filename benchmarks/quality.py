@@ -28,7 +28,7 @@ A candidate is any set of overrides (--set, repeatable); its jobs run one at a t
 (`seed=<k>`), each for exactly --steps optimiser steps (trainer.max_steps; trainer.epochs is raised
 to match, so only the recipe's early stopping can end a job sooner, and the JSON says where each
 stopped). Every --curve-steps K steps each job records the per-patch amplitude and phase correlation
-on fixed subsets of its test and training patterns, the loss and the time (evaluate.every_steps,
+on fixed subsets of its test and training patterns, the loss and the time (evaluation.every_steps,
 curves.csv). The JSON holds every curve, each job's final stitched SSIM and gap, and per seed the
 'escape': the first point whose test phase correlation reaches 0.8, with its step and time;
 <out>/learning_curves.png draws amplitude and phase correlation against steps, one colour per seed,
@@ -51,7 +51,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from fly64_train import evaluate, references, study  # noqa: E402
+from fly64_train import evaluation, references, study  # noqa: E402
 from fly64_train.data import load_dataset  # noqa: E402
 from fly64_train.step_curves import CURVES_NAME, escape, read_curves  # noqa: E402
 
@@ -90,7 +90,7 @@ def _resolved_seed(job_dir: Path) -> Optional[int]:
     return json.loads(path.read_text()).get("seed") if path.is_file() else None
 
 
-def job_result(job_dir: Path) -> tuple[dict, Optional[evaluate.Alignment]]:
+def job_result(job_dir: Path) -> tuple[dict, Optional[evaluation.Alignment]]:
     """The job's own metrics, the two references on its scored region, and gap fractions; and the
     job's reconstruction aligned on that region (for the figure; None for a failed job)."""
     record = json.loads((job_dir / "training_manifest.json").read_text())
@@ -108,18 +108,18 @@ def job_result(job_dir: Path) -> tuple[dict, Optional[evaluate.Alignment]]:
     if record.get("status") not in ("success", "skipped") or not metrics:
         return row, None
     test = load_dataset(record["test_data_path"])
-    with np.load(job_dir / evaluate.RECONSTRUCTION_NAME) as saved:
+    with np.load(job_dir / evaluation.RECONSTRUCTION_NAME) as saved:
         image = saved["image"]
         coverage, lit = saved["coverage"].astype(np.float64), saved["illumination"].astype(np.float64)
     threshold = metrics["illumination_threshold"]
-    region = evaluate.scored_region(coverage, lit, threshold, metrics["min_coverage"])
+    region = evaluation.scored_region(coverage, lit, threshold, metrics["min_coverage"])
     settings = dict(illumination_threshold=threshold, min_coverage=metrics["min_coverage"],
                     max_shift_px=metrics["registration"]["max_shift_px"])
-    aligned, _ = evaluate.score_image(image, coverage, test.obj, lit, **settings)
-    _, floor = evaluate.score_image(references.flat_object(test.obj, region), coverage, test.obj, lit, **settings)
+    aligned, _ = evaluation.score_image(image, coverage, test.obj, lit, **settings)
+    _, floor = evaluation.score_image(references.flat_object(test.obj, region), coverage, test.obj, lit, **settings)
     cutoff, _ = references.dose_limited_cutoff(test.obj, test.probe, test.xcoords, test.ycoords,
                                                test.metadata["photon_scale"])
-    _, limited = evaluate.score_image(references.lowpass(test.obj, cutoff), coverage, test.obj, lit, **settings)
+    _, limited = evaluation.score_image(references.lowpass(test.obj, cutoff), coverage, test.obj, lit, **settings)
     row["dose_limited_cutoff_cycles_per_px"] = cutoff
     for part in PARTS:
         for name, source in (("", metrics), ("floor_", floor), ("dose_limited_", limited)):
@@ -280,7 +280,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def figure(path: Path, results: list[tuple[dict, Optional[evaluate.Alignment]]]) -> None:
+def figure(path: Path, results: list[tuple[dict, Optional[evaluation.Alignment]]]) -> None:
     """Truth and each job's aligned reconstruction (amplitude row, phase row) on the scored region."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -327,7 +327,7 @@ def main() -> None:
                         help="exactly S optimiser steps per job (trainer.max_steps=S, trainer.epochs=S as the bound)")
     parser.add_argument("--curve-steps", type=int, default=0, metavar="K",
                         help="every K optimiser steps: per-patch correlation on fixed test and training patterns, "
-                             "loss and time (evaluate.every_steps=K); <out>/learning_curves.png")
+                             "loss and time (evaluation.every_steps=K); <out>/learning_curves.png")
     parser.add_argument("--label", default="", help="the candidate's name in the JSON and the figure")
     parser.add_argument("--gallery", action="store_true",
                         help="also draw <out>/jobs/<job>/patches.png: predicted vs true patches of 5 test groups")
@@ -335,7 +335,7 @@ def main() -> None:
     if args.curve_every:
         args.overrides = [f"evaluate.every_epochs={args.curve_every}", *args.overrides]
     if args.curve_steps:
-        args.overrides = [f"evaluate.every_steps={args.curve_steps}", *args.overrides]
+        args.overrides = [f"evaluation.every_steps={args.curve_steps}", *args.overrides]
     if args.steps:
         args.overrides = [f"trainer.max_steps={args.steps}", f"trainer.epochs={args.steps}", *args.overrides]
     seeds = [int(part) for part in args.seeds.split(",") if part.strip()] or [None]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from fly64_train import evaluate, physics, stitching, study
+from fly64_train import evaluation, physics, stitching, study
 from fly64_train.data import simulate
 from fly64_train.data.overlap import spaced_subset
 
@@ -111,13 +111,13 @@ def test_stitch_groups_and_edges(obj):
 def _scores(pred, gt, region=None, **kwargs):
     region = np.ones(gt.shape, bool) if region is None else region
     kwargs.setdefault("max_shift_px", 0.0)
-    aligned = evaluate.align(pred, gt, region, **kwargs)
-    return aligned, evaluate.metrics(aligned.pred_amp, aligned.gt_amp, aligned.pred_phase, aligned.gt_phase,
+    aligned = evaluation.align(pred, gt, region, **kwargs)
+    return aligned, evaluation.metrics(aligned.pred_amp, aligned.gt_amp, aligned.pred_phase, aligned.gt_phase,
                                      aligned.mask)
 
 
 def test_metrics_of_ground_truth_against_itself_are_perfect(obj):
-    m = evaluate.metrics(np.abs(obj), np.abs(obj), np.angle(obj), np.angle(obj))
+    m = evaluation.metrics(np.abs(obj), np.abs(obj), np.angle(obj), np.angle(obj))
     _perfect(m)
     assert m["amplitude"]["mae"] == 0 and m["amplitude"]["ssim"] == pytest.approx(1.0)
     assert math.isinf(m["amplitude"]["psnr"])
@@ -149,7 +149,7 @@ def test_align_crops_to_the_well_covered_region(obj):
     coverage[30:90, 40:150] = 1.0
     coverage[30:35, 40:45] = 0.2  # poorly covered corner: inside the box but not in the mask
     pred = np.where(coverage > 0, obj, 0)
-    aligned, m = _scores(pred, obj, evaluate.scored_region(coverage))
+    aligned, m = _scores(pred, obj, evaluation.scored_region(coverage))
     assert aligned.bbox == (30, 90, 40, 150)
     assert aligned.pred_amp.shape == (60, 110)
     assert not aligned.mask[:5, :5].any() and aligned.mask[5:, 5:].all()
@@ -180,7 +180,7 @@ def test_psnr_uses_the_stated_data_range(obj):
     gt_amp, gt_phase = np.abs(obj).astype(np.float64), np.angle(obj).astype(np.float64)
     pred_amp = gt_amp + 0.01 * rng.normal(size=gt_amp.shape)
     pred_phase = gt_phase + 0.03 * rng.normal(size=gt_amp.shape)
-    m = evaluate.metrics(pred_amp, gt_amp, pred_phase, gt_phase)
+    m = evaluation.metrics(pred_amp, gt_amp, pred_phase, gt_phase)
     for part, gt, pred in (("amplitude", gt_amp, pred_amp), ("phase", gt_phase, pred_phase)):
         data_range = gt.max() - gt.min()
         assert m[part]["data_range"] == pytest.approx(data_range)
@@ -194,11 +194,11 @@ def test_psnr_uses_the_stated_data_range(obj):
 def test_frc_curve():
     rng = np.random.default_rng(5)
     a, b = rng.normal(size=(64, 80)), rng.normal(size=(64, 80))
-    same = evaluate.frc_curve(a, a)
+    same = evaluation.frc_curve(a, a)
     assert len(same) == 33 and np.allclose(same, 1.0)
-    independent = evaluate.frc_curve(a, b)
-    assert evaluate.frc50(independent) <= 2
-    assert evaluate.frc50(same) == 32
+    independent = evaluation.frc_curve(a, b)
+    assert evaluation.frc50(independent) <= 2
+    assert evaluation.frc50(same) == 32
 
 
 def test_registration_searches_only_a_few_pixels_and_removes_a_small_shift(obj):
@@ -228,7 +228,7 @@ def test_evaluate_predictions_writes_files(obj, tmp_path):
     patches = physics.extract_patches(obj, xy[..., 0].ravel(), xy[..., 1].ravel(), N).reshape(100, 4, N, N)
     # A constant offset and amplitude scale on every patch: removed by the alignment.
     prediction = (3.0 * patches * np.exp(0.4j)).astype(np.complex64)
-    result = evaluate.evaluate_predictions(prediction, xy, obj, tmp_path)
+    result = evaluation.evaluate_predictions(prediction, xy, obj, tmp_path)
     _perfect(result)
     assert result["n_patches"] == 400
     assert result["n_patterns"] == len(np.unique(xy.reshape(-1, 2), axis=0))
@@ -264,23 +264,23 @@ def test_patchwise_correlation_ignores_each_patch_constant_phase(obj, tmp_path):
     xy = scan(300, seed=3)
     truth = physics.extract_patches(obj, xy[:, 0], xy[:, 1], N)
     offsets = np.exp(1j * rng.uniform(-np.pi, np.pi, (len(xy), 1, 1)))
-    shifted = evaluate.patchwise_correlation(truth * offsets, truth, N // 2)
+    shifted = evaluation.patchwise_correlation(truth * offsets, truth, N // 2)
     assert shifted["amplitude_correlation"] == pytest.approx(1.0, abs=1e-6)
     assert shifted["phase_correlation"] == pytest.approx(1.0, abs=1e-6)
     # Averaged as they are, patches with disagreeing offsets ruin the stitched phase ...
     raw, coverage = stitching.stitch(truth * offsets, xy, obj.shape, synchronise=False, iterations=0)
-    _, m_raw = evaluate.score_image(raw, coverage, obj, max_shift_px=0.0)
+    _, m_raw = evaluation.score_image(raw, coverage, obj, max_shift_px=0.0)
     assert m_raw["phase"]["ssim"] < 0.5
     # ... the stitch's phase synchronisation (from the overlaps alone) restores it.
-    stitched = evaluate.evaluate_predictions(truth * offsets, xy, obj, tmp_path)
+    stitched = evaluation.evaluate_predictions(truth * offsets, xy, obj, tmp_path)
     assert stitched["phase"]["ssim"] > 0.999 and stitched["patchwise"]["phase_correlation"] > 0.999
 
     noisy = truth * np.exp(0.3j * rng.normal(size=truth.shape))
-    assert 0.2 < evaluate.patchwise_correlation(noisy, truth, N // 2)["phase_correlation"] < 0.95
-    unrelated = evaluate.patchwise_correlation(truth[::-1], truth, N // 2)
+    assert 0.2 < evaluation.patchwise_correlation(noisy, truth, N // 2)["phase_correlation"] < 0.95
+    unrelated = evaluation.patchwise_correlation(truth[::-1], truth, N // 2)
     assert abs(unrelated["phase_correlation"]) < 0.1 and abs(unrelated["amplitude_correlation"]) < 0.1
     with pytest.raises(ValueError, match="must both be"):
-        evaluate.patchwise_correlation(truth[:3], truth, N // 2)
+        evaluation.patchwise_correlation(truth[:3], truth, N // 2)
 
 
 def test_evaluate_predictions_sparse_scan_with_holes(obj, tmp_path):
@@ -288,31 +288,31 @@ def test_evaluate_predictions_sparse_scan_with_holes(obj, tmp_path):
     xs, ys = np.meshgrid(np.arange(30, 160, 20.0), np.arange(30, 130, 20.0))
     xy = np.stack([xs.ravel(), ys.ravel()], axis=1)
     patches = physics.extract_patches(obj, xy[:, 0], xy[:, 1], N)
-    result = evaluate.evaluate_predictions(patches, xy, obj, tmp_path, crop=12)
+    result = evaluation.evaluate_predictions(patches, xy, obj, tmp_path, crop=12)
     assert result["region"]["covered_fraction"] < 0.5
     _perfect(result)
 
 
 def test_evaluate_predictions_rejects_mismatched_inputs(obj, tmp_path):
     with pytest.raises(ValueError, match="positions"):
-        evaluate.evaluate_predictions(np.zeros((5, 4, N, N), np.complex64), np.zeros((5, 2)), obj, tmp_path)
+        evaluation.evaluate_predictions(np.zeros((5, 4, N, N), np.complex64), np.zeros((5, 2)), obj, tmp_path)
     with pytest.raises(ValueError, match="non-finite"):
-        evaluate.evaluate_predictions(np.full((2, N, N), np.nan, np.complex64), np.full((2, 2), 50.0), obj, tmp_path)
+        evaluation.evaluate_predictions(np.full((2, N, N), np.nan, np.complex64), np.full((2, 2), 50.0), obj, tmp_path)
     with pytest.raises(ValueError, match="no pixel"):
-        evaluate.evaluate_predictions(np.zeros((2, N, N), np.complex64), np.full((2, 2), -500.0), obj, tmp_path)
+        evaluation.evaluate_predictions(np.zeros((2, N, N), np.complex64), np.full((2, 2), -500.0), obj, tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_save_reconstruction_is_atomic(tmp_path):
     image = np.ones((8, 9), np.complex128) * (1 + 2j)
-    path = evaluate.save_reconstruction(tmp_path / "r.npz", image, np.ones((8, 9)))
+    path = evaluation.save_reconstruction(tmp_path / "r.npz", image, np.ones((8, 9)))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.npz"]
     with np.load(path) as data:
         np.testing.assert_array_equal(data["image"], image.astype(np.complex64))
 
 
 def test_modules_import_no_framework():
-    code = ("import sys, fly64_train.bundle, fly64_train.evaluate; "
+    code = ("import sys, fly64_train.bundle, fly64_train.evaluation; "
             "bad = [m for m in ('tensorflow', 'torch') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -340,7 +340,7 @@ def test_metric_ranks_perfect_above_blurred_above_flat(dense_scene, tmp_path):
 
     def score(obj_seen, name):
         patches = physics.extract_patches(obj_seen.astype(np.complex64), xy[:, 0], xy[:, 1], n)
-        return evaluate.evaluate_predictions(patches, xy, picture, tmp_path / name, probe=probe)
+        return evaluation.evaluate_predictions(patches, xy, picture, tmp_path / name, probe=probe)
 
     blurred = gaussian_filter(picture.real, 2.0) + 1j * gaussian_filter(picture.imag, 2.0)
     perfect, blur = score(picture, "perfect"), score(blurred, "blur")
@@ -365,13 +365,13 @@ def test_only_the_illuminated_region_is_scored(dense_scene):
     reference = physics.place(np.broadcast_to(intensity, (len(xy),) + intensity.shape), xy, picture.shape).sum(axis=0)
     np.testing.assert_allclose(lit, reference, rtol=1e-5, atol=1e-6 * reference.max())
     coverage = np.ones(picture.shape)
-    region = evaluate.scored_region(coverage, lit, illumination_threshold=0.1)
+    region = evaluation.scored_region(coverage, lit, illumination_threshold=0.1)
     np.testing.assert_array_equal(region, lit >= 0.1 * lit.max())
-    stricter = evaluate.scored_region(coverage, lit, illumination_threshold=0.5)
+    stricter = evaluation.scored_region(coverage, lit, illumination_threshold=0.5)
     assert stricter.sum() < region.sum() < picture.size  # the unlit border is not scored
     # A wrong reconstruction outside the lit region does not change the score.
     wrong_outside = np.where(region, picture, 0.3)
-    _, inside_only = evaluate.score_image(wrong_outside, coverage, picture, lit, max_shift_px=0.0)
+    _, inside_only = evaluation.score_image(wrong_outside, coverage, picture, lit, max_shift_px=0.0)
     assert inside_only["amplitude"]["ssim"] == pytest.approx(1.0, abs=1e-6)
 
 
@@ -383,7 +383,7 @@ def test_least_squares_stitch_removes_the_subpixel_blur(dense_scene):
     scores = {}
     for iterations in (0, stitching.STITCH_ITERATIONS):
         image, coverage = stitching.stitch(patches, xy, picture.shape, iterations=iterations)
-        scores[iterations] = evaluate.score_image(image, coverage, picture, max_shift_px=0.0)[1]["amplitude"]["ssim"]
+        scores[iterations] = evaluation.score_image(image, coverage, picture, max_shift_px=0.0)[1]["amplitude"]["ssim"]
     assert scores[0] < 0.97 and scores[stitching.STITCH_ITERATIONS] > 0.99, scores
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fly64_train import evaluate, physics, references
+from fly64_train import evaluation, physics, references
 from fly64_train.data import simulate
 
 
@@ -55,9 +55,9 @@ def test_flat_floor_and_gap_fraction_rank_with_the_evaluation():
     flat = references.flat_object(obj, region)
     assert np.allclose(np.abs(flat), np.abs(obj).mean()) and np.all(np.angle(flat) == 0)
     coverage = np.ones(obj.shape)
-    _, floor = evaluate.score_image(flat, coverage, obj, max_shift_px=0.0)
+    _, floor = evaluation.score_image(flat, coverage, obj, max_shift_px=0.0)
     # a mild low-pass (SSIM can rank a heavy one below the flat image: structure, not error)
-    _, blurred = evaluate.score_image(references.lowpass(obj, 0.3), coverage, obj, max_shift_px=0.0)
+    _, blurred = evaluation.score_image(references.lowpass(obj, 0.3), coverage, obj, max_shift_px=0.0)
     for part in ("amplitude", "phase"):
         s_floor, s_blur = floor[part]["ssim_original"], blurred[part]["ssim_original"]
         assert references.gap_closed(s_floor, s_floor) == 0.0

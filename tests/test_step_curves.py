@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from fly64_train import evaluate, physics
+from fly64_train import evaluation, physics
 from fly64_train.data.contract import StudyData
 from fly64_train.inputs import model_inputs
 from fly64_train.step_curves import CURVES_NAME, FIELDS, StepCurves, curve_subset, escape, read_curves
@@ -76,7 +76,7 @@ def test_points_every_k_steps_on_both_splits_into_curves_csv_and_the_trackers(tm
     # the last point is the model's correlation on those very patterns, computed independently
     for name, subset in subsets.items():
         patches = model.predict(subset.x, subset.rel).patches.reshape(-1, 64, 64)
-        expected = evaluate.patchwise_correlation(patches, subset.truth, crop=32)
+        expected = evaluation.patchwise_correlation(patches, subset.truth, crop=32)
         assert points[-1][f"{name}_amplitude_patch_corr"] == pytest.approx(expected["amplitude_correlation"], abs=1e-5)
         assert points[-1][f"{name}_phase_patch_corr"] == pytest.approx(expected["phase_correlation"], abs=1e-5)
     # a resumed run keeps the points up to where it resumes, and records no second step 0

@@ -7,14 +7,11 @@ The scores join the epoch's row, so history.csv and the trackers carry them next
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any, Optional
-
-import numpy as np
 
 log = logging.getLogger(__name__)
 
-# row key → where it lives in evaluate's metrics (SSIM in the original study's convention, as the quality benchmark)
+# row key → where it lives in the evaluation's metrics (SSIM in the original study's convention, as the quality benchmark)
 EPOCH_SCORES = {
     "test_amplitude_ssim": ("amplitude", "ssim_original"),
     "test_phase_ssim": ("phase", "ssim_original"),
@@ -23,23 +20,10 @@ EPOCH_SCORES = {
 }
 
 
-def predict_patches(model, x: np.ndarray, rel: np.ndarray, batch_size: int) -> np.ndarray:
-    """Object patches (B, C, N, N) of a model for grouped inputs, batch by batch."""
-    return np.concatenate([model.predict(x[i:i + batch_size], rel[i:i + batch_size]).patches
-                           for i in range(0, len(x), batch_size)])
-
-
-def timed_predict(model, x: np.ndarray, rel: np.ndarray, batch_size: int) -> tuple[np.ndarray, float]:
-    """predict_patches and its wall time in seconds (the network's inference time on the split)."""
-    started = time.perf_counter()
-    patches = predict_patches(model, x, rel, batch_size)
-    return patches, time.perf_counter() - started
-
-
 class EpochScores:
     """Training-loop callback: every `every` epochs (and after the last) predicts the test view,
     scores it like the final evaluation, and adds EPOCH_SCORES to the epoch's row. `last` keeps the
-    latest (epoch, evaluate.Scored), so the final evaluation of the same weights is written, not redone,
+    latest (epoch, evaluation.Scored), so the final evaluation of the same weights is written, not redone,
     and `last_predict_seconds` the inference time of that prediction."""
 
     def __init__(self, model, inputs, data, every: int, last_epoch: int, *, batch_size: int,
@@ -53,11 +37,12 @@ class EpochScores:
         self.last_predict_seconds: Optional[float] = None
 
     def scores(self, epoch: int) -> dict[str, Any]:
-        from fly64_train import evaluate  # here, not at import: the trackers import only EPOCH_SCORES
+        from fly64_train import evaluation  # here, not at import: the trackers import only EPOCH_SCORES
 
-        patches, self.last_predict_seconds = timed_predict(self.model, self.inputs.x, self.inputs.rel, self.batch_size)
-        scored = evaluate.score_predictions(patches, self.inputs.positions, self.data.obj, probe=self.data.probe,
-                                            **self.options)
+        patches, self.last_predict_seconds = evaluation.timed_predict(self.model, self.inputs.x, self.inputs.rel,
+                                                                      self.batch_size)
+        scored = evaluation.score_predictions(patches, self.inputs.positions, self.data.obj, probe=self.data.probe,
+                                              **self.options)
         self.last = (epoch, scored)
         return {key: float(scored.metrics[group][name]) for key, (group, name) in EPOCH_SCORES.items()}
 

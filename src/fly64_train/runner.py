@@ -164,10 +164,10 @@ def _reusable(previous: Optional[dict], record: dict, run_dir: Path, config: Tra
             or previous.get("status") not in ("success", "skipped")
             or previous.get("config_fingerprint") != record["config_fingerprint"]):
         return None
-    from fly64_train import bundle, evaluate
+    from fly64_train import bundle, evaluation
 
     if config.job.kind == "iterative":  # the reconstruction is its result
-        path, reason = run_dir / evaluate.RECONSTRUCTION_NAME, "reconstruction present, verified and made from the same config"
+        path, reason = run_dir / evaluation.RECONSTRUCTION_NAME, "reconstruction present, verified and made from the same config"
         try:
             same = files.sha256_file(path) == previous.get("reconstruction_sha256")
         except OSError:
@@ -448,17 +448,16 @@ def _epoch_scores(config: TrainingConfig, model, inputs, data):
 
 def _score(model, inputs, data, config: TrainingConfig, run_dir: Path, record: dict, scored=None,
            seconds: Optional[float] = None) -> dict:
-    """Score the test view and write its files; `scored` (evaluate.Scored of the same weights, predicted
+    """Score the test view and write its files; `scored` (evaluation.Scored of the same weights, predicted
     in `seconds`) is written as is. The record gets the network's inference time on the split."""
-    from fly64_train import evaluate
-    from fly64_train.epoch_scores import timed_predict
+    from fly64_train import evaluation
 
     if scored is None:
-        patches, seconds = timed_predict(model, inputs.x, inputs.rel, config.evaluate.batch_size)
-        scored = evaluate.score_predictions(
+        patches, seconds = evaluation.timed_predict(model, inputs.x, inputs.rel, config.evaluate.batch_size)
+        scored = evaluation.score_predictions(
             patches, inputs.positions, data.obj, probe=data.probe,
             illumination_threshold=config.evaluate.illumination_threshold, max_shift_px=config.evaluate.max_shift_px)
-    metrics = evaluate.write_evaluation(run_dir, scored)
+    metrics = evaluation.write_evaluation(run_dir, scored)
     # The same columns as an iterative job's: the time to reconstruct the split from its patterns
     # (here the network's inference over every test group; stitching and scoring excluded).
     record.update(test_patterns=data.n, reconstruction_time_s=round(seconds, 3),

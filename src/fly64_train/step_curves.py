@@ -4,7 +4,7 @@ A training-loop callback. At step 0 and every K-th optimiser step (and after the
 two FIXED subsets of patterns, one of the test split and one of the training split (about
 evaluate.curve_patterns each, drawn once with the data's grouping seed, so every seed and every
 candidate is scored on the same patterns), and records the mean per-patch amplitude and phase
-correlation with the true patches (evaluate.patchwise_correlation, central N/2 crop, as the final
+correlation with the true patches (evaluation.patchwise_correlation, central N/2 crop, as the final
 evaluation), the mean training loss since the previous point, the learning rate, the training time
 (scoring excluded) and the wall time. Points go to curves.csv in the run directory (rewritten whole
 after every point) and to the trackers (`on_curve_point`). Test and training split side by side tell
@@ -104,13 +104,13 @@ class StepCurves:
 
     # -- scoring ------------------------------------------------------------------------------------
     def correlations(self, subset: CurveSubset) -> tuple[float, float]:
-        from fly64_train import evaluate
+        from fly64_train import evaluation
 
         patches = np.concatenate([self.model.predict(subset.x[i:i + self.batch_size],
                                                      subset.rel[i:i + self.batch_size]).patches
                                   for i in range(0, len(subset.x), self.batch_size)])
         patches = patches.reshape(-1, *patches.shape[-2:])
-        scores = evaluate.patchwise_correlation(patches, subset.truth, crop=patches.shape[-1] // 2)
+        scores = evaluation.patchwise_correlation(patches, subset.truth, crop=patches.shape[-1] // 2)
         return scores["amplitude_correlation"], scores["phase_correlation"]
 
     def _record(self, step: int, epoch: int) -> None:

@@ -2,7 +2,7 @@
 
 The test split is the one the training jobs evaluate on (the same cached file); the engine gets
 the data's probe and positions and starts from a flat object (ones): the ground truth is used
-only to score. The scoring is evaluate.py's (lit region, one global alignment, both SSIM
+only to score. The scoring is the evaluation package's (lit region, one global alignment, both SSIM
 conventions, FRC50, per-patch correlations), written to the same files (metrics.json,
 reconstruction.png, reconstruction.npz). With evaluate.every_epochs = k the object is also scored
 after every k-th epoch (the loggers' rows: a quality curve against epochs); that scoring is not
@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from fly64_train import evaluate, files, physics, study
+from fly64_train import evaluation, files, physics, study
 from fly64_train.epoch_scores import EPOCH_SCORES
 from fly64_train.iterative.engine import load
 from fly64_train.iterative.settings import EngineSettings
@@ -53,8 +53,8 @@ def run(config, run_dir: Path, record: dict[str, Any], stage: Callable, loggers=
     ev = config.evaluate
     positions = np.stack([data.xcoords, data.ycoords], axis=1)
 
-    def score(image: np.ndarray) -> evaluate.Scored:
-        return evaluate.score_object(image, positions, data.obj, data.probe,
+    def score(image: np.ndarray) -> evaluation.Scored:
+        return evaluation.score_object(image, positions, data.obj, data.probe,
                                      illumination_threshold=ev.illumination_threshold, max_shift_px=ev.max_shift_px)
 
     curve: dict[int, dict[str, float]] = {}
@@ -86,11 +86,11 @@ def run(config, run_dir: Path, record: dict[str, Any], stage: Callable, loggers=
             curve[len(result.losses)] = _scores(scored)
         title = (f"{settings.engine.upper()} (pty-chi), {settings.epochs} epochs: {data.n} test patterns, "
                  f"{int(scored.aligned.mask.sum())} px lit ≥ {ev.illumination_threshold:.0%} of the peak scored")
-        record["metrics"] = evaluate.write_evaluation(run_dir, scored, title)
+        record["metrics"] = evaluation.write_evaluation(run_dir, scored, title)
         if settings.refine_probe or settings.refine_positions:  # what the engine refined besides the object
             with files.atomic_output(run_dir / REFINED_NAME) as tmp, open(tmp, "wb") as handle:
                 np.savez_compressed(handle, probe=result.probe, xcoords=result.xcoords, ycoords=result.ycoords)
-        record["reconstruction_sha256"] = files.sha256_file(run_dir / evaluate.RECONSTRUCTION_NAME)
+        record["reconstruction_sha256"] = files.sha256_file(run_dir / evaluation.RECONSTRUCTION_NAME)
     history = []
     for epoch, loss in enumerate(result.losses, start=1):
         history.append({"epoch": epoch, "loss": loss, **curve.get(epoch, {})})
@@ -104,5 +104,5 @@ def run(config, run_dir: Path, record: dict[str, Any], stage: Callable, loggers=
              m["patchwise"]["phase_correlation"])
 
 
-def _scores(scored: evaluate.Scored) -> dict[str, float]:
+def _scores(scored: evaluation.Scored) -> dict[str, float]:
     return {key: float(scored.metrics[group][name]) for key, (group, name) in EPOCH_SCORES.items()}
