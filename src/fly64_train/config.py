@@ -353,7 +353,7 @@ def validate(config: TrainingConfig) -> TrainingConfig:
     """Check every field's range rule and the rules that span fields; return the config with
     gridsize resolved."""
     _check_fields(config)
-    if config.objective in objective.TEST_METRICS and not config.evaluate.enabled \
+    if objective.needs_evaluation(config.objective) and not config.evaluate.enabled \
             and config.job.kind == JobKind.train:
         _fail("objective", config.objective, "a test metric needs evaluate.enabled=true")
     if config.dataset.source == DatasetSource.npz:

@@ -9,22 +9,16 @@ from __future__ import annotations
 import logging
 from typing import Any, Optional
 
-log = logging.getLogger(__name__)
+from fly64_train import metric_table
 
-# row key → where it lives in the evaluation's metrics (SSIM in the original study's convention, as the quality benchmark)
-EPOCH_SCORES = {
-    "test_amplitude_ssim": ("amplitude", "ssim_original"),
-    "test_phase_ssim": ("phase", "ssim_original"),
-    "test_amplitude_patch_corr": ("patchwise", "amplitude_correlation"),
-    "test_phase_patch_corr": ("patchwise", "phase_correlation"),
-}
+log = logging.getLogger(__name__)
 
 
 class EpochScores:
     """Training-loop callback: every `every` epochs (and after the last) predicts the test view,
-    scores it like the final evaluation, and adds EPOCH_SCORES to the epoch's row. `last` keeps the
-    latest (epoch, evaluation.Scored), so the final evaluation of the same weights is written, not redone,
-    and `last_predict_seconds` the inference time of that prediction."""
+    scores it like the final evaluation, and adds the table's epoch scores (metric_table.epoch_scores) to
+    the epoch's row. `last` keeps the latest (epoch, evaluation.Scored), so the final evaluation of the
+    same weights is written, not redone, and `last_predict_seconds` the inference time of that prediction."""
 
     def __init__(self, model, inputs, data, every: int, last_epoch: int, *, batch_size: int,
                  illumination_threshold: float, max_shift_px: float):
@@ -37,14 +31,15 @@ class EpochScores:
         self.last_predict_seconds: Optional[float] = None
 
     def scores(self, epoch: int) -> dict[str, Any]:
-        from fly64_train import evaluation  # here, not at import: the trackers import only EPOCH_SCORES
+        from fly64_train import evaluation  # here, not at import: a light module until it scores
 
         patches, self.last_predict_seconds = evaluation.timed_predict(self.model, self.inputs.x, self.inputs.rel,
                                                                       self.batch_size)
         scored = evaluation.score_predictions(patches, self.inputs.positions, self.data.obj, probe=self.data.probe,
                                               **self.options)
         self.last = (epoch, scored)
-        return {key: float(scored.metrics[group][name]) for key, (group, name) in EPOCH_SCORES.items()}
+        return {key: float(metric_table.lookup(scored.metrics, metric.location))
+                for key, metric in metric_table.epoch_scores().items()}
 
     def on_epoch_end(self, row: dict[str, Any], history: list[dict[str, Any]]) -> None:
         epoch = int(row["epoch"])

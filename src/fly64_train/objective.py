@@ -1,49 +1,39 @@
 """The number a job reports to a sweeper (the Hydra task function's return value): one of the job's
 results, chosen by the `objective` config field, with the direction in which it is better.
 
-The same names are the columns of the sweep's study summary, so a tuning sweep's summary shows
-the objective of every trial next to everything else.
+The objectives are the metrics of metric_table.py, which are also the columns of the sweep's study
+summary, so a tuning sweep's summary shows the objective of every trial next to everything else.
 """
 from __future__ import annotations
 
 import math
 from typing import Any, Optional
 
-MINIMIZE, MAXIMIZE = "minimize", "maximize"
+from fly64_train.metric_table import MAXIMIZE, METRICS, MINIMIZE, lookup
 
-# name → (direction, where the value comes from in a job's manifest record)
-OBJECTIVES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "val_loss": (MINIMIZE, ("val_loss",)),  # validation loss after the last epoch (the bundled weights)
-    "final_loss": (MINIMIZE, ("final_loss",)),  # training loss of the last epoch
-    "amplitude_ssim": (MAXIMIZE, ("metrics", "amplitude", "ssim")),
-    "phase_ssim": (MAXIMIZE, ("metrics", "phase", "ssim")),
-    "amplitude_psnr": (MAXIMIZE, ("metrics", "amplitude", "psnr")),
-    "phase_psnr": (MAXIMIZE, ("metrics", "phase", "psnr")),
-    "amplitude_mae": (MINIMIZE, ("metrics", "amplitude", "mae")),
-    "phase_mae": (MINIMIZE, ("metrics", "phase", "mae")),
-    "amplitude_frc50": (MAXIMIZE, ("metrics", "amplitude", "frc50")),
-    "phase_frc50": (MAXIMIZE, ("metrics", "phase", "frc50")),
-    "amplitude_patch_corr": (MAXIMIZE, ("metrics", "patchwise", "amplitude_correlation")),
-    "phase_patch_corr": (MAXIMIZE, ("metrics", "patchwise", "phase_correlation")),
-}
-# Objectives computed on the test split (need evaluate.enabled=true).
-TEST_METRICS = tuple(name for name, (_, path) in OBJECTIVES.items() if path[0] == "metrics")
+__all__ = ["MINIMIZE", "MAXIMIZE", "OBJECTIVES", "direction", "result_value", "value", "describe", "better",
+           "needs_evaluation"]
+
+# Every metric of the table is an objective: name → metric_table.Metric (direction, where it sits).
+OBJECTIVES = METRICS
+
+
+def needs_evaluation(name: str) -> bool:
+    """Whether the objective is a score of the test split (a training job needs evaluate.enabled=true)."""
+    return name in OBJECTIVES and not OBJECTIVES[name].training
 
 
 def direction(name: str) -> str:
     """'minimize' or 'maximize' (also the `fly64.direction` resolver the Optuna preset uses)."""
     try:
-        return OBJECTIVES[name][0]
+        return OBJECTIVES[name].direction
     except KeyError:
         raise ValueError(f"objective={name!r} is not allowed: expected one of {', '.join(OBJECTIVES)}") from None
 
 
 def result_value(record: dict, name: str) -> Any:
     """The raw value of result `name` in a job's manifest record (None when absent)."""
-    value: Any = record
-    for key in OBJECTIVES[name][1]:
-        value = value.get(key) if isinstance(value, dict) else None
-    return value
+    return lookup(record, OBJECTIVES[name].record_path)
 
 
 def value(record: dict, name: str) -> Optional[float]:

@@ -32,22 +32,29 @@ from typing import Any, Optional, Union
 import numpy as np
 from hydra.experimental.callback import Callback
 
-from fly64_train import files, manifest, objective, study
+from fly64_train import files, manifest, metric_table, objective, study
 from fly64_train.sweep_lock import SweepDirBusy, SweepLock, describe_holder
 
 log = logging.getLogger(__name__)
 
 SUMMARY_STEM = "study_summary"
-# The result columns are objective.OBJECTIVES' names (any of them can be a sweep's objective).
-RESULTS = ("final_loss", "val_loss", "amplitude_ssim", "phase_ssim", "amplitude_psnr", "phase_psnr",
-           "amplitude_mae", "phase_mae", "amplitude_frc50", "phase_frc50", "amplitude_patch_corr",
-           "phase_patch_corr")
+_JOB_COLUMNS = ("dose", "view", "method", "generator", "gridsize", "backend", "status", "epochs")
 # reconstruction_time_s / _patterns_per_s: the time to reconstruct the test split from its patterns:
 # a network's inference over it (after training_time_s of training), an iterative engine's run.
-COLUMNS = ("dose", "view", "method", "generator", "gridsize", "backend", "status", "epochs", *RESULTS, "objective",
-           "objective_value", "test_patterns", "reconstruction_time_s", "reconstruction_patterns_per_s",
-           "bundle_sha256", "wall_time_s", "training_time_s", "job_dir", "overrides", "error")
+_RECORD_COLUMNS = ("objective", "objective_value", "test_patterns", "reconstruction_time_s",
+                   "reconstruction_patterns_per_s", "bundle_sha256", "wall_time_s", "training_time_s", "job_dir",
+                   "overrides", "error")
 FigureWhen = Union[bool, str]  # True, False or "on_failure"
+
+
+def result_columns() -> list[str]:
+    """The result columns: every metric of metric_table.METRICS (any of them can be a sweep's objective)."""
+    return list(metric_table.METRICS)
+
+
+def columns() -> list[str]:
+    """The study summary's columns, in order."""
+    return [*_JOB_COLUMNS, *result_columns(), *_RECORD_COLUMNS]
 
 
 def job_manifests(sweep_dir: Path) -> list[tuple[Path, dict]]:
@@ -92,7 +99,7 @@ def summary_rows(sweep_dir: Path) -> list[dict]:
             "job_dir": os.path.relpath(job_dir, sweep_dir), "overrides": " ".join(record.get("overrides") or []),
             "error": record.get("error"),
         }
-        row.update({name: objective.result_value(record, name) for name in RESULTS})
+        row.update({name: objective.result_value(record, name) for name in result_columns()})
         goal = record.get("objective") or {}
         row.update(objective=goal.get("name"), objective_value=goal.get("value"))
         rows.append(row)
@@ -119,7 +126,7 @@ def write_summary(sweep_dir: Path, figure: FigureWhen = True) -> list[dict]:
     with FileLock(str(sweep_dir / ".study_summary.lock")), files.configured_dirs({sweep_dir: "hydra.sweep.dir"}):
         rows = summary_rows(sweep_dir)
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+        writer = csv.DictWriter(buffer, fieldnames=columns())
         writer.writeheader()
         writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
         files.atomic_write_bytes(sweep_dir / f"{SUMMARY_STEM}.csv", buffer.getvalue().encode())

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from fly64_train import physics
+from fly64_train import metric_table, physics
 from fly64_train.evaluation.alignment import (DEFAULT_ILLUMINATION_THRESHOLD, DEFAULT_MAX_SHIFT, DEFAULT_MIN_COVERAGE,
                                               Alignment, align, scored_region)
 from fly64_train.evaluation.scores import metrics, patchwise_against_object
@@ -62,6 +62,8 @@ def score_image(image: np.ndarray, coverage: np.ndarray, ground_truth: np.ndarra
         "phase_plane": dict(zip(("a", "b", "c"), aligned.phase_plane)),
         "ssim_window": scores["ssim_window"],
     }
+    for metric in metric_table.computed():  # the table's metrics with their own function
+        metric_table.place(result, metric.location, float(metric.compute(aligned)))
     return aligned, result
 
 

@@ -16,8 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from fly64_train import evaluation, files, physics, study
-from fly64_train.epoch_scores import EPOCH_SCORES
+from fly64_train import evaluation, files, metric_table, physics, study
 from fly64_train.iterative.engine import load
 from fly64_train.iterative.settings import EngineSettings
 
@@ -105,4 +104,5 @@ def run(config, run_dir: Path, record: dict[str, Any], stage: Callable, loggers=
 
 
 def _scores(scored: evaluation.Scored) -> dict[str, float]:
-    return {key: float(scored.metrics[group][name]) for key, (group, name) in EPOCH_SCORES.items()}
+    return {key: float(metric_table.lookup(scored.metrics, metric.location))
+            for key, metric in metric_table.epoch_scores().items()}

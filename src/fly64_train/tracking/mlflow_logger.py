@@ -19,18 +19,21 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional
 
-from fly64_train import files
-from fly64_train.epoch_scores import EPOCH_SCORES
+from fly64_train import files, metric_table
 from fly64_train.tracking.base import RunLogger, unavailable
 from fly64_train.tracking.tensorboard_logger import flat_metrics
 
 RUN_FILE = "mlflow_run.json"
 ARTIFACTS = ("metrics.json", "reconstruction.png")
-EPOCH_METRICS = {"loss": "loss", "val_loss": "val_loss", "lr": "lr", "seconds": "epoch_time_s",
-                 **{key: key for key in EPOCH_SCORES}}
+_LOOP_METRICS = {"loss": "loss", "val_loss": "val_loss", "lr": "lr", "seconds": "epoch_time_s"}
 _BATCH = 100  # MLflow's limit of params (and metrics) per log_batch request
 
 log = logging.getLogger(__name__)
+
+
+def epoch_metrics() -> dict[str, str]:
+    """Epoch row key → MLflow metric: the loop's values and the metric table's epoch scores."""
+    return {**_LOOP_METRICS, **{key: key for key in metric_table.epoch_scores()}}
 
 
 def _import():
@@ -159,7 +162,7 @@ class MlflowLogger(RunLogger):
             self.client.log_batch(self.run_id, metrics=metrics[i:i + _BATCH])
 
     def on_epoch_end(self, row, history) -> None:
-        self._log_metrics({name: row.get(key) for key, name in EPOCH_METRICS.items()}, int(row["epoch"]))
+        self._log_metrics({name: row.get(key) for key, name in epoch_metrics().items()}, int(row["epoch"]))
 
     def on_curve_point(self, point) -> None:
         self._log_metrics({f"curve_{key}": value for key, value in point.items() if key != "step"}, int(point["step"]))

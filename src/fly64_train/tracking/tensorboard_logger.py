@@ -18,12 +18,18 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from fly64_train import files
-from fly64_train.epoch_scores import EPOCH_SCORES
+from fly64_train import files, metric_table
 from fly64_train.tracking.base import RunLogger, unavailable
 
-EPOCH_SCALARS = {"loss": "loss/train", "val_loss": "loss/validation", "lr": "learning_rate",
-                 "seconds": "epoch_time_s", **{key: "test/" + key[len("test_"):] for key in EPOCH_SCORES}}
+_LOOP_SCALARS = {"loss": "loss/train", "val_loss": "loss/validation", "lr": "learning_rate", "seconds": "epoch_time_s"}
+
+
+def epoch_scalars() -> dict[str, str]:
+    """Epoch row key → scalar tag: the loop's values and the metric table's epoch scores (test/...)."""
+    scores = {key: "test/" + key[len("test_"):] for key in metric_table.epoch_scores()}
+    return {**_LOOP_SCALARS, **scores}
+
+
 FIGURE = "reconstruction.png"
 _file_counter = itertools.count()
 
@@ -95,7 +101,7 @@ class TensorBoardLogger(RunLogger):
 
     def on_epoch_end(self, row, history) -> None:
         self._step = int(row["epoch"])
-        values = {tag: row[key] for key, tag in EPOCH_SCALARS.items()
+        values = {tag: row[key] for key, tag in epoch_scalars().items()
                   if isinstance(row.get(key), (int, float)) and math.isfinite(row[key])}
         self._scalars(values, self._step)
         with files.storage_errors(self.path):
