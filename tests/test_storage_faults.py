@@ -24,7 +24,7 @@ import pytest
 
 from fly64_train import bundle, files, sweep
 from fly64_train.config import DatasetConfig, TrainingConfig
-from fly64_train.data import store
+from fly64_train.data import cache, simulate, store
 from fly64_train.data.contract import StudyData, save_dataset
 from fly64_train.logs import JobLogHandler
 from fly64_train.sweep_lock import LOCK_NAME, SweepDirBusy, SweepLock
@@ -150,7 +150,7 @@ def test_too_little_free_space_stops_before_the_simulation(tmp_path, monkeypatch
 
     monkeypatch.setattr(files.shutil, "disk_usage", Usage)
     simulated = []
-    monkeypatch.setattr(store.simulate, "far_field", lambda *a, **k: simulated.append(1))
+    monkeypatch.setattr(simulate, "far_field", lambda *a, **k: simulated.append(1))
     with pytest.raises(files.StorageError) as caught:
         store.dataset_paths(_config(tmp_path))
     assert f"{files.format_bytes(free)} free" in str(caught.value) and "dataset.cache_dir" in str(caught.value)
@@ -184,8 +184,8 @@ def test_verification_hashes_each_file_once_per_process(tmp_path, monkeypatch):
     config = _config(tmp_path)
     store.dataset_paths(config)
     hashed = []
-    monkeypatch.setattr(store, "sha256_file", lambda path: hashed.append(path) or files.sha256_file(path))
-    store._VERIFIED.clear()
+    monkeypatch.setattr(cache, "sha256_file", lambda path: hashed.append(path) or files.sha256_file(path))
+    cache._VERIFIED.clear()
     for _ in range(3):
         store.dataset_paths(config)
     assert len(hashed) == 2  # patched_train.npz and patched_test.npz, once each

@@ -13,7 +13,7 @@ from scipy.spatial.distance import pdist
 
 from fly64_train.config import DatasetConfig, TrainingConfig
 from fly64_train import physics
-from fly64_train.data import simulate, store
+from fly64_train.data import cache, recipe, simulate, store
 from fly64_train.data.overlap import overlap_metrics
 from fly64_train.data.contract import ContractError, load_dataset, save_dataset
 
@@ -150,7 +150,7 @@ def _build_in_another_process(config, barrier, results):
     import time
 
     from fly64_train.data import simulate as sim
-    from fly64_train.data import store as cache
+    from fly64_train.data import store as data_store
 
     original = sim.far_field
 
@@ -160,7 +160,7 @@ def _build_in_another_process(config, barrier, results):
 
     sim.far_field = slow_far_field
     barrier.wait()
-    train, test = cache.dataset_paths(config)
+    train, test = data_store.dataset_paths(config)
     results.put((str(train), str(test), hashlib.sha256(Path(train).read_bytes()).hexdigest()))
 
 
@@ -241,7 +241,7 @@ def test_default_dataset_views_are_large_enough(tmp_path):
     train = load_dataset(paths["phase_c"]["train"])
     assert train.obj.shape == (660, 660) and train.N == 64
     assert train.metadata["n_positions"] <= 25_000
-    geometry = store.view_geometry(paths)
+    geometry = store.view_geometry(config, paths)
     assert geometry["dense"]["test"]["n_accepted"] == sizes["dense", "test"]
     assert geometry["dense"]["test"]["probe_diameter_px"] == pytest.approx(0.6 * 64, rel=0.05)
 
@@ -254,7 +254,7 @@ def test_a_complete_entry_is_used_without_locking_or_writing(tmp_path, monkeypat
     def no_lock(*args, **kwargs):
         raise AssertionError("a complete entry must not need its lock (read-only caches work)")
 
-    monkeypatch.setattr(store, "FileLock", no_lock)
+    monkeypatch.setattr(cache, "FileLock", no_lock)
     assert store.dataset_paths(config) == paths
     assert store.dataset_paths(dataclasses.replace(config, view="baseline"))[0].name == "patched_train.npz"
     assert sorted(p for p in (tmp_path / "cache").rglob("*")) == before
@@ -264,10 +264,11 @@ def test_cache_written_by_an_earlier_format_is_never_read_as_todays_data(tmp_pat
     config = _config(tmp_path)
     train_path, _ = store.dataset_paths(config)
     unit = train_path.parent
-    marker = json.loads((unit / store.MARKER).read_text())
-    marker["format_version"] = store.FORMAT_VERSION - 1  # as written by the random-scan version
-    (unit / store.MARKER).write_text(json.dumps(marker))
-    complete, why = store._check_unit(unit, store._Plan(config).phase_c_key(config.dose))
+    marker = json.loads((unit / cache.MARKER).read_text())
+    marker["format_version"] = recipe.FORMAT_VERSION - 1  # as written by the random-scan version
+    (unit / cache.MARKER).write_text(json.dumps(marker))
+    plan = recipe.StudyRecipe(config)
+    complete, why = plan.cache.check(unit, plan.phase_c_key(config.dose))
     assert not complete and "stale" in why
     store.dataset_paths(config)  # rebuilt, not read
     assert len(_builds(config)) == 2

@@ -20,6 +20,7 @@ from typing import Any, Callable, ClassVar, Optional
 
 from fly64_train import architecture, objective, study
 from fly64_train.backends import registry
+from fly64_train.data import sources
 from fly64_train.iterative import settings as iterative_settings
 
 
@@ -48,7 +49,7 @@ def _choice(name: str, values) -> type[Choice]:
 # Each list comes from the module that owns it; nothing here repeats one.
 View = _choice("View", study.VIEWS)
 BackendName = _choice("BackendName", registry.BACKENDS)
-DatasetSource = _choice("DatasetSource", ("synthetic", "npz"))
+DatasetSource = _choice("DatasetSource", sources.SOURCES)
 ObjectKind = _choice("ObjectKind", study.OBJECT_KINDS)
 JobKind = _choice("JobKind", ("train", "prepare", "evaluate", "iterative"))
 AmpActivation = _choice("AmpActivation", architecture.AMP_ACTIVATIONS)
@@ -356,10 +357,11 @@ def validate(config: TrainingConfig) -> TrainingConfig:
     if objective.needs_evaluation(config.objective) and not config.evaluate.enabled \
             and config.job.kind == JobKind.train:
         _fail("objective", config.objective, "a test metric needs evaluate.enabled=true")
-    if config.dataset.source == DatasetSource.npz:
-        for key in ("train_path", "test_path"):
-            if not getattr(config.dataset, key):
-                _fail(f"dataset.{key}", None, "dataset=npz needs dataset.train_path and dataset.test_path")
+    source = sources.get_source(config.dataset.source)
+    for key in source.required:
+        if not getattr(config.dataset, key):
+            _fail(f"dataset.{key}", None, f"dataset={source.name} needs "
+                  + " and ".join(f"dataset.{name}" for name in source.required))
     expected = study.gridsize_for(config.view)
     model = config.model
     if model.gridsize is not None and model.gridsize != expected:

@@ -217,7 +217,7 @@ def _prepare(job: Job) -> None:
     config, record = job.config, job.record
     with _Stage(record, "Data preparation"):
         paths = store.prepare_dose(config)
-        geometry = store.view_geometry(paths) if paths["source"] == "synthetic" else None
+        geometry = store.view_geometry(config, paths)
     record.update(status="success", datasets=paths)
     if geometry:
         record["view_geometry"] = geometry

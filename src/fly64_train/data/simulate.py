@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import scipy.fft
@@ -331,17 +331,24 @@ def add_noise(amplitude: np.ndarray, photon_scale: float, seed: int, dose: float
     return noisy
 
 
+def iter_doses(obj: np.ndarray, probe: np.ndarray, xcoords: np.ndarray, ycoords: np.ndarray,
+               doses: Iterable[float], seed: int, *, workers: Optional[int] = None,
+               progress: Optional[bool] = None) -> Iterator[tuple[float, np.ndarray, float]]:
+    """`simulate_phase_c` for several doses sharing one far-field pass, one dose at a time (only one
+    dose's diffraction need be in memory): (dose, diffraction, photon_scale) in the order given."""
+    amplitude, energy = far_field(obj, probe, xcoords, ycoords, workers=workers, progress=progress)
+    mean_energy = float(energy.mean())
+    for dose in doses:
+        scale = physics.dose_scale(mean_energy, float(dose))
+        yield dose, add_noise(amplitude, scale, seed, dose, workers=workers, progress=progress), scale
+
+
 def simulate_doses(obj: np.ndarray, probe: np.ndarray, xcoords: np.ndarray, ycoords: np.ndarray,
                    doses: Iterable[float], seed: int, *, workers: Optional[int] = None,
                    progress: Optional[bool] = None) -> dict[float, tuple[np.ndarray, float]]:
     """`simulate_phase_c` for several doses sharing one far-field pass: {dose: (diffraction, photon_scale)}."""
-    amplitude, energy = far_field(obj, probe, xcoords, ycoords, workers=workers, progress=progress)
-    mean_energy = float(energy.mean())
-    results = {}
-    for dose in doses:
-        scale = physics.dose_scale(mean_energy, float(dose))
-        results[dose] = (add_noise(amplitude, scale, seed, dose, workers=workers, progress=progress), scale)
-    return results
+    return {dose: (diffraction, scale) for dose, diffraction, scale in
+            iter_doses(obj, probe, xcoords, ycoords, doses, seed, workers=workers, progress=progress)}
 
 
 def simulate_phase_c(obj: np.ndarray, probe: np.ndarray, xcoords: np.ndarray, ycoords: np.ndarray,
