@@ -230,7 +230,7 @@ def patch_gallery(job_dir: Path, path: Path, backend: str, count: int = 5) -> No
     model.set_weights(weights)
     test = load_dataset(record["test_data_path"])
     inputs = model_inputs(test, trained.gridsize, trained.trainer.neighbor_count, trained.dataset.grouping_seed,
-                          norm=content["legacy_params"].get("diffraction_norm"))
+                          norm=bundle.diffraction_norm(content, job_dir / "wts.h5.zip"))
     chosen = np.linspace(0, inputs.n_groups - 1, count).astype(int)
     predicted = model.predict(inputs.x[chosen], inputs.rel[chosen]).patches[:, 0]
     xy = inputs.positions[chosen, 0]

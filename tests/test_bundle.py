@@ -30,7 +30,7 @@ def make_weights(seed: int = 0) -> dict[str, np.ndarray]:
 
 
 MANIFEST = {"backend": "pytorch", "framework_versions": {"torch": "2.13.0"}, "intensity_scale": 123.5,
-            "geometry": GEOMETRY.to_dict(), "legacy_params": {"N": 64, "gridsize": 2, "nphotons": 1e3},
+            "diffraction_norm": 0.0421, "geometry": GEOMETRY.to_dict(), "legacy_params": {"N": 64, "gridsize": 2, "nphotons": 1e3},
             "config": {"dose": 1000.0, "view": "dense"}}
 
 
@@ -266,3 +266,18 @@ def test_verify_against_manifest(written):
                                                "bundle_size_bytes": written.size_bytes + 1})
     with pytest.raises(BundleError, match="does not exist"):
         verify_against_manifest(written.path.with_name("gone.zip"), written.manifest_fields())
+
+
+def test_the_diffraction_norm_is_a_field_of_the_manifest_and_a_bundle_without_it_a_clear_error(written, tmp_path,
+                                                                                               weights):
+    from fly64_train.bundle import diffraction_norm
+
+    _, manifest = read_bundle(written.path)
+    assert diffraction_norm(manifest, written.path) == 0.0421
+    old = {key: value for key, value in MANIFEST.items() if key != "diffraction_norm"}
+    older = write_bundle(tmp_path / "old.zip", weights, old)
+    _, manifest = read_bundle(older.path)
+    with pytest.raises(BundleError, match=r"old.zip: manifest.json has no valid diffraction_norm \(got None\)"):
+        diffraction_norm(manifest, older.path)
+    with pytest.raises(BundleError, match="no valid diffraction_norm"):
+        diffraction_norm({"diffraction_norm": float("nan")}, written.path)

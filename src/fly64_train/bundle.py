@@ -4,7 +4,9 @@ Layout (format "fly64-bundle", version 1):
 
   wts.h5.zip
     manifest.json   sorted keys, indent 2: the caller's content (backend, framework versions,
-                    legacy params, resolved config, model geometry, intensity scale, ...) plus
+                    resolved config, model geometry, intensity scale, `diffraction_norm` (the
+                    training split's normalisation, which evaluation applies to the test split),
+                    the legacy params for the record, ...) plus
                     `format`, `format_version` and `tensors` = [{name, shape, dtype}] sorted by name
     weights.h5      every tensor as an HDF5 dataset at its backend-neutral name
                     ('encoder/block0/conv0/kernel', 'log_scale', 'probe', ...), dtype preserved
@@ -251,6 +253,17 @@ def read_bundle(path: PathLike, expected_sha256: Optional[str] = None,
     manifest = _parse_manifest(path, members[MANIFEST_MEMBER])
     weights = _read_weights(path, members[WEIGHTS_MEMBER], manifest["tensors"])
     return weights, manifest
+
+
+def diffraction_norm(manifest: Mapping[str, Any], path: PathLike) -> float:
+    """The training split's diffraction normalisation a bundle records (its manifest's `diffraction_norm`):
+    evaluation scales the test split with it, so the same counts reach the network as the same input."""
+    value = manifest.get("diffraction_norm")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
+        raise BundleError(f"bundle {path}: {MANIFEST_MEMBER} has no valid diffraction_norm (got {value!r}), the "
+                          "training split's normalisation evaluation needs; the bundle predates it: retrain the job "
+                          "to evaluate it")
+    return float(value)
 
 
 def verify_against_manifest(bundle_path: PathLike, training_manifest: Mapping[str, Any]) -> BundleInfo:

@@ -2,7 +2,8 @@
 
 The dict is the form the original PtychoPINN code reads (reference §6). fly64-train writes it
 for the record (`legacy_params.json`, the bundle's manifest) and never reads it back to decide
-anything: its own backends are built from a typed `backends.base.ModelSpec`. This module is the
+anything: its own backends are built from a typed `backends.base.ModelSpec`, and what evaluation
+needs (`diffraction_norm`) is a field of the bundle's manifest of its own. This module is the
 only writer of the dict: the bridge `update_legacy_dict` and `set_runtime` for values known only
 once the data is loaded.
 """

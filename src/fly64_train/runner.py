@@ -302,7 +302,7 @@ def _train_stages(job: Job, loggers) -> None:
     train_inputs, test_inputs, padded = _group(job, train_data, test_data)
     model, spec = _build_model(job, train_data.probe, padded)
     result, epoch_scores = _fit(job, model, train_data, train_inputs, test_inputs, test_data, loggers)
-    _write_model_bundle(job, model, spec)
+    _write_model_bundle(job, model, spec, train_inputs.norm)
     if test_inputs is not None:
         with _Stage(job.record, "Evaluation"):
             last = epoch_scores.last if epoch_scores is not None else None
@@ -371,7 +371,7 @@ def _fit(job: Job, model, train_data, train_inputs, test_inputs, test_data, logg
     return result, epoch_scores
 
 
-def _write_model_bundle(job: Job, model, spec) -> None:
+def _write_model_bundle(job: Job, model, spec, diffraction_norm: float) -> None:
     from fly64_train import bundle
 
     config, record = job.config, job.record
@@ -381,7 +381,8 @@ def _write_model_bundle(job: Job, model, spec) -> None:
         content = {"backend": config.backend.name, "model_type": config.model.model_type,
                    "generator": config.model.generator, "versions": record["versions"], "legacy_params": portable,
                    "config": result_config(config), "geometry": spec.geometry.to_dict(),
-                   "intensity_scale": spec.intensity_scale, "config_fingerprint": record["config_fingerprint"]}
+                   "intensity_scale": spec.intensity_scale, "diffraction_norm": float(diffraction_norm),
+                   "config_fingerprint": record["config_fingerprint"]}
         info = bundle.write_bundle(job.run_dir / BUNDLE_NAME, model.get_weights(), content)
         record.update(bundle_path=BUNDLE_NAME, bundle_sha256=info.sha256, bundle_size_bytes=info.size_bytes)
 
@@ -481,13 +482,14 @@ def _evaluate_bundle(job: Job) -> None:
         weights, content = bundle.read_bundle(bundle_path, expected.get("bundle_sha256"),
                                               expected.get("bundle_size_bytes"))
         trained = from_dict(content["config"])
+        norm = bundle.diffraction_norm(content, bundle_path)
         spec = spec_from_bundle(content, config.seed, config.backend.compile)
         record.update(bundle_path=str(bundle_path), trained_backend=content["backend"],
                       bundle_sha256=files.sha256_file(bundle_path), dose=trained.dose, view=trained.view,
                       gridsize=spec.geometry.gridsize)
     _, test_data = _load_splits(trained, record)
     with _Stage(record, "Grouping"):
-        test_inputs = _inputs(trained, test_data, None, content["legacy_params"].get("diffraction_norm"))
+        test_inputs = _inputs(trained, test_data, None, norm)
     with _Stage(record, "Model build"):
         model = _backend(config, record).build(spec)
         model.set_weights(weights)
