@@ -134,7 +134,7 @@ def test_missing_user_file_is_a_clear_error(workdir):
                       "dataset.test_path=/nonexistent/test.npz", f"hydra.run.dir={workdir / 'missing'}"],
                      workdir, timeout=300)
     assert result.returncode == 1
-    assert "/nonexistent/train.npz" in result.stderr.splitlines()[0]
+    assert "/nonexistent/train.npz: dataset.train_path file not found" in result.stderr.splitlines()[0]
 
 
 def test_a_supervised_job_with_the_ffno_trains_on_the_truth_and_records_its_method(workdir):

@@ -117,6 +117,10 @@ class NpzSource(Source):
 
     def dataset_paths(self, config) -> tuple[Path, Path]:
         paths = self._paths(config)
+        for key, path in zip(self.required, paths):
+            if not path.exists():
+                raise ContractError(f"{path}: dataset.{key} file not found (expected an NPZ archive in the data "
+                                    f"contract; set dataset.{key} to its path)")
         for path in paths:
             data = load_dataset(path)
             if data.N != config.model.N:
