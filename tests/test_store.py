@@ -199,7 +199,8 @@ def test_npz_source_validates_and_returns_the_users_files(tmp_path):
     with pytest.raises(ContractError, match="bad.npz"):
         store.dataset_paths(dataclasses.replace(user, dataset=dataclasses.replace(user.dataset, test_path=str(bad))))
     for key in ("train_path", "test_path"):  # a missing file names the setting to fix
-        missing = dataclasses.replace(user, dataset=dataclasses.replace(user.dataset, **{key: str(tmp_path / "no.npz")}))
+        dataset = dataclasses.replace(user.dataset, **{key: str(tmp_path / "no.npz")})
+        missing = dataclasses.replace(user, dataset=dataset)
         with pytest.raises(ContractError, match=rf"^{tmp_path / 'no.npz'}: dataset.{key} file not found \(expected"):
             store.dataset_paths(missing)
 
