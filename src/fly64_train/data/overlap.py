@@ -1,7 +1,8 @@
 """Phase D: overlap views (positions kept at least S apart) and their measured overlap.
 
 A view of a split keeps a subset of its scan positions in which every two positions are at
-least S = (1 − f)·N pixels apart (dense: f = 0.7, sparse: f = 0.2; `fly64_train.study`).
+least S = (1 − f)·D pixels apart, D the probe's footprint diameter (`physics.footprint_diameter`)
+and f the view's overlap (dense: f = 0.7, sparse: f = 0.2; `fly64_train.study`).
 `spaced_subset` packs as many positions as the spacing allows with a seeded minimum-degree
 greedy: repeatedly keep the candidate with the fewest conflicting candidates (closer than S),
 ties broken by a seeded random key, and drop its conflicts. On uniform random scans this keeps
