@@ -129,6 +129,7 @@ def test_typo_fails_at_composition_with_hydras_message(tmp_path):
     assert "epocs" in result.stderr and "Could not override" in result.stderr
 
 
+@pytest.mark.slow  # builds and installs the wheel
 def test_installed_wheel_finds_its_conf(tmp_path):
     dist = tmp_path / "dist"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",

@@ -230,6 +230,7 @@ def test_user_probe_and_object_files_replace_the_synthetic_ones(tmp_path):
         store.dataset_paths(_config(tmp_path, object_path=str(tiny)))
 
 
+@pytest.mark.slow  # builds the full default dataset (24,676 positions)
 def test_default_dataset_views_are_large_enough(tmp_path):
     config = TrainingConfig(dataset=DatasetConfig(cache_dir=str(tmp_path / "cache")))
     paths = store.prepare_dose(config)
