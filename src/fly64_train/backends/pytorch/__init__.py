@@ -60,6 +60,6 @@ class PyTorchBackend(Backend):
         retain_freed_memory()
 
     def _build(self, spec: ModelSpec) -> Model:
-        from fly64_train.backends.pytorch.train import TorchModel
+        from fly64_train.backends.pytorch.adapter import TorchModel
 
         return TorchModel(spec)

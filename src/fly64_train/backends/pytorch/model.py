@@ -1,8 +1,8 @@
 """PtychoPINN as a torch nn.Module: exactly the forward pass of architecture.py (the generator: generators/).
 
 Channels-first internally (NCHW tensors, channels_last in memory by default); the Model
-boundary (train.py) converts from/to the NHWC NumPy arrays of the backend contract. Conv
-weights stay in torch's OIHW layout here; only train.py converts to the HWIO bundle layout.
+boundary (adapter.py) converts from/to the NHWC NumPy arrays of the backend contract. Conv
+weights stay in torch's OIHW layout here; only adapter.py converts to the HWIO bundle layout.
 
 The physics layers follow physics.py: a patch of size n "centred at" c takes pixel n//2 from
 coordinate c, bilinear, zero outside. A member's patch reads an (n+1)² window of the canvas

@@ -1,7 +1,7 @@
 """TensorFlow backend of fly64-train: PtychoPINN as plain tf.Variables + tf.function steps.
 
 `TensorFlowBackend` is what `registry.get_backend('tensorflow')` returns; `build` gives a
-`TensorFlowModel` (train.py) around the network and physics layers of model.py.
+`TensorFlowModel` (adapter.py) around the network and physics layers of model.py.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from fly64_train.backends import base
 from fly64_train.backends.tensorflow.model import PtychoPINN
-from fly64_train.backends.tensorflow.train import TensorFlowModel
+from fly64_train.backends.tensorflow.adapter import TensorFlowModel
 
 __all__ = ["TensorFlowBackend", "TensorFlowModel", "PtychoPINN"]
 
