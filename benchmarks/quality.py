@@ -1,4 +1,4 @@
-"""Reconstruction quality of the CPU-scale study, with the references that give it meaning.
+"""Reconstruction quality of the CPU-scale study, with the yardsticks that give it meaning.
 
     python benchmarks/quality.py                          # 3 doses × 3 views, TensorFlow, the train preset
     python benchmarks/quality.py --quick                  # dose 1e5: baseline, dense, sparse
@@ -8,9 +8,9 @@
 Every job runs as its own `fly64-train` process (one at a time: two at once halve each other's
 speed) from a clean dataset cache under --out. For each job it reads the job's metrics (the lit
 region of the test view; SSIM in the original study's convention: phase as (φ + π)/2π, data
-range 1) and scores two references through the same evaluation on the same region:
-the floor (a flat object at the truth's mean amplitude, zero phase) and the dose-limited
-reference (the truth low-passed at the frequency where the noiseless patterns carry about one
+range 1) and scores two yardsticks (evaluation/yardsticks.py) through the same evaluation on the
+same region: the floor (a flat object at the truth's mean amplitude, zero phase) and the
+dose-limited image (the truth low-passed at the frequency where the noiseless patterns carry about one
 photon per detector pixel). Each score is also given as the fraction of the floor → perfect
 gap it closes, (s − s_floor)/(1 − s_floor).
 
@@ -51,7 +51,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from fly64_train import evaluation, references, study  # noqa: E402
+from fly64_train import evaluation, study  # noqa: E402
+from fly64_train.evaluation import yardsticks  # noqa: E402
 from fly64_train.data import load_dataset  # noqa: E402
 from fly64_train.step_curves import CURVES_NAME, escape, read_curves  # noqa: E402
 
@@ -91,7 +92,7 @@ def _resolved_seed(job_dir: Path) -> Optional[int]:
 
 
 def job_result(job_dir: Path) -> tuple[dict, Optional[evaluation.Alignment]]:
-    """The job's own metrics, the two references on its scored region, and gap fractions; and the
+    """The job's own metrics, the two yardsticks on its scored region, and gap fractions; and the
     job's reconstruction aligned on that region (for the figure; None for a failed job)."""
     record = json.loads((job_dir / "training_manifest.json").read_text())
     row = {"dose": record.get("dose"), "view": record.get("view"), "gridsize": record.get("gridsize"),
@@ -116,10 +117,10 @@ def job_result(job_dir: Path) -> tuple[dict, Optional[evaluation.Alignment]]:
     settings = dict(illumination_threshold=threshold, min_coverage=metrics["min_coverage"],
                     max_shift_px=metrics["registration"]["max_shift_px"])
     aligned, _ = evaluation.score_image(image, coverage, test.obj, lit, **settings)
-    _, floor = evaluation.score_image(references.flat_object(test.obj, region), coverage, test.obj, lit, **settings)
-    cutoff, _ = references.dose_limited_cutoff(test.obj, test.probe, test.xcoords, test.ycoords,
+    _, floor = evaluation.score_image(yardsticks.flat_object(test.obj, region), coverage, test.obj, lit, **settings)
+    cutoff, _ = yardsticks.dose_limited_cutoff(test.obj, test.probe, test.xcoords, test.ycoords,
                                                test.metadata["photon_scale"])
-    _, limited = evaluation.score_image(references.lowpass(test.obj, cutoff), coverage, test.obj, lit, **settings)
+    _, limited = evaluation.score_image(yardsticks.lowpass(test.obj, cutoff), coverage, test.obj, lit, **settings)
     row["dose_limited_cutoff_cycles_per_px"] = cutoff
     for part in PARTS:
         for name, source in (("", metrics), ("floor_", floor), ("dose_limited_", limited)):
@@ -127,8 +128,8 @@ def job_result(job_dir: Path) -> tuple[dict, Optional[evaluation.Alignment]]:
         row[f"{part}_ssim_raw_range"] = metrics[part]["ssim"]
         row[f"{part}_frc50"] = metrics[part]["frc50"]
         row[f"{part}_patch_corr"] = metrics["patchwise"][f"{part}_correlation"]
-        row[f"{part}_gap_closed"] = references.gap_closed(row[f"{part}_ssim"], row[f"floor_{part}_ssim"])
-        row[f"dose_limited_{part}_gap_closed"] = references.gap_closed(row[f"dose_limited_{part}_ssim"],
+        row[f"{part}_gap_closed"] = yardsticks.gap_closed(row[f"{part}_ssim"], row[f"floor_{part}_ssim"])
+        row[f"dose_limited_{part}_gap_closed"] = yardsticks.gap_closed(row[f"dose_limited_{part}_ssim"],
                                                                        row[f"floor_{part}_ssim"])
     row["scored_pixels"] = metrics["region"]["scored_pixels"]
     row["learning_curve"] = learning_curve(job_dir / "history.csv", row)
@@ -150,7 +151,7 @@ def learning_curve(history_csv: Path, row: dict) -> list[dict]:
             for part in PARTS:
                 score = float(epoch[f"test_{part}_ssim"])
                 point[f"{part}_ssim"] = score
-                point[f"{part}_gap_closed"] = references.gap_closed(score, row[f"floor_{part}_ssim"])
+                point[f"{part}_gap_closed"] = yardsticks.gap_closed(score, row[f"floor_{part}_ssim"])
                 point[f"{part}_patch_corr"] = float(epoch[f"test_{part}_patch_corr"])
             curve.append(point)
     return curve

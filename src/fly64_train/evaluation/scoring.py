@@ -39,7 +39,7 @@ def score_image(image: np.ndarray, coverage: np.ndarray, ground_truth: np.ndarra
                 max_shift_px: float = DEFAULT_MAX_SHIFT) -> tuple[Alignment, dict[str, Any]]:
     """Align a stitched image to the ground truth on the scored region and score it.
 
-    The same path scores a reconstruction and the references a benchmark compares it with (a flat
+    The same path scores a reconstruction and the yardsticks a benchmark compares it with (a flat
     object, a low-passed truth), so their numbers are comparable. Returns (alignment, metrics).
     """
     region = scored_region(coverage, lit, illumination_threshold, min_coverage)

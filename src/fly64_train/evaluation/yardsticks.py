@@ -1,12 +1,12 @@
-"""Reference images a reconstruction's score is read against (framework-free NumPy).
+"""Yardsticks: the images a reconstruction's score is read against (framework-free NumPy).
 
 A score means little alone: SSIM of a flat image is far from 0, and at low dose no method can
-recover the finest detail. Two references, scored through the same evaluation on the same
-region as the reconstruction (`evaluate.score_image`):
+recover the finest detail. Two yardsticks, scored through the same evaluation on the same
+region as the reconstruction (`evaluation.score_image`):
 
 - the **floor**: a flat object at the truth's mean amplitude (over the scored region) with zero
   phase: what knowing nothing but the mean scores;
-- the **dose-limited reference**: the truth low-pass filtered at the highest spatial frequency
+- the **dose-limited image**: the truth low-pass filtered at the highest spatial frequency
   at which the noiseless patterns still carry about one expected photon per detector pixel
   (azimuthal average over the test patterns, `dose_limited_cutoff`). Detector pixel q (distance
   from the pattern centre) is object spatial frequency q/N cycles per pixel; beyond the cutoff

@@ -1,18 +1,19 @@
-"""References for reading a score: the flat floor, the dose-limited low-pass, the gap fraction."""
+"""Yardsticks for reading a score: the flat floor, the dose-limited low-pass, the gap fraction."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from fly64_train import evaluation, physics, references
+from fly64_train import evaluation, physics
 from fly64_train.data import simulate
+from fly64_train.evaluation import yardsticks
 
 
 def test_radial_profile_of_a_known_ring_image():
     n = 32
     index = np.arange(n) - n // 2
     radius = np.hypot(index[:, None], index[None, :])
-    profile = references.radial_profile(radius)
+    profile = yardsticks.radial_profile(radius)
     assert len(profile) == n // 2 + 1
     np.testing.assert_allclose(profile[1:], np.arange(1, n // 2 + 1), atol=0.3)
     assert profile[0] == 0.0
@@ -27,7 +28,7 @@ def test_dose_limited_cutoff_rises_with_dose_and_matches_the_counts():
     cutoffs = []
     for dose in (1e2, 1e4, 1e6):
         scale = physics.dose_scale(energy, dose)
-        cutoff, counts = references.dose_limited_cutoff(obj, probe, x, y, scale)
+        cutoff, counts = yardsticks.dose_limited_cutoff(obj, probe, x, y, scale)
         assert counts[0] > counts[-1]  # the bright centre carries most photons
         assert np.all(counts >= 0)
         ring = int(round(cutoff * N))
@@ -44,23 +45,23 @@ def test_lowpass_keeps_low_and_removes_high_frequencies():
     yy, xx = np.mgrid[0:n, 0:n]
     low = np.exp(2j * np.pi * 3 * xx / n)  # 3/64 cycles per pixel
     high = 0.5 * np.exp(2j * np.pi * 20 * yy / n)  # 20/64
-    filtered = references.lowpass(low + high, cutoff=10 / n)
+    filtered = yardsticks.lowpass(low + high, cutoff=10 / n)
     np.testing.assert_allclose(filtered, low, atol=1e-5)
-    np.testing.assert_allclose(references.lowpass(low, 0.5), low, atol=1e-5)
+    np.testing.assert_allclose(yardsticks.lowpass(low, 0.5), low, atol=1e-5)
 
 
 def test_flat_floor_and_gap_fraction_rank_with_the_evaluation():
     obj = simulate.make_object(128, seed=0)
     region = np.ones(obj.shape, bool)
-    flat = references.flat_object(obj, region)
+    flat = yardsticks.flat_object(obj, region)
     assert np.allclose(np.abs(flat), np.abs(obj).mean()) and np.all(np.angle(flat) == 0)
     coverage = np.ones(obj.shape)
     _, floor = evaluation.score_image(flat, coverage, obj, max_shift_px=0.0)
     # a mild low-pass (SSIM can rank a heavy one below the flat image: structure, not error)
-    _, blurred = evaluation.score_image(references.lowpass(obj, 0.3), coverage, obj, max_shift_px=0.0)
+    _, blurred = evaluation.score_image(yardsticks.lowpass(obj, 0.3), coverage, obj, max_shift_px=0.0)
     for part in ("amplitude", "phase"):
         s_floor, s_blur = floor[part]["ssim_original"], blurred[part]["ssim_original"]
-        assert references.gap_closed(s_floor, s_floor) == 0.0
-        assert references.gap_closed(1.0, s_floor) == 1.0
-        assert 0 < references.gap_closed(s_blur, s_floor) < 1
-    assert references.gap_closed(None, 0.3) is None and references.gap_closed(0.5, 1.0) is None
+        assert yardsticks.gap_closed(s_floor, s_floor) == 0.0
+        assert yardsticks.gap_closed(1.0, s_floor) == 1.0
+        assert 0 < yardsticks.gap_closed(s_blur, s_floor) < 1
+    assert yardsticks.gap_closed(None, 0.3) is None and yardsticks.gap_closed(0.5, 1.0) is None
