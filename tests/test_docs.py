@@ -17,7 +17,7 @@ DOCS = [REPO / "README.md", REPO / "docs" / "architecture.md"]
 PACKAGE = REPO / "src" / "fly64_train"
 # Where a dotted name's first part may live: the package and its subpackages.
 NAMESPACES = ("fly64_train", "fly64_train.data", "fly64_train.backends", "fly64_train.evaluation",
-              "fly64_train.tracking")
+              "fly64_train.tracking", "fly64_train.iterative")
 # Dotted names that belong to other projects or are not code of this one.
 FOREIGN = {"hydra", "tf", "nn", "os", "fly64", "np", "torch", "train_throughput", "study_summary", "params"}
 FILE_SUFFIXES = (".json", ".csv", ".png", ".zip", ".yaml", ".h5", ".log", ".npz", ".db", ".cfg", ".py", ".jsonl",
@@ -121,14 +121,14 @@ def test_every_code_name_in_backticks_exists(doc):
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
 def test_the_docs_name_existing_files(doc):
-    roots = [PACKAGE, PACKAGE / "backends", PACKAGE / "data", PACKAGE / "evaluation", REPO / "tests",
-             REPO / "benchmarks", REPO]
+    packages = [PACKAGE, *(path for path in PACKAGE.rglob("*") if path.is_dir() and path.name != "__pycache__")]
+    roots = [*packages, REPO / "tests", REPO / "benchmarks", REPO]
     missing = []
     for span in code_spans(doc):
         for word in span.split():
             if "<" in word or "*" in word or "=" in word or word.startswith(("-", "http")):
                 continue
-            if re.fullmatch(r"[\w./]+\.py|conf/[\w./]+\.yaml|(backends|tracking|data|evaluation)/[\w/]*", word):
+            if re.fullmatch(r"[\w./]+\.py|conf/[\w./]+\.yaml|(backends|tracking|data|evaluation|iterative)/[\w/]*", word):
                 if not any((root / word.lstrip("./")).exists() for root in roots):
                     missing.append(word)
     assert not missing, f"{doc.name} names missing files: {missing}"
