@@ -22,6 +22,7 @@ NAMESPACES = ("fly64_train", "fly64_train.data", "fly64_train.backends", "fly64_
 FOREIGN = {"hydra", "tf", "nn", "os", "fly64", "np", "torch", "train_throughput", "study_summary", "params"}
 FILE_SUFFIXES = (".json", ".csv", ".png", ".zip", ".yaml", ".h5", ".log", ".npz", ".db", ".cfg", ".py", ".jsonl",
                  ".md", ".sh")
+FILE_NAME = r"[\w./]+\.py|conf/[\w./]+\.yaml|(backends|tracking|data|evaluation|iterative)/[\w/]*"
 CONFIG_GROUPS = {path.name for path in (REPO / "conf").iterdir() if path.is_dir() and path.name != "hydra"}
 
 
@@ -128,7 +129,7 @@ def test_the_docs_name_existing_files(doc):
         for word in span.split():
             if "<" in word or "*" in word or "=" in word or word.startswith(("-", "http")):
                 continue
-            if re.fullmatch(r"[\w./]+\.py|conf/[\w./]+\.yaml|(backends|tracking|data|evaluation|iterative)/[\w/]*", word):
+            if re.fullmatch(FILE_NAME, word):
                 if not any((root / word.lstrip("./")).exists() for root in roots):
                     missing.append(word)
     assert not missing, f"{doc.name} names missing files: {missing}"
