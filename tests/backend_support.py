@@ -153,8 +153,7 @@ def numpy_ffno(weights, g, h):
     wx, wy = (weights[f"{layers.spectral.name}/{axis}"].astype(np.float64) for axis in ("x", "y"))
     for mlp0, mlp1 in layers.blocks:
         u = np_spectral(h, wx, wy, g.ffno_modes)
-        u = (u - u.mean(axis=(1, 2), keepdims=True)) / np.sqrt(u.var(axis=(1, 2), keepdims=True)
-                                                               + architecture.INSTANCE_NORM_EPSILON)
+        u = np_instance_norm(u)
         h = h + gate * np_conv(np_gelu(np_conv(u, weights, mlp0)), weights, mlp1)
     for conv0, conv1 in layers.refiners:
         h = h + np_conv(np_gelu(np_conv(h, weights, conv0)), weights, conv1)
@@ -162,8 +161,8 @@ def numpy_ffno(weights, g, h):
             math.pi * np.tanh(np_conv(h, weights, layers.head_phase)))
 
 
-def np_standardise(v):
-    """Per sample and channel (B, N, N, k): zero mean, unit variance over the image."""
+def np_instance_norm(v):
+    """Per sample and channel (B, N, N, k): zero mean, unit variance over the image, no affine."""
     mean = v.mean(axis=(1, 2), keepdims=True)
     return (v - mean) / np.sqrt(v.var(axis=(1, 2), keepdims=True) + architecture.INSTANCE_NORM_EPSILON)
 
@@ -180,7 +179,7 @@ def numpy_object(weights, spec: ModelSpec, x):
     h = x.astype(np.float64) * spec.intensity_scale / np.exp(float(weights["log_scale"]))
     if g.input_transform == "backprop":
         d = np.moveaxis(physics.backpropagate(np.moveaxis(h, -1, 1), weights["probe"]), 1, -1)
-        h = np.concatenate([h, np_standardise(d.real), np_standardise(d.imag)], axis=-1)
+        h = np.concatenate([h, np_instance_norm(d.real), np_instance_norm(d.imag)], axis=-1)
     if g.generator == "ffno":
         amp, phase = numpy_ffno(weights, g, h)
         return np.moveaxis(amp * np.exp(1j * phase), -1, 1)

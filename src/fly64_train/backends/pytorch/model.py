@@ -187,10 +187,10 @@ def backpropagate(h: torch.Tensor, probe: torch.Tensor) -> tuple[torch.Tensor, t
     return d.real, d.imag
 
 
-def standardise(v: torch.Tensor) -> torch.Tensor:
-    """Per sample and channel: zero mean, unit variance over the image (architecture.standardise)."""
-    variance, mean = torch.var_mean(v, dim=(-2, -1), keepdim=True, correction=0)
-    return (v - mean) * torch.rsqrt(variance + architecture.INSTANCE_NORM_EPSILON)
+def instance_norm(x: torch.Tensor) -> torch.Tensor:
+    """Per sample and channel over the image (the last two axes), no affine: zero mean, unit variance."""
+    variance, mean = torch.var_mean(x, dim=(-2, -1), keepdim=True, correction=0)
+    return (x - mean) * torch.rsqrt(variance + architecture.INSTANCE_NORM_EPSILON)
 
 
 class _SafeSqrt(torch.autograd.Function):
@@ -326,7 +326,7 @@ class PtychoPINN(nn.Module):
         if self.geometry.input_transform == "backprop":
             h = x * scale
             real, imag = backpropagate(h, self.probe)
-            features = torch.cat((h, standardise(real), standardise(imag)), dim=1)
+            features = torch.cat((h, instance_norm(real), instance_norm(imag)), dim=1)
             features = features.contiguous(memory_format=self.memory_format)
             return self.generator(features, torch.ones((), dtype=h.dtype))
         return self.generator(x, scale)

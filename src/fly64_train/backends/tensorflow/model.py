@@ -109,10 +109,12 @@ def backpropagate(h: tf.Tensor, probe: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]
     return tf.math.real(d), tf.math.imag(d)
 
 
-def standardise(v: tf.Tensor) -> tf.Tensor:
-    """Per sample and channel: zero mean, unit variance over the image (b, k, N, N)."""
-    mean, variance = tf.nn.moments(v, axes=[-2, -1], keepdims=True)
-    return (v - mean) * tf.math.rsqrt(variance + architecture.INSTANCE_NORM_EPSILON)
+def instance_norm(x: tf.Tensor) -> tf.Tensor:
+    """Per sample and channel over the image (NHWC), no affine: zero mean, unit variance."""
+    mean = tf.reduce_mean(x, axis=(1, 2), keepdims=True)
+    centred = x - mean
+    variance = tf.reduce_mean(tf.square(centred), axis=(1, 2), keepdims=True)
+    return centred * tf.math.rsqrt(variance + architecture.INSTANCE_NORM_EPSILON)
 
 
 def far_field_amplitude(psi_re: tf.Tensor, psi_im: tf.Tensor) -> tf.Tensor:
@@ -235,8 +237,8 @@ class PtychoPINN(tf.Module):
         if self.geometry.input_transform == "backprop":
             h = x * scale
             real, imag = backpropagate(tf.transpose(h, [0, 3, 1, 2]), tf.complex(self.probe_re, self.probe_im))
-            features = tf.concat([h, tf.transpose(standardise(real), [0, 2, 3, 1]),
-                                  tf.transpose(standardise(imag), [0, 2, 3, 1])], axis=-1)
+            features = tf.concat([h, instance_norm(tf.transpose(real, [0, 2, 3, 1])),
+                                  instance_norm(tf.transpose(imag, [0, 2, 3, 1]))], axis=-1)
             return self.generator(features, tf.constant(1.0))
         return self.generator(x, scale)
 

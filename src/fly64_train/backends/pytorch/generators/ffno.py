@@ -10,13 +10,7 @@ from torch import nn
 from fly64_train import architecture
 from fly64_train.architecture import Geometry
 from fly64_train.backends.pytorch.generators import conv_modules, module_key
-from fly64_train.backends.pytorch.model import AMP_ACTIVATIONS
-
-
-def instance_norm(x: torch.Tensor) -> torch.Tensor:
-    """Per sample and channel over the image (NCHW), no affine."""
-    variance, mean = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)
-    return (x - mean) * torch.rsqrt(variance + architecture.INSTANCE_NORM_EPSILON)
+from fly64_train.backends.pytorch.model import AMP_ACTIVATIONS, instance_norm
 
 
 class Generator(nn.Module):

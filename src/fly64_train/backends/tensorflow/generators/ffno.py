@@ -7,19 +7,11 @@ import tensorflow as tf
 
 from fly64_train import architecture
 from fly64_train.architecture import Geometry
-from fly64_train.backends.tensorflow.model import AMP_ACTIVATIONS, conv2d
+from fly64_train.backends.tensorflow.model import AMP_ACTIVATIONS, conv2d, instance_norm
 
 
 def gelu(x: tf.Tensor) -> tf.Tensor:
     return tf.nn.gelu(x, approximate=False)
-
-
-def instance_norm(x: tf.Tensor) -> tf.Tensor:
-    """Per sample and channel over the image (NHWC), no affine."""
-    mean = tf.reduce_mean(x, axis=(1, 2), keepdims=True)
-    centred = x - mean
-    variance = tf.reduce_mean(tf.square(centred), axis=(1, 2), keepdims=True)
-    return centred * tf.math.rsqrt(variance + architecture.INSTANCE_NORM_EPSILON)
 
 
 class Generator:
