@@ -28,7 +28,7 @@ A candidate is any set of overrides (--set, repeatable); its jobs run one at a t
 (`seed=<k>`), each for exactly --steps optimiser steps (trainer.max_steps; trainer.epochs is raised
 to match, so only the recipe's early stopping can end a job sooner, and the JSON says where each
 stopped). Every --curve-steps K steps each job records the per-patch amplitude and phase correlation
-on fixed subsets of its test and training patterns, the loss and the time (evaluation.every_steps,
+on fixed subsets of its test and training patterns, the loss and the time (evaluate.every_steps,
 curves.csv). The JSON holds every curve, each job's final stitched SSIM and gap, and per seed the
 'escape': the first point whose test phase correlation reaches 0.8, with its step and time;
 <out>/learning_curves.png draws amplitude and phase correlation against steps, one colour per seed,
@@ -91,10 +91,16 @@ def _resolved_seed(job_dir: Path) -> Optional[int]:
     return json.loads(path.read_text()).get("seed") if path.is_file() else None
 
 
-def job_result(job_dir: Path) -> tuple[dict, Optional[evaluation.Alignment]]:
+def job_result(job_dir: Path, dose: float, view: str, seed: Optional[int] = None
+               ) -> tuple[dict, Optional[evaluation.Alignment]]:
     """The job's own metrics, the two yardsticks on its scored region, and gap fractions; and the
     job's reconstruction aligned on that region (for the figure; None for a failed job)."""
-    record = json.loads((job_dir / "training_manifest.json").read_text())
+    manifest = job_dir / "training_manifest.json"
+    if not manifest.is_file():  # the job died before training (a bad override, a missing file)
+        return {"dose": dose, "view": view, "seed": seed, "status": "failed",
+                "error": f"no training_manifest.json in {job_dir}: the job stopped before training "
+                         f"(its stderr is printed above)"}, None
+    record = json.loads(manifest.read_text())
     row = {"dose": record.get("dose"), "view": record.get("view"), "gridsize": record.get("gridsize"),
            "seed": _resolved_seed(job_dir), "model_type": record.get("model_type"),
            "generator": record.get("generator"),
@@ -328,7 +334,7 @@ def main() -> None:
                         help="exactly S optimiser steps per job (trainer.max_steps=S, trainer.epochs=S as the bound)")
     parser.add_argument("--curve-steps", type=int, default=0, metavar="K",
                         help="every K optimiser steps: per-patch correlation on fixed test and training patterns, "
-                             "loss and time (evaluation.every_steps=K); <out>/learning_curves.png")
+                             "loss and time (evaluate.every_steps=K); <out>/learning_curves.png")
     parser.add_argument("--label", default="", help="the candidate's name in the JSON and the figure")
     parser.add_argument("--gallery", action="store_true",
                         help="also draw <out>/jobs/<job>/patches.png: predicted vs true patches of 5 test groups")
@@ -336,7 +342,7 @@ def main() -> None:
     if args.curve_every:
         args.overrides = [f"evaluate.every_epochs={args.curve_every}", *args.overrides]
     if args.curve_steps:
-        args.overrides = [f"evaluation.every_steps={args.curve_steps}", *args.overrides]
+        args.overrides = [f"evaluate.every_steps={args.curve_steps}", *args.overrides]
     if args.steps:
         args.overrides = [f"trainer.max_steps={args.steps}", f"trainer.epochs={args.steps}", *args.overrides]
     seeds = [int(part) for part in args.seeds.split(",") if part.strip()] or [None]
@@ -344,7 +350,7 @@ def main() -> None:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    results = [job_result(run_job(out, dose, view, args.backend, args.overrides, seed))
+    results = [job_result(run_job(out, dose, view, args.backend, args.overrides, seed), dose, view, seed)
                for dose in doses for view in args.views for seed in seeds]
     rows = [row for row, _ in results]
     report = {"benchmark": "quality", "label": args.label, "backend": args.backend, "overrides": args.overrides,
