@@ -33,6 +33,15 @@ curves.csv). The JSON holds every curve, each job's final stitched SSIM and gap,
 'escape': the first point whose test phase correlation reaches 0.8, with its step and time;
 <out>/learning_curves.png draws amplitude and phase correlation against steps, one colour per seed,
 test solid and training dashed.
+
+What the data alone determine (the likelihood-limited yardstick, evaluation/likelihood_bound.py):
+
+    python benchmarks/quality.py --quick --likelihood-bound 32
+
+adds, per view, the per-patch correlation of the maximum-likelihood object of 32 test groups (each
+group's own patterns, the known probe, no prior): the "MLE patch a/p" column and the JSON's
+`likelihood_limited`. Where it stays low although its likelihood beats the truth's
+(`beats_truth_likelihood`), the group's patterns do not single out the truth.
 """
 from __future__ import annotations
 
@@ -52,7 +61,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from fly64_train import evaluation, study  # noqa: E402
-from fly64_train.evaluation import yardsticks  # noqa: E402
+from fly64_train.evaluation import likelihood_bound, yardsticks  # noqa: E402
 from fly64_train.data import load_dataset  # noqa: E402
 from fly64_train.step_curves import CURVES_NAME, escape, read_curves  # noqa: E402
 
@@ -91,7 +100,7 @@ def _resolved_seed(job_dir: Path) -> Optional[int]:
     return json.loads(path.read_text()).get("seed") if path.is_file() else None
 
 
-def job_result(job_dir: Path, dose: float, view: str, seed: Optional[int] = None
+def job_result(job_dir: Path, dose: float, view: str, seed: Optional[int] = None, bound_groups: int = 0
                ) -> tuple[dict, Optional[evaluation.Alignment]]:
     """The job's own metrics, the two yardsticks on its scored region, and gap fractions; and the
     job's reconstruction aligned on that region (for the figure; None for a failed job)."""
@@ -138,8 +147,26 @@ def job_result(job_dir: Path, dose: float, view: str, seed: Optional[int] = None
         row[f"dose_limited_{part}_gap_closed"] = yardsticks.gap_closed(row[f"dose_limited_{part}_ssim"],
                                                                        row[f"floor_{part}_ssim"])
     row["scored_pixels"] = metrics["region"]["scored_pixels"]
+    if bound_groups:
+        row["likelihood_limited"] = likelihood_limited(record["test_data_path"], test, record["gridsize"],
+                                                       bound_groups)
     row["learning_curve"] = learning_curve(job_dir / "history.csv", row)
     return row, aligned
+
+
+_BOUNDS: dict = {}
+
+
+def likelihood_limited(path: str, test, gridsize: int, groups: int) -> dict:
+    """The group-MLE yardstick of a test split and gridsize (once per benchmark run: every seed and
+    candidate of a view shares it)."""
+    key = (path, gridsize, groups)
+    if key not in _BOUNDS:
+        started = time.perf_counter()
+        _BOUNDS[key] = likelihood_bound.likelihood_limited(test, gridsize, n_groups=groups,
+                                                           neighbor_count=study.NEIGHBOR_COUNT)
+        _BOUNDS[key]["seconds"] = round(time.perf_counter() - started, 1)
+    return _BOUNDS[key]
 
 
 def learning_curve(history_csv: Path, row: dict) -> list[dict]:
@@ -267,9 +294,14 @@ def _fmt(value, digits: int = 2) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _mle_cell(row: dict) -> str:
+    bound = row.get("likelihood_limited")
+    return "–" if not bound else f"{_fmt(bound['amplitude_patch_corr'])}/{_fmt(bound['phase_patch_corr'])}"
+
+
 def table(rows: list[dict]) -> str:
     head = ("dose", "view", "seed", "ep", "steps", "pos", "amp SSIM", "gap", "(dose-lim)", "phase SSIM", "gap",
-            "(dose-lim)", "FRC50 a/p", "patch a/p", "min")
+            "(dose-lim)", "FRC50 a/p", "patch a/p", "MLE patch a/p", "min")
     lines = [" | ".join(head), " | ".join("---" for _ in head)]
     for r in rows:
         if r.get("amplitude_ssim") is None:
@@ -282,7 +314,7 @@ def table(rows: list[dict]) -> str:
             _fmt(r["amplitude_ssim"]), _fmt(r["amplitude_gap_closed"]), _fmt(r["dose_limited_amplitude_gap_closed"]),
             _fmt(r["phase_ssim"]), _fmt(r["phase_gap_closed"]), _fmt(r["dose_limited_phase_gap_closed"]),
             f"{r['amplitude_frc50']}/{r['phase_frc50']}",
-            f"{_fmt(r['amplitude_patch_corr'])}/{_fmt(r['phase_patch_corr'])}",
+            f"{_fmt(r['amplitude_patch_corr'])}/{_fmt(r['phase_patch_corr'])}", _mle_cell(r),
             _fmt((r["wall_time_s"] or 0) / 60, 1)]))
     return "\n".join(lines)
 
@@ -335,6 +367,10 @@ def main() -> None:
     parser.add_argument("--curve-steps", type=int, default=0, metavar="K",
                         help="every K optimiser steps: per-patch correlation on fixed test and training patterns, "
                              "loss and time (evaluate.every_steps=K); <out>/learning_curves.png")
+    parser.add_argument("--likelihood-bound", type=int, default=0, metavar="G",
+                        help="also score the likelihood-limited yardstick on G test groups of each view: the "
+                             "per-group maximum-likelihood object (known probe, no prior) and its per-patch "
+                             "correlation (evaluation/likelihood_bound.py; about a minute per view at G=16)")
     parser.add_argument("--label", default="", help="the candidate's name in the JSON and the figure")
     parser.add_argument("--gallery", action="store_true",
                         help="also draw <out>/jobs/<job>/patches.png: predicted vs true patches of 5 test groups")
@@ -350,7 +386,8 @@ def main() -> None:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    results = [job_result(run_job(out, dose, view, args.backend, args.overrides, seed), dose, view, seed)
+    results = [job_result(run_job(out, dose, view, args.backend, args.overrides, seed), dose, view, seed,
+                          args.likelihood_bound)
                for dose in doses for view in args.views for seed in seeds]
     rows = [row for row, _ in results]
     report = {"benchmark": "quality", "label": args.label, "backend": args.backend, "overrides": args.overrides,
