@@ -20,7 +20,8 @@ INSTALLED = [name for name in registry.BACKENDS if registry.available(name)]
 # The model fields of each network variant the backend tests run: every generator (all but the cnn
 # write the whole patch) and every input transform.
 GENERATOR_FIELDS = {"cnn": {}, "ffno": {"generator": "ffno", "pad_object": False},
-                    "cnn_backprop": {"input_transform": "backprop", "pad_object": False}}
+                    "cnn_backprop": {"input_transform": "backprop", "pad_object": False},
+                    "cnn_er": {"input_transform": "er", "pad_object": False}}
 assert {f.get("generator", "cnn") for f in GENERATOR_FIELDS.values()} == set(architecture.GENERATORS), \
     "a generator without test fields"
 assert {f.get("input_transform", "none") for f in GENERATOR_FIELDS.values()} == set(architecture.INPUT_TRANSFORMS), \
@@ -167,19 +168,36 @@ def np_instance_norm(v):
     return (v - mean) / np.sqrt(v.var(axis=(1, 2), keepdims=True) + architecture.INSTANCE_NORM_EPSILON)
 
 
-def numpy_object(weights, spec: ModelSpec, x):
-    """Object patches (B, C_out, N, N) complex of the network for x (B, N, N, C)."""
+def numpy_features(weights, spec: ModelSpec, x, rel):
+    """The generator's input (B, N, N, k·C) float64: h, then the transform's re and im (architecture.py)."""
     g = spec.geometry
+    h = x.astype(np.float64) * spec.intensity_scale / np.exp(float(weights["log_scale"]))
+    if g.input_transform == "none":
+        return h
+    amplitude = np.moveaxis(h, -1, 1)  # (B, C, N, N)
+    if g.input_transform == "er":
+        d = physics.error_reduction_step(amplitude, weights["probe"], rel, g.padded_size)
+    else:
+        d = physics.backpropagate(amplitude, weights["probe"])
+    d = np.moveaxis(d, 1, -1)
+    return np.concatenate([h, np_instance_norm(d.real), np_instance_norm(d.imag)], axis=-1)
+
+
+def numpy_object(weights, spec: ModelSpec, x, rel=None):
+    """Object patches (B, C_out, N, N) complex of the network for x (B, N, N, C), rel (B, C, 2)."""
+    g = spec.geometry
+    features = numpy_features(weights, spec, x, rel)
     if g.shared_members:  # each member through the single-pattern network
         B, N, _, C = x.shape
-        members = np.moveaxis(x, -1, 1).reshape(B * C, N, N, 1)
+        k = g.input_features
+        members = np.moveaxis(features.reshape(B, N, N, k, C), -1, 1).reshape(B * C, N, N, k)
         single = architecture.Geometry(**{**g.to_dict(), "gridsize": 1})
-        return numpy_object(weights, ModelSpec(single, spec.training, spec.probe, spec.intensity_scale, spec.seed),
-                            members).reshape(B, C, N, N)
-    h = x.astype(np.float64) * spec.intensity_scale / np.exp(float(weights["log_scale"]))
-    if g.input_transform == "backprop":
-        d = np.moveaxis(physics.backpropagate(np.moveaxis(h, -1, 1), weights["probe"]), 1, -1)
-        h = np.concatenate([h, np_instance_norm(d.real), np_instance_norm(d.imag)], axis=-1)
+        return numpy_generator(weights, single, members).reshape(B, C, N, N)
+    return numpy_generator(weights, g, features)
+
+
+def numpy_generator(weights, g, h):
+    """Object patches (b, out, N, N) complex of the generator for its input h (b, N, N, in)."""
     if g.generator == "ffno":
         amp, phase = numpy_ffno(weights, g, h)
         return np.moveaxis(amp * np.exp(1j * phase), -1, 1)
@@ -215,7 +233,7 @@ def numpy_forward(weights, spec: ModelSpec, x, rel):
     """trimmed (B,N,N), patches (B,C,N,N), amplitude (B,N,N,C) by physics.py from numpy_object."""
     g = spec.geometry
     N, P, C = g.N, g.padded_size, g.channels
-    obj = numpy_object(weights, spec, x)
+    obj = numpy_object(weights, spec, x, rel)
     centres = P // 2 + rel.astype(np.float64)
     canvases = []
     for b in range(len(x)):

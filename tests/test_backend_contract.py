@@ -344,7 +344,7 @@ def test_supervised_loss_is_amplitude_and_mean_free_phase_mae(backend, generator
     model = backend.build(spec)
     weights = perturbed_weights(model, seed=5)
     model.set_weights(weights)
-    obj = numpy_object(weights, spec, x)  # (B, C, N, N) from the generator alone
+    obj = numpy_object(weights, spec, x, rel)  # (B, C, N, N) from the generator alone
 
     def mean_free(t):
         return t - t.mean(axis=(-2, -1), keepdims=True)

@@ -235,3 +235,43 @@ def test_backpropagate_is_the_negative_amplitude_loss_gradient_at_the_unit_objec
         numeric = (loss(unit + eps * direction) - loss(unit - eps * direction)) / (2 * eps)
         analytic = 2 * np.real(np.sum(np.conj(gradient) * direction))
         assert abs(numeric - analytic) < 1e-5 * max(1.0, abs(analytic))
+
+
+def test_error_reduction_step_of_one_pattern_divides_backprop_by_the_probe_intensity():
+    """A group of one at the canvas centre: the step is d / max(|P|²/max|P|², ER_FLOOR)."""
+    rng = np.random.default_rng(4)
+    probe = simulate.make_probe(32).astype(np.complex128)
+    obj = np.exp(0.4j * rng.standard_normal((32, 32)))
+    amplitude = physics.far_field_amplitude(physics.illuminate(obj, probe))[None, None]
+    step = physics.error_reduction_step(amplitude, probe, np.zeros((1, 1, 2)), canvas_size=40)
+    weight = np.abs(probe) ** 2 / np.max(np.abs(probe) ** 2)
+    expected = physics.backpropagate(amplitude[0, 0], probe) / np.maximum(weight, physics.ER_FLOOR)
+    np.testing.assert_allclose(step[0, 0], expected, atol=1e-12)
+
+
+def test_error_reduction_step_averages_overlapping_members():
+    """Two members at the same place see the mean of their two images (the overlap average), and
+    a flat unit object's group gives zero; members far apart do not mix."""
+    rng = np.random.default_rng(5)
+    probe = simulate.make_probe(32).astype(np.complex128)
+    flat = physics.far_field_amplitude(physics.illuminate(np.ones((2, 32, 32)), probe))[None]
+    rel = np.array([[[-3.5, 1.25], [4.0, -2.0]]])
+    np.testing.assert_allclose(physics.error_reduction_step(flat, probe, rel, 48), 0, atol=1e-6)  # d is O(1)
+
+    patterns = physics.far_field_amplitude(physics.illuminate(
+        np.exp(0.4j * rng.standard_normal((2, 32, 32))), probe))[None]  # (1, 2, N, N)
+    together = physics.error_reduction_step(patterns, probe, np.zeros((1, 2, 2)), 40)
+    alone = [physics.error_reduction_step(patterns[:, c:c + 1], probe, np.zeros((1, 1, 2)), 40)[0, 0]
+             for c in range(2)]
+    np.testing.assert_allclose(together[0, 0], together[0, 1], atol=1e-12)
+    lit = np.abs(probe) ** 2 / np.max(np.abs(probe) ** 2) >= physics.ER_FLOOR  # below it the floor divides
+    np.testing.assert_allclose(together[0, 0][lit], ((alone[0] + alone[1]) / 2)[lit], atol=1e-9)
+    apart = physics.error_reduction_step(patterns, probe, np.array([[[-40.0, 0.0], [40.0, 0.0]]]), 128)
+    for c in range(2):
+        shifted = physics.error_reduction_step(patterns[:, c:c + 1], probe, np.zeros((1, 1, 2)), 40)[0, 0]
+        np.testing.assert_allclose(apart[0, c], shifted, atol=1e-9)
+
+
+def test_error_reduction_step_names_bad_shapes():
+    with pytest.raises(ValueError, match="groups, members"):
+        physics.error_reduction_step(np.ones((2, 16, 16)), np.ones((16, 16)), np.zeros((2, 2)), 20)

@@ -18,6 +18,9 @@ Forward pass, for input x (B, N, N, C):
     (input channels 1, head channels 1; members folded into the batch), C_out = C.
   (Both encodings mean the same for every generator: only its input and head channels change.)
   h = (x·s) / exp(log_scale)                       s = intensity_scale(dose, N) (fixed)
+  input_transform 'er': the same with d = physics.error_reduction_step(h, probe_model, rel, P): the members'
+    backprop images averaged on the group canvas, divided by Σ|P|²/max|P|² (floor ER_FLOOR), cut back
+    at each member (computed for the group before shared members are folded into the batch)
   input_transform 'backprop': the generator sees [h, std(re d), std(im d)], d = physics.backpropagate(h,
     probe_model), std(·) = zero mean and unit variance per sample and channel (d's contrast is a few
     per cent of h's: unscaled, the first convolution would learn from it ~10× slower)
@@ -77,8 +80,10 @@ GENERATORS = ("cnn", "ffno")
 # model.input_transform: what the generator sees of each pattern. none: the normalised amplitude h
 # (the reference). backprop: h and the real and imaginary parts of physics.backpropagate(h, probe),
 # the pattern carried back into the object patch's frame by one error-reduction step from a flat
-# object with the model's probe (3 input channels per pattern; computed inside the model).
-INPUT_TRANSFORMS = ("none", "backprop")
+# object with the model's probe (3 input channels per pattern; computed inside the model). er: the
+# same channels from physics.error_reduction_step, one error-reduction step of the whole group on its
+# canvas (members' evidence averaged where they overlap, divided by the probe intensity).
+INPUT_TRANSFORMS = ("none", "backprop", "er")
 AMP_ACTIVATIONS = ("sigmoid", "swish", "softplus", "relu")  # the amplitude head's activation (§5.1)
 SUPPORTED_N = (64, 128)  # patch sizes the encoder/decoder filter tables cover
 PROBE_NAME = "probe"
@@ -230,8 +235,8 @@ class Geometry:
 
     @property
     def input_features(self) -> int:
-        """Generator input channels per pattern: h, plus backprop's real and imaginary parts."""
-        return 3 if self.input_transform == "backprop" else 1
+        """Generator input channels per pattern: h, plus the transform's real and imaginary parts."""
+        return 1 if self.input_transform == "none" else 3
 
     @property
     def network_in_channels(self) -> int:

@@ -191,7 +191,9 @@ class ModelConfig(_Section):
     input_transform: InputTransform = _meta(
         InputTransform.none, "what the generator sees of each pattern: none (the normalised amplitude, the reference) "
                              "or backprop (also the pattern carried back to the object plane by one error-reduction "
-                             "step from a flat object with the model's probe; README, model decisions)")
+                             "step from a flat object with the model's probe; README, model decisions) or er (the "
+                             "same step for the whole group on its canvas: overlapping members' evidence averaged, "
+                             "divided by the probe intensity)")
     model_type: ModelType = _meta(ModelType.pinn, "pinn: trained through the physics (Poisson loss on the patterns); "
                                                   "supervised: the same generator trained on the true object patches "
                                                   "(amplitude + mean-free phase MAE; needs data with the true object)")

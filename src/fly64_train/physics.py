@@ -123,6 +123,43 @@ def backpropagate(amplitude: np.ndarray, probe: np.ndarray) -> np.ndarray:
     return np.conj(probe) * (field - probe) / float(np.max(np.abs(probe) ** 2))
 
 
+# error_reduction_step: canvas pixels whose summed relative probe intensity Σ|P_c|²/max|P|² is below
+# this are divided by it instead (the unlit margin would otherwise amplify noise without bound).
+# Measured on the dose-1e5 dense test groups: the step's per-patch correlation with the truth is
+# 0.19 / 0.50 (amplitude / phase) at 0.05, 0.11 / 0.45 at 0.2, 0.04 / 0.37 at 1 (no division).
+ER_FLOOR = 0.05
+
+
+def error_reduction_step(amplitude: np.ndarray, probe: np.ndarray, relative_xy: np.ndarray,
+                         canvas_size: int) -> np.ndarray:
+    """One error-reduction step of a whole group from the unit object, as each member's patch of O₁ − 1.
+
+    amplitude (G, C, N, N) (this module's convention), members centred at canvas_size//2 + rel,
+    relative_xy (G, C, 2) in (x, y) pixels. The members' `backpropagate` images are splatted onto the
+    group's canvas and divided by the summed relative probe intensity (floored at ER_FLOOR), the
+    ptychographic object update: where members overlap, their evidence is averaged. The result is
+    cut back at each member (G, C, N, N) complex128. A group of one is the single pattern's step
+    d/max(|P|²/max|P|², ER_FLOOR).
+    """
+    amplitude = np.asarray(amplitude, dtype=np.float64)
+    relative_xy = np.asarray(relative_xy, dtype=np.float64)
+    if amplitude.ndim != 4 or relative_xy.shape != amplitude.shape[:2] + (2,):
+        raise ValueError(f"amplitude must be (groups, members, N, N) and relative_xy (groups, members, 2); "
+                         f"got {amplitude.shape} and {relative_xy.shape}")
+    N = amplitude.shape[-1]
+    step = backpropagate(amplitude, probe)
+    weight = np.abs(np.asarray(probe, dtype=np.complex128)) ** 2
+    weight = weight / weight.max()
+    shape = (int(canvas_size), int(canvas_size))
+    out = np.empty_like(step)
+    for g in range(amplitude.shape[0]):
+        centres = canvas_size // 2 + relative_xy[g]
+        total = place(step[g], centres, shape).sum(axis=0)
+        cover = place(np.broadcast_to(weight, step[g].shape), centres, shape).sum(axis=0)
+        out[g] = extract(total / np.maximum(cover, ER_FLOOR), centres, N)
+    return out
+
+
 def dose_scale(mean_pattern_energy: float, dose: float) -> float:
     """Photon scale s with s²·(mean Σ|ψ|²) = dose: counts = (s·A)² have mean total = dose."""
     if not mean_pattern_energy > 0:

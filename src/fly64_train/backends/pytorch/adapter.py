@@ -137,7 +137,7 @@ class TorchModel(ArrayModel):
     def _objective(self, x: np.ndarray, rel: np.ndarray, truth) -> torch.Tensor:
         xt, relt = self._tensors_of(x, rel)
         if truth is not None:  # model_type=supervised
-            return self.network.supervised_loss(xt, torch.from_numpy(truth))
+            return self.network.supervised_loss(xt, relt, torch.from_numpy(truth))
         return self.network.loss(xt, relt)
 
     def _train_step(self, x: np.ndarray, rel: np.ndarray, truth) -> float:

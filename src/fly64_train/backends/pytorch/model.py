@@ -309,27 +309,43 @@ class PtychoPINN(nn.Module):
         self.register_buffer("canvas_weight", torch.from_numpy(geometry.canvas_weight()), persistent=False)
         self.to(memory_format=self.memory_format)
 
-    def object_planes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Amplitude and phase heads (B, C_out, N, N) for normalised amplitudes x (B, C, N, N)."""
-        if self.geometry.shared_members:
+    def object_planes(self, x: torch.Tensor, rel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Amplitude and phase heads (B, C_out, N, N) for normalised amplitudes x (B, C, N, N), rel (B, C, 2)."""
+        geometry = self.geometry
+        features, scale = self.generator_input(x, rel)  # (B, k·C, N, N): [h of every member, re d …, im d …]
+        if geometry.shared_members:
             # every member through the single-pattern network: members folded into the batch
-            batch, members, n, _ = x.shape
-            amp, phase = self.network(x.reshape(batch * members, 1, n, n))
+            batch, _, n, _ = features.shape
+            members, k = geometry.channels, geometry.input_features
+            folded = features.reshape(batch, k, members, n, n).transpose(1, 2).reshape(batch * members, k, n, n)
+            amp, phase = self.generator(folded.contiguous(memory_format=self.memory_format), scale)
             return amp.view(batch, members, n, n), phase.view(batch, members, n, n)
-        return self.network(x)
+        return self.generator(features, scale)
 
-    def network(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Amplitude and phase heads (b, out, N, N) of the generator for input x (b, in, N, N)."""
-        # h = (x·s)/exp(log_scale): the generator applies the scale to its first kernel (the same
-        # product, reassociated): no pass over x, no gradient for x.
+    def generator_input(self, x: torch.Tensor, rel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The generator's input (B, k·C, N, N) and the scale its first kernel applies."""
+        # h = (x·s)/exp(log_scale): without a transform the generator applies the scale to its first
+        # kernel (the same product, reassociated): no pass over x, no gradient for x.
         scale = self.input_scale * torch.exp(-self.log_scale)
-        if self.geometry.input_transform == "backprop":
-            h = x * scale
-            real, imag = backpropagate(h, self.probe)
-            features = torch.cat((h, instance_norm(real), instance_norm(imag)), dim=1)
-            features = features.contiguous(memory_format=self.memory_format)
-            return self.generator(features, torch.ones((), dtype=h.dtype))
-        return self.generator(x, scale)
+        if self.geometry.input_transform == "none":
+            return x, scale
+        h = x * scale
+        real, imag = backpropagate(h, self.probe)  # (B, C, N, N)
+        if self.geometry.input_transform == "er":
+            real, imag = self.group_step(real, imag, rel)
+        features = torch.cat((h, instance_norm(real), instance_norm(imag)), dim=1)
+        return features.contiguous(memory_format=self.memory_format), torch.ones((), dtype=h.dtype)
+
+    def group_step(self, real: torch.Tensor, imag: torch.Tensor,
+                   rel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """physics.error_reduction_step from the members' backprop images (B, C, N, N)."""
+        windows = member_windows(rel, self.geometry.N, self.geometry.padded_size, real.dtype)
+        total = place_sum(torch.stack((real, imag), dim=2), windows)  # (B, 2, P, P)
+        weight = self.probe.abs().square()
+        weight = weight / weight.max()
+        cover = place_sum(weight.expand_as(real).unsqueeze(2), windows)  # (B, 1, P, P)
+        members = extract_members(total / torch.clamp(cover, min=physics.ER_FLOOR), windows)  # (B, C, 2, N, N)
+        return members[:, :, 0], members[:, :, 1]
 
     # -- physics ----------------------------------------------------------------------------------
     def canvas_and_patches(self, amp: torch.Tensor, phase: torch.Tensor,
@@ -353,16 +369,16 @@ class PtychoPINN(nn.Module):
 
     def forward(self, x: torch.Tensor, rel: torch.Tensor) -> dict[str, torch.Tensor]:
         """Full pass: trimmed (B, 2, N, N), patches (B, C, 2, N, N), amplitude (B, C, N, N)."""
-        amp, phase = self.object_planes(x)
+        amp, phase = self.object_planes(x, rel)
         canvas, patches = self.canvas_and_patches(amp, phase, rel)
         power = self.diffraction(patches)
         amplitude = safe_sqrt(power) * torch.exp(self.log_scale)
         return {"trimmed": centre_crop(canvas, self.geometry.N), "patches": patches,
                 "amplitude": amplitude}
 
-    def supervised_loss(self, x: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    def supervised_loss(self, x: torch.Tensor, rel: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
         """mean|A − |T|| + mean|(φ − ⟨φ⟩) − (θ − ⟨θ⟩)| against truth (B, C, 2, N, N) = (|T|, θ) (architecture.py)."""
-        amp, phase = self.object_planes(x)  # (B, C, N, N)
+        amp, phase = self.object_planes(x, rel)  # (B, C, N, N)
 
         def mean_free(t: torch.Tensor) -> torch.Tensor:
             return t - t.mean(dim=(-2, -1), keepdim=True)
@@ -372,7 +388,7 @@ class PtychoPINN(nn.Module):
 
     def loss(self, x: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
         """nll_weight·mean(I − counts·log(I + ε)) + mae_weight·mean|pred_amp − s·x|, counts = (s·x)²."""
-        amp, phase = self.object_planes(x)
+        amp, phase = self.object_planes(x, rel)
         _, patches = self.canvas_and_patches(amp, phase, rel)
         power = self.diffraction(patches)
         target = x * self.input_scale

@@ -62,7 +62,7 @@ class TensorFlowModel(base.ArrayModel):
 
     def _batch_loss(self, x: tf.Tensor, rel: tf.Tensor, truth: tf.Tensor | None = None) -> tf.Tensor:
         if self._supervised:
-            return self.net.supervised_loss(x, truth)
+            return self.net.supervised_loss(x, rel, truth)
         return self.net.loss(x, self.net.forward(x, rel)["amplitude"])
 
     # ---- base.ArrayModel -----------------------------------------------------------------

@@ -218,29 +218,48 @@ class PtychoPINN(tf.Module):
         self.probe_im.assign(weights[PROBE_NAME].imag)
 
     # ---- forward --------------------------------------------------------------------------
-    def object_planes(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Amplitude and phase (B, C_out, N, N) of the object patches from x (B, N, N, C)."""
+    def object_planes(self, x: tf.Tensor, rel: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Amplitude and phase (B, C_out, N, N) of the object patches from x (B, N, N, C), rel (B, C, 2)."""
         g = self.geometry
+        features, scale = self.generator_input(x, rel)  # (B, N, N, k·C): [h of every member, re d …, im d …]
         if g.shared_members:
             # every member through the single-pattern network: members folded into the batch
-            members = tf.reshape(tf.transpose(x, [0, 3, 1, 2]), [-1, g.N, g.N, 1])
-            amp, phase = self.network(members)
+            k = g.input_features
+            members = tf.reshape(features, [-1, g.N, g.N, k, g.channels])
+            members = tf.reshape(tf.transpose(members, [0, 4, 1, 2, 3]), [-1, g.N, g.N, k])
+            amp, phase = self.generator(members, scale)
             return (tf.reshape(amp, [-1, g.channels, g.N, g.N]),
                     tf.reshape(phase, [-1, g.channels, g.N, g.N]))
-        amp, phase = self.network(x)
+        amp, phase = self.generator(features, scale)
         return tf.transpose(amp, [0, 3, 1, 2]), tf.transpose(phase, [0, 3, 1, 2])
 
-    def network(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Amplitude and phase (b, N, N, out) of the generator for input x (b, N, N, in)."""
-        # h = (x·s)/exp(log_scale): the generator applies it to its first kernel (the same product)
+    def generator_input(self, x: tf.Tensor, rel: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """The generator's input (B, N, N, k·C) and the scale its first kernel applies."""
+        # h = (x·s)/exp(log_scale): without a transform the generator applies it to its first kernel
         scale = self.intensity_scale * tf.exp(-self.log_scale)
-        if self.geometry.input_transform == "backprop":
-            h = x * scale
-            real, imag = backpropagate(tf.transpose(h, [0, 3, 1, 2]), tf.complex(self.probe_re, self.probe_im))
-            features = tf.concat([h, instance_norm(tf.transpose(real, [0, 2, 3, 1])),
-                                  instance_norm(tf.transpose(imag, [0, 2, 3, 1]))], axis=-1)
-            return self.generator(features, tf.constant(1.0))
-        return self.generator(x, scale)
+        if self.geometry.input_transform == "none":
+            return x, scale
+        h = x * scale
+        probe = tf.complex(self.probe_re, self.probe_im)
+        real, imag = backpropagate(tf.transpose(h, [0, 3, 1, 2]), probe)  # (B, C, N, N)
+        if self.geometry.input_transform == "er":
+            real, imag = self.group_step(real, imag, rel, probe)
+        features = tf.concat([h, instance_norm(tf.transpose(real, [0, 2, 3, 1])),
+                              instance_norm(tf.transpose(imag, [0, 2, 3, 1]))], axis=-1)
+        return features, tf.constant(1.0)
+
+    def group_step(self, real: tf.Tensor, imag: tf.Tensor, rel: tf.Tensor,
+                   probe: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """physics.error_reduction_step from the members' backprop images (B, C, N, N)."""
+        g = self.geometry
+        rows, cols = member_sampling(rel, g.N, g.padded_size)  # (B, C, N, P)
+        total = tf.reduce_sum(place(tf.stack([real, imag], axis=2), rows[:, :, None], cols[:, :, None]), axis=1)
+        weight = tf.square(tf.abs(probe))
+        weight = weight / tf.reduce_max(weight)
+        cover = tf.reduce_sum(place(tf.broadcast_to(weight, tf.shape(real)), rows, cols), axis=1)  # (B, P, P)
+        canvas = total / tf.maximum(cover, physics.ER_FLOOR)[:, None]
+        members = extract(canvas[:, None], rows[:, :, None], cols[:, :, None])  # (B, C, 2, N, N)
+        return members[:, :, 0], members[:, :, 1]
 
     def forward(self, x: tf.Tensor, rel: tf.Tensor) -> dict[str, tf.Tensor]:
         """Every output of the model for x (B, N, N, C) float32, rel (B, C, 2) float32 (x, y).
@@ -249,7 +268,7 @@ class PtychoPINN(tf.Module):
         """
         g = self.geometry
         N, P = g.N, g.padded_size
-        amp, phase = self.object_planes(x)  # (B, C_out, N, N)
+        amp, phase = self.object_planes(x, rel)  # (B, C_out, N, N)
         obj = tf.stack([amp * tf.cos(phase), amp * tf.sin(phase)], axis=2)  # (B, C_out, 2, N, N)
         rows, cols = member_sampling(rel, N, P)  # (B, C, N, P)
         if g.object_big:
@@ -267,9 +286,9 @@ class PtychoPINN(tf.Module):
                 "patches_re": o_re, "patches_im": o_im,
                 "amplitude": tf.transpose(amplitude, [0, 2, 3, 1])}
 
-    def supervised_loss(self, x: tf.Tensor, truth: tf.Tensor) -> tf.Tensor:
+    def supervised_loss(self, x: tf.Tensor, rel: tf.Tensor, truth: tf.Tensor) -> tf.Tensor:
         """mean|A − |T|| + mean|(φ − ⟨φ⟩) − (θ − ⟨θ⟩)| against truth (B, C, 2, N, N) = (|T|, θ) (architecture.py)."""
-        amp, phase = self.object_planes(x)  # (B, C, N, N)
+        amp, phase = self.object_planes(x, rel)  # (B, C, N, N)
 
         def mean_free(t: tf.Tensor) -> tf.Tensor:
             return t - tf.reduce_mean(t, axis=(-2, -1), keepdims=True)
