@@ -30,8 +30,7 @@ RELATIVE = np.array([[[-2.25, -1.5], [2.75, -1.5], [-2.25, 1.5], [1.75, 1.5]],
 def test_members_are_cut_as_the_physics_cuts_patches():
     P = lb.canvas_size(RELATIVE, N)
     canvas = np.stack([_smooth_object((P, P), seed) for seed in (0, 1)])
-    placements = lb._placements(RELATIVE, N, P)
-    members = lb.extract_members(canvas, placements, N)
+    members = lb.extract_members(canvas, lb._layout(RELATIVE, N), N)
     for g in range(2):
         centres = P // 2 + RELATIVE[g]
         expected = physics.extract_patches(canvas[g], centres[:, 0], centres[:, 1], N)
@@ -41,11 +40,11 @@ def test_members_are_cut_as_the_physics_cuts_patches():
 def test_placing_is_the_adjoint_of_extracting():
     rng = np.random.default_rng(3)
     P = lb.canvas_size(RELATIVE, N)
-    placements = lb._placements(RELATIVE, N, P)
+    layout = lb._layout(RELATIVE, N)
     canvas = rng.standard_normal((2, P, P)) + 1j * rng.standard_normal((2, P, P))
     patches = rng.standard_normal((2, 4, N, N)) + 1j * rng.standard_normal((2, 4, N, N))
-    left = np.vdot(lb.extract_members(canvas, placements, N), patches)
-    right = np.vdot(canvas, lb.place_members(patches, placements, P))
+    left = np.vdot(lb.extract_members(canvas, layout, N), patches)
+    right = np.vdot(canvas, lb.place_members(patches, layout))
     assert left == pytest.approx(right, rel=1e-10)
 
 
@@ -83,8 +82,7 @@ def test_mle_recovers_the_likelihood_of_noiseless_overlapping_data():
     probe = _probe()
     P = lb.canvas_size(RELATIVE[:1], N)
     truth_canvas = _smooth_object((P, P), 6)[None]
-    placements = lb._placements(RELATIVE[:1], N, P)
-    truth = lb.extract_members(truth_canvas, placements, N)
+    truth = lb.extract_members(truth_canvas, lb._layout(RELATIVE[:1], N), N)
     scale = 20.0
     counts = (physics.far_field_amplitude(physics.illuminate(truth, probe)) * scale) ** 2  # expected, no noise
     flat_nll = lb.poisson_nll(np.ones_like(truth), counts, probe, scale)[0]

@@ -275,3 +275,19 @@ def test_error_reduction_step_averages_overlapping_members():
 def test_error_reduction_step_names_bad_shapes():
     with pytest.raises(ValueError, match="groups, members"):
         physics.error_reduction_step(np.ones((2, 16, 16)), np.ones((16, 16)), np.zeros((2, 2)), 20)
+
+
+def test_place_patches_is_the_adjoint_of_extract_patches_and_matches_place():
+    """⟨extract(O), Y⟩ = ⟨O, place(Y)⟩ for the gather form, and place_patches = Σ physics.place,
+    including a patch that hangs over the image's edge."""
+    rng = np.random.default_rng(6)
+    shape, N = (40, 52), 16
+    xs, ys = np.array([10.3, 30.75, 47.5]), np.array([12.6, 20.0, 35.25])
+    image = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+    patches = rng.standard_normal((3, N, N)) + 1j * rng.standard_normal((3, N, N))
+    placed = physics.place_patches(patches, xs, ys, shape)
+    assert placed.shape == shape and placed.dtype == patches.dtype
+    assert np.vdot(physics.extract_patches(image, xs, ys, N), patches) == pytest.approx(np.vdot(image, placed),
+                                                                                        rel=1e-10)
+    np.testing.assert_allclose(placed, physics.place(patches, np.column_stack([xs, ys]), shape).sum(axis=0),
+                               atol=1e-5)

@@ -60,27 +60,57 @@ def weighted_mean(patches: np.ndarray, centres_xy: np.ndarray, shape: tuple[int,
     return total / np.where(weights > epsilon, weights, 1.0), weights
 
 
-def extract_patches(obj: np.ndarray, xcoords: np.ndarray, ycoords: np.ndarray, N: int) -> np.ndarray:
-    """Object patches (n, N, N) centred at the scan positions: the fast gather form of `extract`.
-
-    Bilinear, zero outside the object; numerically the same as `extract(obj, xy, N)`.
-    """
+def _windows(xcoords: np.ndarray, ycoords: np.ndarray, N: int, shape: tuple[int, int]):
+    """The (N+1)² windows of the patches centred at the positions, on the image padded by N + 2:
+    row and column indices (n, N+1) into the padded image, fractional offsets (n, 1, 1), the pad."""
     x = np.asarray(xcoords, dtype=np.float64) - N // 2
     y = np.asarray(ycoords, dtype=np.float64) - N // 2
     x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
     fx = (x - x0).astype(np.float32)[:, None, None]
     fy = (y - y0).astype(np.float32)[:, None, None]
-    # Pad by one patch so every gather stays in bounds; zero fill = zero outside the object.
+    # Pad by one patch so every window stays in bounds; zero fill = zero outside the image.
     pad = N + 2
-    padded = np.pad(obj, pad)
     rows = (y0 + pad)[:, None] + np.arange(N + 1)[None, :]
     cols = (x0 + pad)[:, None] + np.arange(N + 1)[None, :]
-    if rows.min() < 0 or cols.min() < 0 or rows.max() >= padded.shape[0] or cols.max() >= padded.shape[1]:
-        raise ValueError(f"scan positions reach more than {N} px outside the object {obj.shape}")
-    window = padded[rows[:, :, None], cols[:, None, :]]  # (n, N+1, N+1)
+    if (rows.min() < 0 or cols.min() < 0 or rows.max() >= shape[0] + 2 * pad
+            or cols.max() >= shape[1] + 2 * pad):
+        raise ValueError(f"scan positions reach more than {N} px outside the object {tuple(shape)}")
+    return rows, cols, fx, fy, pad
+
+
+def extract_patches(obj: np.ndarray, xcoords: np.ndarray, ycoords: np.ndarray, N: int) -> np.ndarray:
+    """Object patches (n, N, N) centred at the scan positions: the fast gather form of `extract`.
+
+    Bilinear, zero outside the object; numerically the same as `extract(obj, xy, N)`.
+    """
+    rows, cols, fx, fy, pad = _windows(xcoords, ycoords, N, obj.shape)
+    window = np.pad(obj, pad)[rows[:, :, None], cols[:, None, :]]  # (n, N+1, N+1)
     top = (1 - fx) * window[:, :-1, :-1] + fx * window[:, :-1, 1:]
     bottom = (1 - fx) * window[:, 1:, :-1] + fx * window[:, 1:, 1:]
     return ((1 - fy) * top + fy * bottom).astype(obj.dtype, copy=False)
+
+
+def place_patches(patches: np.ndarray, xcoords: np.ndarray, ycoords: np.ndarray,
+                  shape: tuple[int, int]) -> np.ndarray:
+    """Adjoint of `extract_patches`: the patches (n, N, N) splatted bilinearly at the positions and
+    summed into one image of `shape` (what falls outside it is dropped); the gather form of `place`."""
+    patches = np.asarray(patches)
+    N = patches.shape[-1]
+    rows, cols, fx, fy, pad = _windows(xcoords, ycoords, N, shape)
+    spread = np.zeros((len(patches), N, N + 1), dtype=patches.dtype)  # each tap to its two columns
+    spread[:, :, :-1] += (1 - fx) * patches
+    spread[:, :, 1:] += fx * patches
+    window = np.zeros((len(patches), N + 1, N + 1), dtype=patches.dtype)
+    window[:, :-1] += (1 - fy) * spread
+    window[:, 1:] += fy * spread
+    height, width = shape[0] + 2 * pad, shape[1] + 2 * pad
+    index = (rows[:, :, None] * width + cols[:, None, :]).ravel()
+
+    def summed(values: np.ndarray) -> np.ndarray:  # bincount: a scatter-add far faster than np.add.at
+        return np.bincount(index, weights=values.ravel(), minlength=height * width)
+
+    total = summed(window.real) + 1j * summed(window.imag) if np.iscomplexobj(window) else summed(window)
+    return total.reshape(height, width)[pad:pad + shape[0], pad:pad + shape[1]].astype(patches.dtype, copy=False)
 
 
 def illuminate(patches: np.ndarray, probe: np.ndarray) -> np.ndarray:

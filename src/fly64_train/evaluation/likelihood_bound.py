@@ -28,7 +28,7 @@ from typing import Optional
 import numpy as np
 import scipy.fft
 
-from fly64_train import physics
+from fly64_train import physics, study
 from fly64_train.data import grouping
 from fly64_train.evaluation import scores
 
@@ -42,61 +42,46 @@ ADAM_BETAS = (0.9, 0.999)
 ADAM_EPSILON = 1e-8
 
 
-@dataclass
-class _Placement:
-    """Bilinear taps of one member on its group's canvas: top-left corner and fractional offsets."""
-    y0: int
-    x0: int
-    fy: float
-    fx: float
-
-
 def canvas_size(relative_xy: np.ndarray, N: int) -> int:
     """Side P of a square canvas holding every member (N px) around its group centre, plus a margin."""
     reach = float(np.max(np.abs(relative_xy))) if np.size(relative_xy) else 0.0
     return int(N + 2 * np.ceil(reach) + 2)
 
 
-def _placements(relative_xy: np.ndarray, N: int, P: int) -> list[list[_Placement]]:
-    """Members centred at P//2 + rel, with the convention of physics.extract_patches (corner = centre − N//2)."""
-    out = []
-    for group in np.asarray(relative_xy, dtype=np.float64):
-        row = []
-        for rx, ry in group:
-            x, y = P // 2 + rx - N // 2, P // 2 + ry - N // 2
-            x0, y0 = int(np.floor(x)), int(np.floor(y))
-            row.append(_Placement(y0=y0, x0=x0, fy=y - y0, fx=x - x0))
-        out.append(row)
-    return out
+@dataclass
+class _Layout:
+    """The groups' canvases (G, P, P) side by side in one (P, G·P) image, so that every member of
+    every group is one position of physics.extract_patches / place_patches: xs, ys (G·C,)."""
+    P: int
+    G: int
+    xs: np.ndarray
+    ys: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.P, self.G * self.P
 
 
-def _taps(p: _Placement):
-    return (((0, 0), (1 - p.fy) * (1 - p.fx)), ((0, 1), (1 - p.fy) * p.fx),
-            ((1, 0), p.fy * (1 - p.fx)), ((1, 1), p.fy * p.fx))
+def _layout(relative_xy: np.ndarray, N: int) -> _Layout:
+    """Members centred at P//2 + rel on their group's canvas (the physics' patch convention)."""
+    relative_xy = np.asarray(relative_xy, dtype=np.float64)
+    G, P = relative_xy.shape[0], canvas_size(relative_xy, N)
+    xs = (np.arange(G)[:, None] * P + P // 2 + relative_xy[..., 0]).ravel()
+    ys = (P // 2 + relative_xy[..., 1]).ravel()
+    return _Layout(P=P, G=G, xs=xs, ys=ys)
 
 
-def extract_members(canvas: np.ndarray, placements: list[list[_Placement]], N: int) -> np.ndarray:
-    """Member patches (G, C, N, N) of canvases (G, P, P): bilinear, as physics.extract_patches."""
-    G, C = len(placements), len(placements[0])
-    out = np.zeros((G, C, N, N), dtype=canvas.dtype)
-    for g, row in enumerate(placements):
-        for c, p in enumerate(row):
-            for (dy, dx), w in _taps(p):
-                if w:
-                    out[g, c] += w * canvas[g, p.y0 + dy:p.y0 + dy + N, p.x0 + dx:p.x0 + dx + N]
-    return out
+def extract_members(canvas: np.ndarray, layout: _Layout, N: int) -> np.ndarray:
+    """Member patches (G, C, N, N) of canvases (G, P, P): bilinear, physics.extract_patches."""
+    tiled = np.concatenate(list(canvas), axis=1)  # (P, G·P)
+    return physics.extract_patches(tiled, layout.xs, layout.ys, N).reshape(layout.G, -1, N, N)
 
 
-def place_members(patches: np.ndarray, placements: list[list[_Placement]], P: int) -> np.ndarray:
-    """Adjoint of extract_members: (G, C, N, N) → canvases (G, P, P)."""
-    G, C, N = patches.shape[0], patches.shape[1], patches.shape[-1]
-    out = np.zeros((G, P, P), dtype=patches.dtype)
-    for g, row in enumerate(placements):
-        for c, p in enumerate(row):
-            for (dy, dx), w in _taps(p):
-                if w:
-                    out[g, p.y0 + dy:p.y0 + dy + N, p.x0 + dx:p.x0 + dx + N] += w * patches[g, c]
-    return out
+def place_members(patches: np.ndarray, layout: _Layout) -> np.ndarray:
+    """Adjoint of extract_members: (G, C, N, N) → canvases (G, P, P), physics.place_patches."""
+    N = patches.shape[-1]
+    tiled = physics.place_patches(patches.reshape(-1, N, N), layout.xs, layout.ys, layout.shape)
+    return tiled.reshape(layout.P, layout.G, layout.P).transpose(1, 0, 2)
 
 
 def poisson_nll(patches: np.ndarray, counts: np.ndarray, probe: np.ndarray, photon_scale: float) -> np.ndarray:
@@ -143,9 +128,8 @@ def group_mle(counts: np.ndarray, probe: np.ndarray, relative_xy: np.ndarray, ph
     if relative_xy.shape != counts.shape[:2] + (2,):
         raise ValueError(f"relative_xy must be (groups, members, 2) = {counts.shape[:2] + (2,)}, "
                          f"got {relative_xy.shape}")
-    P = canvas_size(relative_xy, N)
-    placements = _placements(relative_xy, N, P)
-    G = counts.shape[0]
+    layout = _layout(relative_xy, N)
+    G, P = layout.G, layout.P
     params = np.zeros((2, G, P, P), dtype=np.float32)  # log-amplitude, phase: the flat unit object
     shifted = scipy.fft.ifftshift(counts, axes=(-2, -1))
     first, second = np.zeros_like(params), np.zeros_like(params)
@@ -153,9 +137,9 @@ def group_mle(counts: np.ndarray, probe: np.ndarray, relative_xy: np.ndarray, ph
     history = []
     for step in range(1, iterations + 1):
         canvas = np.exp(params[0] + 1j * params[1])
-        nll, d_patches = _nll(extract_members(canvas, placements, N), shifted, probe, photon_scale,
+        nll, d_patches = _nll(extract_members(canvas, layout, N), shifted, probe, photon_scale,
                               with_gradient=True)
-        d_canvas = place_members(d_patches, placements, P)  # ∂L/∂canvas*
+        d_canvas = place_members(d_patches, layout)  # ∂L/∂canvas*
         # dL = 2 Re(conj(g)·O·(da + i dφ)) for O = exp(a + iφ)
         weighted = np.conj(d_canvas) * canvas
         grad = np.stack([2.0 * weighted.real, -2.0 * weighted.imag])
@@ -166,13 +150,13 @@ def group_mle(counts: np.ndarray, probe: np.ndarray, relative_xy: np.ndarray, ph
         if step == 1 or step % record_every == 0:
             history.append((step - 1, float(nll.mean())))
     canvas = np.exp(params[0] + 1j * params[1])
-    patches = extract_members(canvas, placements, N)
+    patches = extract_members(canvas, layout, N)
     return GroupMLE(patches=patches.astype(np.complex64),
                     nll=poisson_nll(patches, counts, probe, photon_scale), history=history)
 
 
 def likelihood_limited(data, gridsize: int, n_groups: int = DEFAULT_GROUPS, seed: int = 0,
-                       neighbor_count: int = 7, iterations: int = DEFAULT_ITERATIONS,
+                       neighbor_count: int = study.NEIGHBOR_COUNT, iterations: int = DEFAULT_ITERATIONS,
                        learning_rate: float = DEFAULT_LEARNING_RATE, crop: Optional[int] = None) -> dict:
     """The yardstick on a dataset's test split (a StudyData with obj, probe, positions, diffraction and
     metadata['photon_scale']): per-patch correlation of the group MLE with the truth, over `n_groups`
