@@ -79,6 +79,12 @@ def test_npz_dataset_requires_both_paths():
     (["job=smoke", "model.generator=ffno"], "model.pad_object=True", "set model.pad_object=false"),
     (["model.generator=ffno", "model.ffno_modes=40"], "model.ffno_modes=40", "1 to N/2 = 32"),
     (["model.generator=ffno", "model.ffno_width=0"], "model.ffno_width=0", "positive integer"),
+    (["dataset.extra_train_tiles=-1"], "dataset.extra_train_tiles=-1", "a count ≥ 0"),
+    (["dataset.extra_train_tiles=9"], "dataset.extra_train_tiles=9", "8 picture pairs"),
+    (["dataset.extra_train_tiles=2", "dataset.object_path=o.npz"], "dataset.extra_train_tiles=2",
+     "cannot extend dataset.object_path"),
+    (["dataset=npz", "dataset.train_path=a.npz", "dataset.test_path=b.npz", "dataset.extra_train_tiles=1"],
+     "dataset.extra_train_tiles=1", "need dataset.source=synthetic"),
     (["view=dense", "model.model_type=supervised", "model.member_encoding=stacked", "model.object_big=false"],
      "model.object_big=False", "model_type=supervised compares every member's patch"),
 ])

@@ -12,7 +12,7 @@ import pytest
 from scipy.spatial.distance import pdist
 
 from fly64_train.config import DatasetConfig, TrainingConfig
-from fly64_train import physics
+from fly64_train import physics, study
 from fly64_train.data import cache, recipe, simulate, store
 from fly64_train.data.overlap import overlap_metrics
 from fly64_train.data.contract import ContractError, load_dataset, save_dataset
@@ -283,3 +283,75 @@ def test_cache_written_by_an_earlier_format_is_never_read_as_todays_data(tmp_pat
             for change in ({}, {"object_kind": "random"}, {"scan_step": 7.0}, {"scan_row_spacing": 9.0},
                            {"scan_jitter": 0.0}, {"object_size": 200})}
     assert len(keys) == 6
+
+
+def test_extra_training_tiles_add_content_to_the_training_split_only(tmp_path):
+    plain = _config(tmp_path, view="dense", cache="plain", object_size=256, scan_step=6.0, scan_row_spacing=8.0)
+    tiled = _config(tmp_path, view="dense", cache="tiled", object_size=256, scan_step=6.0, scan_row_spacing=8.0,
+                    extra_train_tiles=2)
+    plain_paths, tiled_paths = store.dataset_paths(plain), store.dataset_paths(tiled)
+    assert plain_paths[0].parents[2].name != tiled_paths[0].parents[2].name  # the tiles are in the cache key
+    # The test split (positions, noise, object) is the one without tiles, bit for bit.
+    test_plain, test_tiled = load_dataset(plain_paths[1]), load_dataset(tiled_paths[1])
+    for field in ("diffraction", "xcoords", "ycoords", "obj", "probe", "scan_index"):
+        np.testing.assert_array_equal(getattr(test_tiled, field), getattr(test_plain, field))
+    assert "extra_train_tiles" not in test_tiled.metadata
+    phase_c = {name: load_dataset(Path(store.planned_paths(config)["phase_c"]) / "patched_train.npz")
+               for name, config in (("plain", plain), ("tiled", tiled))}
+    before, after = phase_c["plain"], phase_c["tiled"]
+    n = before.n
+    np.testing.assert_array_equal(after.diffraction[:n], before.diffraction)  # the study's own train part kept
+    np.testing.assert_array_equal(after.obj[:, :256], before.obj)
+    # two tiles, each a whole scan of its own picture pair, to the right of the study object
+    assert after.obj.shape == (256, 3 * 256)
+    tiles = after.metadata["extra_train_tiles"]
+    assert [tile["columns"] for tile in tiles["tiles"]] == [[256, 512], [512, 768]]
+    assert tiles["tiles"][0]["amplitude_image"] == f"skimage.data.{study.TILE_PICTURES[0][0]}"
+    n_tile = simulate.fly_scan_positions((256, 256), 64, 6.0, 8.0, 0.5, 0)[0].size
+    assert after.n - n == tiles["n_positions"] == 2 * n_tile
+    extra_x, extra_y = after.xcoords[n:], after.ycoords[n:]
+    for j, (left, right) in enumerate(tile["columns"] for tile in tiles["tiles"]):
+        inside = (extra_x >= left + 32) & (extra_x <= right - 1 - 32)  # N/2 inside the tile: no mixed pattern
+        assert inside.sum() == n_tile
+    assert extra_y.max() > before.ycoords.max()  # the tiles are scanned whole (both halves)
+    np.testing.assert_array_equal(after.scan_index[n:], before.metadata["n_positions"] + np.arange(after.n - n))
+    # Same beam: the photon scale is the study scan's; the tiles' patterns obey the same counts rule.
+    assert after.metadata["photon_scale"] == before.metadata["photon_scale"]
+    counts = (after.diffraction[n:].astype(np.float64) * after.metadata["photon_scale"]) ** 2
+    np.testing.assert_allclose(counts, np.round(counts), atol=0.01)
+    assert counts.sum(axis=(1, 2)).mean() == pytest.approx(tiles["mean_counts_per_pattern"], rel=1e-5)
+    # A tile's patterns are its picture pair's forward model with Poisson counts: variance = mean.
+    rows = n + np.arange(0, after.n - n, 37)
+    patches = physics.extract_patches(after.obj, after.xcoords[rows], after.ycoords[rows], 64)
+    first_tile = after.xcoords[rows] < 512
+    tile_patches = physics.extract_patches(simulate.make_picture_object(256, *study.TILE_PICTURES[0]),
+                                           after.xcoords[rows][first_tile] - 256, after.ycoords[rows][first_tile], 64)
+    np.testing.assert_array_equal(patches[first_tile], tile_patches)
+    scale = after.metadata["photon_scale"]
+    expected = (physics.far_field_amplitude(physics.illuminate(patches, after.probe)).astype(np.float64) * scale) ** 2
+    observed = (after.diffraction[rows].astype(np.float64) * scale) ** 2
+    assert observed.sum() == pytest.approx(expected.sum(), rel=0.01)
+    assert ((observed - expected) ** 2).sum() / expected.sum() == pytest.approx(1.0, abs=0.05)
+    # The dense view keeps the tiles' positions apart from each other's and from the study object's.
+    view = load_dataset(tiled_paths[0])
+    spacing = view.metadata["spacing_threshold_px"]
+    assert pdist(np.column_stack([view.xcoords, view.ycoords])).min() >= spacing
+    assert view.n > 2 * load_dataset(plain_paths[0]).n
+    # The same config gives the same bytes.
+    again = store.dataset_paths(_config(tmp_path, view="dense", cache="again", object_size=256, scan_step=6.0,
+                                        scan_row_spacing=8.0, extra_train_tiles=2))
+    assert [_sha(p) for p in again] == [_sha(p) for p in tiled_paths]
+
+
+def test_random_tiles_are_seeded_and_user_objects_cannot_take_tiles(tmp_path):
+    first = simulate.make_training_tiles(64, 7, "random", 2)
+    again = simulate.make_training_tiles(64, 7, "random", 2)
+    other = simulate.make_training_tiles(64, 8, "random", 2)
+    np.testing.assert_array_equal(first[1][0], again[1][0])
+    assert not np.array_equal(first[0][0], first[1][0]) and not np.array_equal(first[0][0], other[0][0])
+    with pytest.raises(ValueError, match="picture pairs"):
+        simulate.make_training_tiles(64, 7, "images", len(study.TILE_PICTURES) + 1)
+    obj_path = tmp_path / "object.npz"
+    np.savez(obj_path, objectGuess=np.ones((192, 192), np.complex64))
+    with pytest.raises(ContractError, match="extra_train_tiles"):
+        store.dataset_paths(_config(tmp_path, object_path=str(obj_path), extra_train_tiles=1))

@@ -159,6 +159,10 @@ class DatasetConfig(_Section):
                                          "≈ 0.08·D apart)", positive)
     scan_jitter: float = _meta(0.5, "synthetic fly scan: Gaussian position jitter (std, px)",
                                _rule(lambda v: v >= 0, "expected a standard deviation ≥ 0 px"))
+    extra_train_tiles: int = _meta(0, "synthetic: extra objects scanned for the training split only (scikit-image "
+                                      "picture pairs for object_kind=images, up to 8; seeded random objects for "
+                                      "random); the test split stays the same",
+                                   _rule(lambda v: isinstance(v, int) and v >= 0, "expected a count ≥ 0"))
     probe_path: Optional[str] = _meta(None, "NPZ with probeGuess: replaces the synthetic probe")
     object_path: Optional[str] = _meta(None, "NPZ with objectGuess: replaces the synthetic object")
     train_path: Optional[str] = _meta(None, "npz: training data in the data contract")
@@ -364,6 +368,17 @@ def validate(config: TrainingConfig) -> TrainingConfig:
         if not getattr(config.dataset, key):
             _fail(f"dataset.{key}", None, f"dataset={source.name} needs "
                   + " and ".join(f"dataset.{name}" for name in source.required))
+    dataset = config.dataset
+    if dataset.extra_train_tiles:
+        if dataset.source != DatasetSource.synthetic:
+            _fail("dataset.extra_train_tiles", dataset.extra_train_tiles, "extra training tiles are simulated: "
+                  "they need dataset.source=synthetic")
+        if dataset.object_path:
+            _fail("dataset.extra_train_tiles", dataset.extra_train_tiles, "extra tiles sit beside the synthetic "
+                  "object: they cannot extend dataset.object_path")
+        if dataset.object_kind == ObjectKind.images and dataset.extra_train_tiles > len(study.TILE_PICTURES):
+            _fail("dataset.extra_train_tiles", dataset.extra_train_tiles,
+                  f"object_kind=images has {len(study.TILE_PICTURES)} picture pairs (random has no limit)")
     expected = study.gridsize_for(config.view)
     model = config.model
     if model.gridsize is not None and model.gridsize != expected:

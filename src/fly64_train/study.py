@@ -13,6 +13,12 @@ DOSES = (1e3, 1e4, 1e5)  # photons per pattern = expected total counts
 SEEDS = {"simulation": 42, "grouping": 123, "subsampling": 456}
 NEIGHBOR_COUNT = 7  # K nearest neighbours a gridsize-2 group is drawn from
 OBJECT_KINDS = ("images", "random")  # synthetic objects: two test pictures | seeded random texture
+# Picture pairs (amplitude, phase) of dataset.extra_train_tiles, all bundled with scikit-image (no
+# download), none of them a test picture: textures (moon, brick, grass, gravel) and scenes, so the
+# training split holds edges and texture at many scales, not only half of one picture.
+TILE_PICTURES = (("moon", "coffee"), ("brick", "chelsea"), ("grass", "rocket"), ("gravel", "hubble_deep_field"),
+                 ("coins", "immunohistochemistry"), ("retina", "cell"), ("page", "clock"),
+                 ("text", "shepp_logan_phantom"))
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,11 @@ class StudyRecipe:
             "subsampling_seed": int(dataset.subsampling_seed),
             "N": self.N,
         }
+        if dataset.extra_train_tiles:  # only when used, so the cache keys of earlier data stay valid
+            if self.object_path:
+                raise ContractError(f"{self.object_path}: dataset.extra_train_tiles adds synthetic tiles beside the "
+                                    "synthetic object; it cannot extend a user's object_path (set it to 0)")
+            self.params["extra_train_tiles"] = int(dataset.extra_train_tiles)
         self.key = study.config_fingerprint(self.params)
         self.cache = Cache(Path(dataset.cache_dir), self.key, FORMAT_VERSION, self.params)
         self.cache_dir, self.root = self.cache.cache_dir, self.cache.root
@@ -185,17 +190,64 @@ def _positions(plan: StudyRecipe, obj: np.ndarray) -> tuple[np.ndarray, np.ndarr
         raise
 
 
+class _ExtraTiles:
+    """dataset.extra_train_tiles: objects beside the study object, scanned for the training split only.
+
+    The tiles sit side by side to the right of the object (columns size·(j+1) .. size·(j+2)), each
+    scanned like the object with positions of its own seed; every position keeps N/2 inside its
+    tile, so no pattern mixes two tiles and the tiles' positions are ≥ N + 1 px from any other
+    tile's (the dense/sparse views' spacing and the K-nearest-neighbour groups never join them).
+    The test split, its positions and its noise are the same as without tiles.
+    """
+
+    def __init__(self, plan: StudyRecipe, obj: np.ndarray):
+        count, seed = plan.params["extra_train_tiles"], plan.params["simulation_seed"]
+        made = simulate.make_training_tiles(obj.shape[0], seed, plan.params["object_kind"], count)
+        scan = plan.params["scan"]
+        xs, ys, self.info = [], [], []
+        for index, (tile, info) in enumerate(made):
+            x, y = simulate.fly_scan_positions(tile.shape, plan.N, scan["step_px"], scan["row_spacing_px"],
+                                               scan["jitter_px"], simulate.tile_seed(seed, index, 1))
+            left = obj.shape[1] + index * tile.shape[1]
+            xs.append(x + left)
+            ys.append(y)
+            self.info.append({**info, "columns": [left, left + tile.shape[1]], "n_positions": int(x.size)})
+        self.canvas = np.concatenate([obj] + [tile for tile, _ in made], axis=1)
+        self.xcoords, self.ycoords = np.concatenate(xs), np.concatenate(ys)
+        self.noise_seed = simulate.tile_seed(seed)
+
+    @property
+    def n(self) -> int:
+        return int(self.xcoords.size)
+
+    def far_field(self, probe: np.ndarray) -> np.ndarray:
+        return simulate.far_field(self.canvas, probe, self.xcoords, self.ycoords)[0]
+
+    def metadata(self, mean_counts: float) -> dict:
+        return {"count": len(self.info), "tiles": self.info, "n_positions": self.n,
+                "canvas_shape": list(self.canvas.shape), "canvas_sha256": _sha256_array(self.canvas),
+                "mean_counts_per_pattern": mean_counts,
+                "noise_seed": f"simulate.tile_seed({{simulation seed}}) = {self.noise_seed}",
+                "rule": "extra objects to the right of the study object, scanned for the training split "
+                        "only, at the study scan's photon scale (the same beam: a tile's mean counts "
+                        "follow its transmission)"}
+
+
 def _simulate_phase_c(plan: StudyRecipe, doses: list[float]) -> Iterator[tuple[float, dict[str, StudyData]]]:
     """Phase C data of several doses from one far-field pass, one dose at a time: (dose, {split: data}).
 
     The scan is simulated in split order (train positions, then test positions, each in scan
     order), so each split is a view of the simulated stack, not a copy; `scan_index` gives each
-    pattern's index in the scan.
+    pattern's index in the scan. Extra training tiles (`_ExtraTiles`) are appended to the
+    training split, with scan indices after the study scan's.
     """
     obj, probe, obj_info, probe_info = _base_arrays(plan)
     xcoords, ycoords = _positions(plan, obj)
+    extra = _ExtraTiles(plan, obj) if plan.params.get("extra_train_tiles") else None
+    n_extra = extra.n if extra else 0
     # every dose's phase C files must fit: say so now, not after the simulation, half-way through
-    needed = len(doses) * (xcoords.size * plan.N * plan.N * 4 + 2 * (obj.nbytes + probe.nbytes))
+    needed = len(doses) * ((xcoords.size + n_extra) * plan.N * plan.N * 4 + 2 * (obj.nbytes + probe.nbytes)
+                           + (extra.canvas.nbytes if extra else 0))
     files.require_free_space(plan.cache_dir, needed, SETTING)
     masks = dict(zip(SPLITS, simulate.split_y(ycoords)))
     members = {name: np.flatnonzero(mask) for name, mask in masks.items()}
@@ -209,15 +261,34 @@ def _simulate_phase_c(plan: StudyRecipe, doses: list[float]) -> Iterator[tuple[f
     logger.info("simulating %d patterns at N=%d for dose(s) %s", xcoords.size, plan.N,
                 ", ".join(study.format_number(d) for d in doses))
     started = time.perf_counter()
+    if extra:
+        logger.info("simulating %d patterns of %d extra training tile(s)", n_extra, len(extra.info))
+        extra_amplitude = extra.far_field(probe)
     stream = simulate.iter_doses(obj, probe, xcoords[order], ycoords[order], doses, seed)
     for number, (dose, diffraction, scale) in enumerate(stream, start=1):
+        extra_part = simulate.add_noise(extra_amplitude, scale, extra.noise_seed, dose) if extra else None
         seconds = time.perf_counter() - started
+        total = xcoords.size + n_extra
         logger.info("simulated dose=%s: %d patterns, %.1f s since the start (%.0f patterns/s)",
-                    study.format_number(dose), xcoords.size, seconds, xcoords.size * number / max(seconds, 1e-9))
+                    study.format_number(dose), total, seconds, total * number / max(seconds, 1e-9))
         splits = {}
         for name in SPLITS:
             lo, hi = bounds[name]
             part = diffraction[lo:hi]
+            index, split_obj, split_obj_info = members[name], obj, obj_info
+            x, y = xcoords[index], ycoords[index]
+            tiles_info = None
+            if extra and name == "train":
+                extra_flat = extra_part.reshape(n_extra, -1)
+                extra_counts = np.einsum("ij,ij->i", extra_flat, extra_flat).astype(np.float64) * scale**2
+                tiles_info = extra.metadata(float(extra_counts.mean()))
+                part = np.concatenate([part, extra_part])
+                index = np.concatenate([index, xcoords.size + np.arange(n_extra)])
+                x, y = np.concatenate([x, extra.xcoords]), np.concatenate([y, extra.ycoords])
+                split_obj = extra.canvas
+                split_obj_info = {**obj_info, "sha256": tiles_info["canvas_sha256"], "shape": tiles_info["canvas_shape"],
+                                  "study_object_sha256": obj_info["sha256"],
+                                  "note": "the study object with the extra training tiles to its right"}
             flat = part.reshape(part.shape[0], -1)
             counts = np.einsum("ij,ij->i", flat, flat).astype(np.float64) * scale**2
             metadata = {
@@ -228,20 +299,21 @@ def _simulate_phase_c(plan: StudyRecipe, doses: list[float]) -> Iterator[tuple[f
                 "seeds": {"simulation": seed, "subsampling": plan.params["subsampling_seed"],
                           "noise": f"SeedSequence([{seed}, {simulate.NOISE_TAG}, float64 bits of dose]), "
                                    "one child per chunk of the split-ordered scan"},
-                "object": obj_info, "probe": probe_info,
+                "object": split_obj_info, "probe": probe_info,
                 "probe_diameter_px": probe_info["footprint_diameter_px"],
                 "scan": {"kind": "fly scan: rows along x, serpentine, Gaussian positioning jitter",
                          **plan.params["scan"]},
-                "n_positions": int(xcoords.size), "n_patterns": int(hi - lo),
+                "n_positions": int(xcoords.size), "n_patterns": int(part.shape[0]),
                 "split_rule": {"axis": "y", "split_point": split, "train": "y < split_point",
                                "test": "y >= split_point"},
                 "entry_key": plan.key,
             }
-            index = members[name]
-            splits[name] = StudyData(diffraction=part, xcoords=xcoords[index], ycoords=ycoords[index],
-                                     probe=probe, obj=obj, metadata=metadata, scan_index=index)
+            if tiles_info:
+                metadata["extra_train_tiles"] = tiles_info
+            splits[name] = StudyData(diffraction=part, xcoords=x, ycoords=y,
+                                     probe=probe, obj=split_obj, metadata=metadata, scan_index=index)
         yield dose, splits
-        del diffraction, splits
+        del diffraction, splits, extra_part
 
 
 def _file_bytes(data: StudyData) -> int:

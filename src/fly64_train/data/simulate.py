@@ -169,18 +169,33 @@ def make_random_object(size: int, seed: int) -> np.ndarray:
 
 
 def _test_picture(name: str, size: int) -> np.ndarray:
-    """A scikit-image test picture as grey levels in [0, 1], resized (bicubic) to size × size."""
+    """A scikit-image test picture as grey levels in [0, 1]: its centre square (so nothing is
+    stretched), resized (bicubic) to size × size."""
     from skimage import color, data, transform
 
     picture = getattr(data, name)()
     if picture.ndim == 3:
         picture = color.rgb2gray(picture[..., :3])
     picture = np.asarray(picture, dtype=np.float64)
+    side = min(picture.shape)
+    top, left = (picture.shape[0] - side) // 2, (picture.shape[1] - side) // 2
+    picture = picture[top:top + side, left:left + side]
     picture = (picture - picture.min()) / max(float(np.ptp(picture)), 1e-12)
     if picture.shape != (size, size):
         picture = transform.resize(picture, (size, size), order=3, mode="reflect",
                                    anti_aliasing=min(picture.shape) > size)
     return np.clip(picture, 0.0, 1.0)
+
+
+def make_picture_object(size: int, amplitude_image: str, phase_image: str) -> np.ndarray:
+    """An object (size, size) complex64 from two scikit-image pictures: the first's grey levels
+    mapped to amplitude in AMPLITUDE_RANGE, the second's to phase in [−PHASE_LIMIT, PHASE_LIMIT]."""
+    if size < 16:
+        raise ValueError(f"object size {size} is too small (need ≥ 16 px)")
+    low, high = AMPLITUDE_RANGE
+    amplitude = low + (high - low) * _test_picture(amplitude_image, size)
+    phase = PHASE_LIMIT * (2.0 * _test_picture(phase_image, size) - 1.0)
+    return (amplitude * np.exp(1j * phase)).astype(np.complex64)
 
 
 def make_image_object(size: int) -> np.ndarray:
@@ -190,12 +205,7 @@ def make_image_object(size: int) -> np.ndarray:
     Natural pictures carry detail at every scale down to a pixel or two, so SSIM's 7-px window
     sees real structure, and a reconstruction is judged right or wrong by eye. Deterministic.
     """
-    if size < 16:
-        raise ValueError(f"object size {size} is too small (need ≥ 16 px)")
-    low, high = AMPLITUDE_RANGE
-    amplitude = low + (high - low) * _test_picture(AMPLITUDE_IMAGE, size)
-    phase = PHASE_LIMIT * (2.0 * _test_picture(PHASE_IMAGE, size) - 1.0)
-    return (amplitude * np.exp(1j * phase)).astype(np.complex64)
+    return make_picture_object(size, AMPLITUDE_IMAGE, PHASE_IMAGE)
 
 
 def make_object(size: int, seed: int, kind: str = "images") -> np.ndarray:
@@ -206,6 +216,41 @@ def make_object(size: int, seed: int, kind: str = "images") -> np.ndarray:
     if kind == "random":
         return make_random_object(size, seed)
     raise ValueError(f"object kind {kind!r} is not known: expected one of {', '.join(study.OBJECT_KINDS)}")
+
+
+# ----------------------------------------------------------------------------------------------
+# extra training tiles: more distinct content for the training split only
+
+TILE_TAG = 0x711E5
+
+
+def tile_seed(seed: int, *index: int) -> int:
+    """A seed of its own for the extra tiles' draws (tile positions, their noise), from `seed`."""
+    return int(np.random.SeedSequence([int(seed), TILE_TAG, *map(int, index)]).generate_state(1)[0])
+
+
+def make_training_tiles(size: int, seed: int, kind: str, count: int) -> list[tuple[np.ndarray, dict]]:
+    """`count` extra objects (size, size) complex64 for the training split, with how each was made:
+    kind 'images' takes study.TILE_PICTURES in order, 'random' seeded random objects (tile_seed(seed, j))."""
+    if count < 0:
+        raise ValueError(f"the number of extra training tiles must be ≥ 0, got {count}")
+    if kind == "images" and count > len(study.TILE_PICTURES):
+        raise ValueError(f"{count} extra training tiles asked for, but only {len(study.TILE_PICTURES)} picture pairs "
+                         f"exist for object_kind=images (object_kind=random has no limit)")
+    if kind not in study.OBJECT_KINDS:
+        raise ValueError(f"object kind {kind!r} is not known: expected one of {', '.join(study.OBJECT_KINDS)}")
+    tiles = []
+    for index in range(count):
+        if kind == "images":
+            amplitude_image, phase_image = study.TILE_PICTURES[index]
+            tile = make_picture_object(size, amplitude_image, phase_image)
+            info = {"amplitude_image": f"skimage.data.{amplitude_image}", "phase_image": f"skimage.data.{phase_image}"}
+        else:
+            tile_object_seed = tile_seed(seed, index)
+            tile = make_random_object(size, tile_object_seed)
+            info = {"source": f"make_random_object(size={size}, seed={tile_object_seed})"}
+        tiles.append((tile, info))
+    return tiles
 
 
 def fly_scan_positions(object_shape: Sequence[int], N: int, step: float, row_spacing: float,
