@@ -95,9 +95,10 @@ def run_job(out: Path, dose: float, view: str, backend: str, extra: list[str], s
     return job_dir
 
 
-def _resolved_seed(job_dir: Path) -> Optional[int]:
+def _resolved(job_dir: Path) -> dict:
+    """The job's resolved config ({} when the job wrote none)."""
     path = job_dir / "resolved_config.json"
-    return json.loads(path.read_text()).get("seed") if path.is_file() else None
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def job_result(job_dir: Path, dose: float, view: str, seed: Optional[int] = None, bound_groups: int = 0
@@ -111,7 +112,7 @@ def job_result(job_dir: Path, dose: float, view: str, seed: Optional[int] = None
                          f"(its stderr is printed above)"}, None
     record = json.loads(manifest.read_text())
     row = {"dose": record.get("dose"), "view": record.get("view"), "gridsize": record.get("gridsize"),
-           "seed": _resolved_seed(job_dir), "model_type": record.get("model_type"),
+           "seed": _resolved(job_dir).get("seed"), "model_type": record.get("model_type"),
            "generator": record.get("generator"),
            "status": record.get("status"), "error": record.get("error"),
            "epochs": record.get("epochs_completed"), "wall_time_s": record.get("wall_time_s"),
@@ -148,8 +149,9 @@ def job_result(job_dir: Path, dose: float, view: str, seed: Optional[int] = None
                                                                        row[f"floor_{part}_ssim"])
     row["scored_pixels"] = metrics["region"]["scored_pixels"]
     if bound_groups:
+        neighbours = _resolved(job_dir).get("trainer", {}).get("neighbor_count", study.NEIGHBOR_COUNT)
         row["likelihood_limited"] = likelihood_limited(record["test_data_path"], test, record["gridsize"],
-                                                       bound_groups)
+                                                       bound_groups, neighbours)
     row["learning_curve"] = learning_curve(job_dir / "history.csv", row)
     return row, aligned
 
@@ -157,14 +159,14 @@ def job_result(job_dir: Path, dose: float, view: str, seed: Optional[int] = None
 _BOUNDS: dict = {}
 
 
-def likelihood_limited(path: str, test, gridsize: int, groups: int) -> dict:
-    """The group-MLE yardstick of a test split and gridsize (once per benchmark run: every seed and
-    candidate of a view shares it)."""
-    key = (path, gridsize, groups)
+def likelihood_limited(path: str, test, gridsize: int, groups: int, neighbor_count: int) -> dict:
+    """The group-MLE yardstick of a test split, gridsize and grouping (once per benchmark run: every
+    seed and candidate of a view that groups alike shares it)."""
+    key = (path, gridsize, groups, neighbor_count)
     if key not in _BOUNDS:
         started = time.perf_counter()
         _BOUNDS[key] = likelihood_bound.likelihood_limited(test, gridsize, n_groups=groups,
-                                                           neighbor_count=study.NEIGHBOR_COUNT)
+                                                           neighbor_count=neighbor_count)
         _BOUNDS[key]["seconds"] = round(time.perf_counter() - started, 1)
     return _BOUNDS[key]
 
