@@ -231,7 +231,7 @@ def step_curve_figure(path: Path, rows: list[dict], title: str = "") -> None:
     axes = fig.subplots(1, 2, sharey=True)
     colours = [f"C{i}" for i in range(10)]
     for i, r in enumerate(rows):
-        label = f"{study.format_number(r['dose'])} {r['view']} seed {r.get('seed')}"
+        label = r.get("curve_label") or f"{study.format_number(r['dose'])} {r['view']} seed {r.get('seed')}"
         steps = [p["step"] for p in r["step_curve"]]
         for ax, part in zip(axes, PARTS):
             for split, style in (("test", "-"), ("train", "--")):
