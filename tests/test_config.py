@@ -47,6 +47,9 @@ def test_float_and_integer_doses_are_the_same_job():
     ("train", lambda c: c.trainer.epochs == 8 and c.trainer.n_groups == 1024 and c.model.member_encoding == "shared"
      and not c.model.pad_object and c.model.input_transform == "backprop"),
     ("prepare", lambda c: c.job.kind == "prepare"),
+    # train_long: the train preset's network on more content, for longer
+    ("train_long", lambda c: c.job.kind == "train" and c.model.n_filters_scale == 1 and not c.model.pad_object
+     and c.dataset.extra_train_tiles == 8 and c.trainer.n_groups is None and c.trainer.max_steps == 6000),
 ])
 def test_job_presets(job, expect):
     assert expect(validate(compose_config(f"job={job}")))

@@ -156,3 +156,22 @@ def test_a_supervised_job_with_the_ffno_trains_on_the_truth_and_records_its_meth
     _, content = bundle.read_bundle(record["_dir"] / "wts.h5.zip")
     assert (content["model_type"], content["generator"]) == ("supervised", "ffno")
     assert content["geometry"]["generator"] == "ffno" and content["geometry"]["ffno_width"] == 8
+
+
+def test_extra_training_tiles_train_a_supervised_job_on_their_truth(workdir, tf_run):
+    """dataset.extra_train_tiles: the training split gains the tiles' positions (and their truth, which
+    the supervised mode cuts from the wider object); the test split scores as before."""
+    from fly64_train.data.contract import load_dataset
+    from fly64_train.step_curves import read_curves
+
+    record = train(workdir, "tiles", "view=dense", "dataset.extra_train_tiles=1", "model.model_type=supervised",
+                   "trainer.n_groups=null", "trainer.max_steps=3", "evaluate.every_steps=2",
+                   "evaluate.curve_patterns=16")
+    assert record["status"] == "success" and record["metrics"]["phase"]["ssim"] is not None
+    train_data = load_dataset(record["train_data_path"])
+    assert train_data.metadata["extra_train_tiles"]["count"] == 1 and train_data.obj.shape == (320, 640)
+    plain = load_dataset(tf_run["train_data_path"])
+    assert record["train_positions"] == train_data.n > 2 * plain.n  # the tile is scanned whole
+    assert train_data.xcoords.max() > 320 and load_dataset(record["test_data_path"]).xcoords.max() < 320
+    points = read_curves(record["_dir"] / record["curves"])
+    assert all(-1 <= p["train_phase_patch_corr"] <= 1 for p in points)
