@@ -239,7 +239,7 @@ def _simulate_phase_c(plan: StudyRecipe, doses: list[float]) -> Iterator[tuple[f
     The scan is simulated in split order (train positions, then test positions, each in scan
     order), so each split is a view of the simulated stack, not a copy; `scan_index` gives each
     pattern's index in the scan. Extra training tiles (`_ExtraTiles`) are appended to the
-    training split, with scan indices after the study scan's.
+    training split (which is then a copy), with scan indices after the study scan's.
     """
     obj, probe, obj_info, probe_info = _base_arrays(plan)
     xcoords, ycoords = _positions(plan, obj)
