@@ -111,8 +111,9 @@ def job_result(job_dir: Path, dose: float, view: str, seed: Optional[int] = None
                 "error": f"no training_manifest.json in {job_dir}: the job stopped before training "
                          f"(its stderr is printed above)"}, None
     record = json.loads(manifest.read_text())
+    resolved = _resolved(job_dir)
     row = {"dose": record.get("dose"), "view": record.get("view"), "gridsize": record.get("gridsize"),
-           "seed": _resolved(job_dir).get("seed"), "model_type": record.get("model_type"),
+           "seed": resolved.get("seed"), "model_type": record.get("model_type"),
            "generator": record.get("generator"),
            "status": record.get("status"), "error": record.get("error"),
            "epochs": record.get("epochs_completed"), "wall_time_s": record.get("wall_time_s"),
@@ -149,7 +150,7 @@ def job_result(job_dir: Path, dose: float, view: str, seed: Optional[int] = None
                                                                        row[f"floor_{part}_ssim"])
     row["scored_pixels"] = metrics["region"]["scored_pixels"]
     if bound_groups:
-        neighbours = _resolved(job_dir).get("trainer", {}).get("neighbor_count", study.NEIGHBOR_COUNT)
+        neighbours = resolved.get("trainer", {}).get("neighbor_count", study.NEIGHBOR_COUNT)
         row["likelihood_limited"] = likelihood_limited(record["test_data_path"], test, record["gridsize"],
                                                        bound_groups, neighbours)
     row["learning_curve"] = learning_curve(job_dir / "history.csv", row)

@@ -213,6 +213,7 @@ class _ExtraTiles:
             ys.append(y)
             self.info.append({**info, "columns": [left, left + tile.shape[1]], "n_positions": int(x.size)})
         self.canvas = np.concatenate([obj] + [tile for tile, _ in made], axis=1)
+        self.canvas_sha256 = _sha256_array(self.canvas)  # once, not once per dose
         self.xcoords, self.ycoords = np.concatenate(xs), np.concatenate(ys)
         self.noise_seed = simulate.tile_seed(seed)
 
@@ -225,7 +226,7 @@ class _ExtraTiles:
 
     def metadata(self, mean_counts: float) -> dict:
         return {"count": len(self.info), "tiles": self.info, "n_positions": self.n,
-                "canvas_shape": list(self.canvas.shape), "canvas_sha256": _sha256_array(self.canvas),
+                "canvas_shape": list(self.canvas.shape), "canvas_sha256": self.canvas_sha256,
                 "mean_counts_per_pattern": mean_counts,
                 "noise_seed": f"simulate.tile_seed({{simulation seed}}) = {self.noise_seed}",
                 "rule": "extra objects to the right of the study object, scanned for the training split "
@@ -277,16 +278,13 @@ def _simulate_phase_c(plan: StudyRecipe, doses: list[float]) -> Iterator[tuple[f
             part = diffraction[lo:hi]
             index, split_obj, split_obj_info = members[name], obj, obj_info
             x, y = xcoords[index], ycoords[index]
-            tiles_info = None
-            if extra and name == "train":
-                extra_flat = extra_part.reshape(n_extra, -1)
-                extra_counts = np.einsum("ij,ij->i", extra_flat, extra_flat).astype(np.float64) * scale**2
-                tiles_info = extra.metadata(float(extra_counts.mean()))
+            with_tiles = bool(extra) and name == "train"
+            if with_tiles:
                 part = np.concatenate([part, extra_part])
                 index = np.concatenate([index, xcoords.size + np.arange(n_extra)])
                 x, y = np.concatenate([x, extra.xcoords]), np.concatenate([y, extra.ycoords])
                 split_obj = extra.canvas
-                split_obj_info = {**obj_info, "sha256": tiles_info["canvas_sha256"], "shape": tiles_info["canvas_shape"],
+                split_obj_info = {**obj_info, "sha256": extra.canvas_sha256, "shape": list(extra.canvas.shape),
                                   "study_object_sha256": obj_info["sha256"],
                                   "note": "the study object with the extra training tiles to its right"}
             flat = part.reshape(part.shape[0], -1)
@@ -308,8 +306,8 @@ def _simulate_phase_c(plan: StudyRecipe, doses: list[float]) -> Iterator[tuple[f
                                "test": "y >= split_point"},
                 "entry_key": plan.key,
             }
-            if tiles_info:
-                metadata["extra_train_tiles"] = tiles_info
+            if with_tiles:
+                metadata["extra_train_tiles"] = extra.metadata(float(counts[-n_extra:].mean()))
             splits[name] = StudyData(diffraction=part, xcoords=x, ycoords=y,
                                      probe=probe, obj=split_obj, metadata=metadata, scan_index=index)
         yield dose, splits
