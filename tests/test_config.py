@@ -90,6 +90,9 @@ def test_npz_dataset_requires_both_paths():
      "dataset.extra_train_tiles=1", "need dataset.source=synthetic"),
     (["view=dense", "model.model_type=supervised", "model.member_encoding=stacked", "model.object_big=false"],
      "model.object_big=False", "model_type=supervised compares every member's patch"),
+    (["trainer.warmup_steps=100"], "trainer.warmup_steps=100", "belongs to trainer.lr_schedule=cosine"),
+    (["trainer.lr_schedule=cosine", "trainer.warmup_steps=-5"], "trainer.warmup_steps=-5", "whole number of steps"),
+    (["trainer.lr_schedule=cosine", "trainer.min_lr=1e-3"], "trainer.min_lr=0.001", "min_lr < learning_rate"),
 ])
 def test_bad_values_fail_with_one_clear_line(overrides, field, fragment):
     with pytest.raises(ConfigError) as info:
@@ -119,7 +122,8 @@ def test_typos_fail_at_composition_with_hydras_message(override):
     ("view=diagonal", "baseline, dense, sparse"), ("backend.name=jax", "tensorflow, pytorch"),
     ("dataset.source=hdf5", "synthetic, npz"), ("job.kind=fit", "train, prepare, evaluate, iterative"),
     ("model.amp_activation=tanh", "sigmoid, swish, softplus, relu"), ("model.member_encoding=mixed", "shared, stacked"),
-    ("model.model_type=hybrid", "pinn, supervised"), ("model.generator=unet", "cnn, ffno")])
+    ("model.model_type=hybrid", "pinn, supervised"), ("model.generator=unet", "cnn, ffno"),
+    ("trainer.lr_schedule=onecycle", "plateau, cosine")])
 def test_choices_fail_at_composition(override, choices):
     """Choices are Enums: Hydra rejects a value outside them while composing (no run directory yet)."""
     with pytest.raises(ConfigCompositionException) as info:

@@ -14,7 +14,7 @@ from fly64_train.backends.base import Model
 from fly64_train.tracking.csv_logger import CsvLogger
 from fly64_train.config import TrainingConfig
 from fly64_train.specs import loop_settings
-from fly64_train.training import (CHECKPOINT_NAME, NonFiniteLoss, run_training,
+from fly64_train.training import (CHECKPOINT_NAME, NonFiniteLoss, cosine_learning_rate, run_training,
                                   split_validation)
 
 
@@ -28,6 +28,7 @@ class LeastSquaresModel(Model):
         self.velocity = np.zeros_like(self.w)
         self._lr = lr
         self.steps = 0
+        self.rates = []  # the learning rate of every step taken
         self.loss_override = loss_override
         self.interrupt_at_step = interrupt_at_step
 
@@ -39,6 +40,7 @@ class LeastSquaresModel(Model):
 
     def train_step(self, x, rel, target=None):
         self.steps += 1
+        self.rates.append(self._lr)
         if self.interrupt_at_step == self.steps:
             raise KeyboardInterrupt("simulated kill")
         features = self._features(x)
@@ -205,3 +207,45 @@ def test_max_steps_ends_mid_epoch_and_step_hooks_count_every_step(tmp_path):
     again = StepRecorder()
     resumed = run_training(LeastSquaresModel(2), x, rel, settings, tmp_path, callbacks=[again])
     assert resumed.steps == 12 and again.begun == [12] and again.steps == [] and again.ended == [(12, 3)]
+
+
+def test_cosine_rate_warms_up_linearly_then_falls_as_a_half_cosine_to_the_floor():
+    rate = lambda step: cosine_learning_rate(step, initial=1e-3, floor=1e-5, warmup=4, total=104)
+    assert [rate(s) for s in range(4)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3])
+    assert rate(4) == pytest.approx(1e-3)  # the cosine starts where the warm-up ends
+    assert rate(54) == pytest.approx((1e-3 + 1e-5) / 2)  # half way: the mean of the ends
+    assert rate(29) == pytest.approx(1e-5 + (1e-3 - 1e-5) * (1 + math.cos(math.pi / 4)) / 2)
+    assert rate(104) == pytest.approx(1e-5) and rate(500) == pytest.approx(1e-5)
+    falling = [rate(s) for s in range(4, 105)]
+    assert all(a > b for a, b in zip(falling, falling[1:]))
+    assert cosine_learning_rate(0, 1e-3, 1e-5, warmup=0, total=10) == pytest.approx(1e-3)
+
+
+def test_cosine_sets_every_steps_rate_over_the_budget_and_plateaus_do_not_halve_it(tmp_path):
+    x, rel = data(n=40)  # 38 training groups, batch 8: 5 steps per epoch
+    flat = LeastSquaresModel(2, lr=1e-3, loss_override=lambda step: 1.0, frozen=True)  # a plateau throughout
+    run = settings(epochs=10, batch_size=8, validation_fraction=0.05, lr_schedule="cosine", warmup_steps=3,
+                   min_lr=1e-5, max_steps=23, lr_plateau_patience=1, early_stopping_patience=100)
+    result = run_training(flat, x, rel, run, tmp_path)
+    assert result.steps == 23
+    assert flat.rates == pytest.approx([cosine_learning_rate(s, 1e-3, 1e-5, 3, 23) for s in range(23)])
+    # without max_steps the budget is epochs × batches: 4 epochs of 5 steps
+    fresh = LeastSquaresModel(2, lr=1e-3)
+    run_training(fresh, x, rel, settings(epochs=4, batch_size=8, validation_fraction=0.05, lr_schedule="cosine",
+                                         min_lr=1e-5, early_stopping_patience=100), tmp_path / "b")
+    assert len(fresh.rates) == 20 and fresh.rates[0] == pytest.approx(1e-3)
+    assert fresh.rates[-1] == pytest.approx(cosine_learning_rate(19, 1e-3, 1e-5, 0, 20))
+
+
+def test_a_killed_cosine_job_resumes_on_the_same_rates(tmp_path):
+    x, rel = data()  # 6 steps per epoch
+    run = settings(lr_schedule="cosine", warmup_steps=5, min_lr=1e-4, learning_rate=0.05)
+    reference = LeastSquaresModel(2)
+    run_training(reference, x, rel, run, tmp_path / "a", fingerprint="f")
+    killed = LeastSquaresModel(2, interrupt_at_step=6 * 3 + 2)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(killed, x, rel, run, tmp_path / "b", fingerprint="f")
+    resumed = LeastSquaresModel(2)
+    run_training(resumed, x, rel, run, tmp_path / "b", fingerprint="f")
+    assert killed.rates[:18] + resumed.rates == reference.rates
+    assert np.array_equal(resumed.w, reference.w)

@@ -3,7 +3,8 @@
 The dataclasses below are the schema Hydra composes into. Types do the first checks while Hydra
 composes, before any run directory exists: a typo, a wrong type, or a value outside a choice
 (the `Choice` enums: view, backend.name, dataset.source, dataset.object_kind, job.kind,
-model.amp_activation, model.member_encoding, model.generator, model.model_type, objective) fails with Hydra's own
+model.amp_activation, model.member_encoding, model.generator, model.model_type, trainer.lr_schedule,
+objective) fails with Hydra's own
 short message. Every field
 carries its help text (shown by `fly64-train --help`) and, where a type cannot say it, a range
 rule (`check`); `validate()` runs those and the rules that span fields, and returns the resolved
@@ -18,7 +19,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Optional
 
-from fly64_train import architecture, objective, study
+from fly64_train import architecture, objective, study, training
 from fly64_train.backends import registry
 from fly64_train.data import sources
 from fly64_train.iterative import settings as iterative_settings
@@ -58,6 +59,7 @@ Generator = _choice("Generator", architecture.GENERATORS)
 InputTransform = _choice("InputTransform", architecture.INPUT_TRANSFORMS)
 ModelType = _choice("ModelType", architecture.MODEL_TYPES)
 Objective = _choice("Objective", objective.OBJECTIVES)
+LrSchedule = _choice("LrSchedule", training.LR_SCHEDULES)
 IterativeEngine = _choice("IterativeEngine", iterative_settings.ENGINES)
 NoiseModel = _choice("NoiseModel", iterative_settings.NOISE_MODELS)
 Interpolation = _choice("Interpolation", iterative_settings.INTERPOLATIONS)
@@ -226,6 +228,12 @@ class TrainerConfig(_Section):
     mae_weight: float = _meta(0.0, "weight of the amplitude mean absolute error in the loss", weight)
     validation_fraction: float = _meta(0.05, "share of the groups held out to monitor the learning rate",
                                        _rule(lambda v: 0 <= v < 0.5, "expected a fraction in [0, 0.5)"))
+    lr_schedule: LrSchedule = _meta(LrSchedule.plateau, "plateau: halve the rate when the validation loss stalls "
+                                                        "(the reference); cosine: warm up over warmup_steps, then a "
+                                                        "half cosine from learning_rate to min_lr over the step "
+                                                        "budget (max_steps, or epochs × batches)")
+    warmup_steps: int = _meta(0, "lr_schedule=cosine: steps of linear warm-up from 0 to learning_rate",
+                              _rule(lambda v: isinstance(v, int) and v >= 0, "expected a whole number of steps ≥ 0"))
     lr_plateau_factor: float = _meta(0.5, "learning-rate factor after a plateau",
                                      _rule(lambda v: 0 < v < 1, "expected a factor in (0, 1)"))
     lr_plateau_patience: int = _meta(2, "epochs without validation improvement before the rate drops")
@@ -398,6 +406,11 @@ def validate(config: TrainingConfig) -> TrainingConfig:
     trainer = config.trainer
     if trainer.nll_weight == 0 and trainer.mae_weight == 0:
         _fail("trainer.nll_weight", 0.0, "nll_weight and mae_weight cannot both be 0")
+    if trainer.warmup_steps and trainer.lr_schedule != LrSchedule.cosine:
+        _fail("trainer.warmup_steps", trainer.warmup_steps, "a warm-up belongs to trainer.lr_schedule=cosine")
+    if trainer.lr_schedule == LrSchedule.cosine and trainer.min_lr >= trainer.learning_rate:
+        _fail("trainer.min_lr", trainer.min_lr, "cosine decays from trainer.learning_rate to min_lr: expected "
+                                                "min_lr < learning_rate")
     members = expected * expected
     if expected > 1 and trainer.neighbor_count < members:
         _fail("trainer.neighbor_count", trainer.neighbor_count,

@@ -33,7 +33,9 @@ def loop_settings(config: TrainingConfig, **changes: Any) -> LoopSettings:
                   validation_fraction=trainer.validation_fraction, lr_plateau_factor=trainer.lr_plateau_factor,
                   lr_plateau_patience=trainer.lr_plateau_patience, min_lr=trainer.min_lr,
                   early_stopping_patience=trainer.early_stopping_patience, seed=config.seed,
-                  checkpoint=trainer.checkpoint_every_epoch, max_steps=trainer.max_steps)
+                  checkpoint=trainer.checkpoint_every_epoch, max_steps=trainer.max_steps,
+                  learning_rate=trainer.learning_rate, lr_schedule=str(trainer.lr_schedule),
+                  warmup_steps=trainer.warmup_steps)
     return LoopSettings(**{**values, **changes})
 
 

@@ -1,5 +1,6 @@
 """The framework-free training loop both backends run: seeded batches, validation split,
-learning-rate halving on plateau, early stopping, NaN guard, history, per-epoch checkpoints.
+the learning-rate schedule (halving on plateau, or warm-up + cosine over the step budget), early
+stopping, NaN guard, history, per-epoch checkpoints.
 After every epoch it calls its callbacks' `on_epoch_end(row, history)` (the training loggers:
 history.csv, TensorBoard, MLflow); a callback may also have `on_train_begin(steps)`,
 `on_step_end(step, loss, epoch)` after every optimiser step and `on_train_end(steps, epoch)` (the
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 
 PLATEAU_MIN_DELTA = 1e-4
 CHECKPOINT_NAME = "checkpoint.npz"
+# plateau: Keras' ReduceLROnPlateau at epoch ends (the reference); cosine: a linear warm-up, then a
+# half cosine from the initial rate to min_lr over the job's step budget, set before every step.
+LR_SCHEDULES = ("plateau", "cosine")
 
 
 class EpochCallback(Protocol):
@@ -49,6 +53,9 @@ class LoopSettings:
     early_stopping_patience: int
     seed: int
     checkpoint: bool
+    learning_rate: float  # the initial rate (cosine starts from it, also after a resume)
+    lr_schedule: str  # one of LR_SCHEDULES
+    warmup_steps: int  # cosine: steps of linear warm-up
     max_steps: Optional[int] = None  # stop after this many optimiser steps (None: epochs alone)
 
 
@@ -110,6 +117,22 @@ def _mean_loss(model: Model, x: np.ndarray, rel: np.ndarray, indices: np.ndarray
     return total / count
 
 
+def step_budget(settings: LoopSettings, train_groups: int) -> int:
+    """Optimiser steps the job runs unless it stops early: its epochs' batches, capped by max_steps."""
+    steps = settings.epochs * math.ceil(train_groups / settings.batch_size)
+    return steps if settings.max_steps is None else min(steps, settings.max_steps)
+
+
+def cosine_learning_rate(step: int, initial: float, floor: float, warmup: int, total: int) -> float:
+    """The rate for optimiser step `step` (0-based): linear warm-up to `initial` over `warmup` steps
+    (so step 0 is not a full-rate step from random weights), then a half cosine that reaches `floor`
+    at step `total`."""
+    if step < warmup:
+        return initial * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + (initial - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def save_checkpoint(path: Path, model: Model, state: LoopState) -> None:
     arrays = {f"w/{k}": v for k, v in model.get_weights().items()}
     arrays.update({f"o/{k}": v for k, v in model.optimizer_state().items()})
@@ -157,6 +180,9 @@ def run_training(model: Model, x: np.ndarray, rel: np.ndarray, settings: LoopSet
         log.info("resuming from checkpoint after epoch %d", state.epoch)
 
     _hooks(callbacks, "on_train_begin", state.steps)
+    cosine = settings.lr_schedule == "cosine"
+    total_steps = step_budget(settings, len(train_idx))
+
     def budget_left() -> bool:
         return settings.max_steps is None or state.steps < settings.max_steps
 
@@ -168,6 +194,9 @@ def run_training(model: Model, x: np.ndarray, rel: np.ndarray, settings: LoopSet
         bar = files.progress(n_batches, f"epoch {epoch}/{settings.epochs}", unit="batch")
         total, count = 0.0, 0
         for batch in _batches(train_idx, settings.batch_size, rng):
+            if cosine:  # a function of the step alone, so a resumed job follows the same rates
+                model.learning_rate = cosine_learning_rate(state.steps, settings.learning_rate, settings.min_lr,
+                                                           settings.warmup_steps, total_steps)
             loss = model.train_step(x[batch], rel[batch], _target(targets, batch))
             if not math.isfinite(loss):
                 raise NonFiniteLoss(f"training loss became {loss} at epoch {epoch}; stopping this job "
@@ -188,7 +217,7 @@ def run_training(model: Model, x: np.ndarray, rel: np.ndarray, settings: LoopSet
         lr = model.learning_rate
         state.history.append({"epoch": epoch, "loss": train_loss, "val_loss": val_loss, "lr": lr,
                               "seconds": round(time.perf_counter() - epoch_start, 3)})
-        _update_schedule(model, state, settings, train_loss, val_loss)
+        _update_schedule(model, state, settings, train_loss, val_loss, plateau=not cosine)
         state.epoch = epoch
         log.info("epoch %d/%d loss=%.6g val_loss=%.6g lr=%.3g time=%.1fs", epoch, settings.epochs,
                  train_loss, val_loss, lr, state.history[-1]["seconds"])
@@ -212,19 +241,10 @@ def _hooks(callbacks: Sequence[Any], name: str, *args: Any) -> None:
             hook(*args)
 
 
-def _update_schedule(model: Model, state: LoopState, settings: LoopSettings, loss: float, val_loss: float) -> None:
-    monitored = val_loss if math.isfinite(val_loss) else loss
-    # ReduceLROnPlateau: halve after `patience` epochs without a min_delta improvement.
-    if monitored < state.plateau_best - PLATEAU_MIN_DELTA:
-        state.plateau_best, state.plateau_wait = monitored, 0
-    else:
-        state.plateau_wait += 1
-        if state.plateau_wait >= settings.lr_plateau_patience:
-            if model.learning_rate > settings.min_lr:
-                new_lr = max(model.learning_rate * settings.lr_plateau_factor, settings.min_lr)
-                log.info("reducing learning rate to %.3g", new_lr)
-                model.learning_rate = new_lr
-            state.plateau_wait = 0
+def _update_schedule(model: Model, state: LoopState, settings: LoopSettings, loss: float, val_loss: float,
+                     plateau: bool) -> None:
+    if plateau:  # (cosine sets the rate before every step instead)
+        _reduce_on_plateau(model, state, settings, val_loss if math.isfinite(val_loss) else loss)
     # EarlyStopping on the training loss.
     if loss < state.stop_best:
         state.stop_best, state.stop_wait = loss, 0
@@ -233,3 +253,17 @@ def _update_schedule(model: Model, state: LoopState, settings: LoopSettings, los
         if state.stop_wait >= settings.early_stopping_patience:
             log.info("early stopping: loss has not improved for %d epochs", state.stop_wait)
             state.stopped_early = True
+
+
+def _reduce_on_plateau(model: Model, state: LoopState, settings: LoopSettings, monitored: float) -> None:
+    """ReduceLROnPlateau: halve after `patience` epochs without a min_delta improvement."""
+    if monitored < state.plateau_best - PLATEAU_MIN_DELTA:
+        state.plateau_best, state.plateau_wait = monitored, 0
+        return
+    state.plateau_wait += 1
+    if state.plateau_wait >= settings.lr_plateau_patience:
+        if model.learning_rate > settings.min_lr:
+            new_lr = max(model.learning_rate * settings.lr_plateau_factor, settings.min_lr)
+            log.info("reducing learning rate to %.3g", new_lr)
+            model.learning_rate = new_lr
+        state.plateau_wait = 0
