@@ -14,19 +14,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402  (the benchmark beside this script: its figure and JSON layout)
 
-SPLITS = ("test", "train")
+SPLITS = ("test", "train", "train_study")  # train_study: recorded with extra training tiles only
 
 
 def _point(point: dict) -> dict:
     return {"step": point["step"], "train_seconds": point.get("train_seconds"),
             **{f"{split}_{part}": round(point[f"{split}_{part}_patch_corr"], 4)
-               for split in SPLITS for part in quality.PARTS}}
+               for split in SPLITS for part in quality.PARTS
+               if math.isfinite(point.get(f"{split}_{part}_patch_corr", math.nan))}}
 
 
 def summary(label: str, job: dict) -> dict:

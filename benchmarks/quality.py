@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import subprocess
@@ -220,7 +221,8 @@ def curve_figure(path: Path, rows: list[dict]) -> None:
 
 def step_curve_figure(path: Path, rows: list[dict], title: str = "") -> None:
     """Per-patch amplitude and phase correlation against optimiser steps: one colour per job (seed),
-    test split solid, training split dashed; the escape level dotted."""
+    test split solid, training split dashed, its study-object groups (with extra tiles) dotted; the
+    escape level a grey dotted line."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -235,9 +237,10 @@ def step_curve_figure(path: Path, rows: list[dict], title: str = "") -> None:
         label = r.get("curve_label") or f"{study.format_number(r['dose'])} {r['view']} seed {r.get('seed')}"
         steps = [p["step"] for p in r["step_curve"]]
         for ax, part in zip(axes, PARTS):
-            for split, style in (("test", "-"), ("train", "--")):
-                ax.plot(steps, [p[f"{split}_{part}_patch_corr"] for p in r["step_curve"]], style,
-                        color=colours[i % len(colours)], label=f"{label} {split}")
+            for split, style in (("test", "-"), ("train", "--"), ("train_study", ":")):
+                values = [p.get(f"{split}_{part}_patch_corr", math.nan) for p in r["step_curve"]]
+                if any(math.isfinite(v) for v in values):  # train_study: only with extra training tiles
+                    ax.plot(steps, values, style, color=colours[i % len(colours)], label=f"{label} {split}")
     for ax, part in zip(axes, PARTS):
         ax.set_title(f"{title} per-patch {part} correlation".strip(), fontsize=10)
         ax.set_xlabel("optimiser steps")

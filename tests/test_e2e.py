@@ -175,3 +175,5 @@ def test_extra_training_tiles_train_a_supervised_job_on_their_truth(workdir, tf_
     assert train_data.xcoords.max() > 320 and load_dataset(record["test_data_path"]).xcoords.max() < 320
     points = read_curves(record["_dir"] / record["curves"])
     assert all(-1 <= p["train_phase_patch_corr"] <= 1 for p in points)
+    # the training groups on the study object get their own curve (the test picture's other half)
+    assert all(-1 <= p[f"train_study_{part}_patch_corr"] <= 1 for p in points for part in ("amplitude", "phase"))

@@ -51,6 +51,17 @@ def test_curve_subsets_are_fixed_whole_groups_with_their_truth():
     assert not np.array_equal(first.x, other.x)
     everything = curve_subset(inputs, data.obj, 10_000, seed=5)
     assert everything.x.shape[0] == inputs.n_groups
+    # drawn from given groups only: the same draw over an index pool, each group with its own truth
+    pool = np.arange(1, inputs.n_groups, 2)
+    odd = curve_subset(inputs, data.obj, 10, seed=5, groups=pool)
+    rows = [int(np.flatnonzero((inputs.x == g).all(axis=(1, 2, 3)))[0]) for g in odd.x]
+    assert odd.x.shape[0] == 3 and all(r % 2 == 1 for r in rows)
+    xy = inputs.positions[rows].reshape(-1, 2)
+    np.testing.assert_array_equal(odd.truth, physics.extract_patches(data.obj, xy[:, 0], xy[:, 1], 64))
+    np.testing.assert_array_equal(curve_subset(inputs, data.obj, 10, seed=5, groups=np.arange(inputs.n_groups)).x,
+                                  first.x)
+    with pytest.raises(ValueError, match="no groups"):
+        curve_subset(inputs, data.obj, 10, seed=5, groups=np.array([], int))
 
 
 def test_points_every_k_steps_on_both_splits_into_curves_csv_and_the_trackers(tmp_path):
@@ -73,6 +84,7 @@ def test_points_every_k_steps_on_both_splits_into_curves_csv_and_the_trackers(tm
     assert tracker.points == curves.points and [p["step"] for p in tracker.points] == [0, 2, 4, 5]
     assert math.isnan(points[0]["loss"]) and all(math.isfinite(p["loss"]) for p in points[1:])
     assert points[-1]["train_seconds"] <= points[-1]["wall_seconds"]
+    assert all(math.isnan(p[f"train_study_{part}_patch_corr"]) for p in points for part in ("amplitude", "phase"))
     # the last point is the model's correlation on those very patterns, computed independently
     for name, subset in subsets.items():
         patches = model.predict(subset.x, subset.rel).patches.reshape(-1, 64, 64)

@@ -429,11 +429,17 @@ def true_patches(data, inputs):
 
 def _step_curves(config: TrainingConfig, model, run_dir: Path, loggers, train_inputs, train_data,
                  test_inputs, test_data):
-    """evaluate.every_steps: the learning-curve callback on fixed subsets of both splits (test: when evaluated)."""
+    """evaluate.every_steps: the learning-curve callback on fixed subsets of both splits (test: when evaluated),
+    and, with extra training tiles, of the training groups on the study object."""
     from fly64_train.step_curves import StepCurves, curve_subset
 
     ev, seed = config.evaluate, config.dataset.grouping_seed
     subsets = {"train": curve_subset(train_inputs, train_data.obj, ev.curve_patterns, seed)}
+    tiles = train_data.metadata.get("extra_train_tiles")
+    if tiles:  # the training groups on the study object: left of the first tile (no group spans two)
+        on_study = np.all(train_inputs.positions[..., 0] < tiles["tiles"][0]["columns"][0], axis=1)
+        subsets["train_study"] = curve_subset(train_inputs, train_data.obj, ev.curve_patterns, seed,
+                                              groups=np.flatnonzero(on_study))
     if test_inputs is not None:
         subsets["test"] = curve_subset(test_inputs, test_data.obj, ev.curve_patterns, seed)
     return StepCurves(model, subsets, ev.every_steps, run_dir, trackers=loggers, batch_size=ev.batch_size)

@@ -9,7 +9,9 @@ evaluation), the mean training loss since the previous point, the learning rate,
 (scoring excluded) and the wall time. Points go to curves.csv in the run directory (rewritten whole
 after every point) and to the trackers (`on_curve_point`). Test and training split side by side tell
 over- from under-fitting; the per-patch correlation separates a reconstruction (≈ 0.9) from a
-template (≈ 0), which the loss cannot.
+template (≈ 0), which the loss cannot. With extra training tiles (dataset.extra_train_tiles) the
+training split is mostly other pictures, so a third subset, `train_study`, draws training groups
+from the study object alone: the same picture as the test split, its other half.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from fly64_train import files, physics
 log = logging.getLogger(__name__)
 
 CURVES_NAME = "curves.csv"
-SPLITS = ("test", "train")
+SPLITS = ("test", "train", "train_study")  # train_study: with extra tiles only (NaN otherwise)
 FIELDS = ("step", "epoch", "loss", "lr", "train_seconds", "wall_seconds",
           *(f"{split}_{part}_patch_corr" for split in SPLITS for part in ("amplitude", "phase")))
 
@@ -45,11 +47,16 @@ class CurveSubset:
         return len(self.truth)
 
 
-def curve_subset(inputs, obj: np.ndarray, patterns: int, seed: int) -> CurveSubset:
-    """About `patterns` patterns of a split (whole groups: ⌈patterns / C⌉ of them, or all), drawn with `seed`."""
-    n_groups, members = inputs.x.shape[0], inputs.x.shape[-1]
-    count = min(n_groups, -(-int(patterns) // members))
-    chosen = np.sort(np.random.default_rng([int(seed), 0xC0C0]).choice(n_groups, size=count, replace=False))
+def curve_subset(inputs, obj: np.ndarray, patterns: int, seed: int,
+                 groups: Optional[np.ndarray] = None) -> CurveSubset:
+    """About `patterns` patterns of a split (whole groups: ⌈patterns / C⌉ of them, or all), drawn with `seed`
+    from all its groups or from the group indices `groups`."""
+    pool = np.arange(inputs.x.shape[0]) if groups is None else np.asarray(groups, dtype=np.int64)
+    if pool.size == 0:
+        raise ValueError("curve_subset: no groups to draw from")
+    count = min(pool.size, -(-int(patterns) // inputs.x.shape[-1]))
+    picked = np.random.default_rng([int(seed), 0xC0C0]).choice(pool.size, size=count, replace=False)
+    chosen = np.sort(pool[picked])
     xy = inputs.positions[chosen].reshape(-1, 2)
     truth = physics.extract_patches(np.asarray(obj), xy[:, 0], xy[:, 1], inputs.x.shape[1]).astype(np.complex64)
     return CurveSubset(x=inputs.x[chosen], rel=inputs.rel[chosen], truth=truth)
@@ -133,9 +140,9 @@ class StepCurves:
             if hook is not None:
                 hook(point)
         self._scoring += time.perf_counter() - began
-        log.info("step %d: per-patch correlation test %.3f / %.3f, train %.3f / %.3f (amplitude / phase)", step,
-                 point["test_amplitude_patch_corr"], point["test_phase_patch_corr"],
-                 point["train_amplitude_patch_corr"], point["train_phase_patch_corr"])
+        log.info("step %d: per-patch correlation (amplitude / phase) %s", step, ", ".join(
+            f"{split} {point[f'{split}_amplitude_patch_corr']:.3f} / {point[f'{split}_phase_patch_corr']:.3f}"
+            for split in SPLITS if split in self.subsets))
 
     def _write(self) -> None:
         with files.atomic_output(self.path) as tmp:
