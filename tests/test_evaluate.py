@@ -283,6 +283,34 @@ def test_patchwise_correlation_ignores_each_patch_constant_phase(obj, tmp_path):
         evaluation.patchwise_correlation(truth[:3], truth, N // 2)
 
 
+def test_a_flat_output_on_every_patch_is_named_a_collapse(obj):
+    """The collapsed generator seen in a supervised run: one constant phase on every patch (float32
+    round-off only) while the amplitude still varies."""
+    xy = scan(60, seed=4)
+    truth = physics.extract_patches(obj, xy[:, 0], xy[:, 1], N).astype(np.complex64)
+    rng = np.random.default_rng(2)
+    dead_phase = (np.abs(truth) * np.exp(-0.449j + 1e-8j * rng.normal(size=truth.shape))).astype(np.complex64)
+    scores = evaluation.patchwise_correlation(dead_phase, truth, N // 2)
+    assert scores["flat_phase_fraction"] == 1.0 and scores["flat_amplitude_fraction"] == 0.0
+    assert abs(scores["phase_correlation"]) < 0.1
+    warning = evaluation.collapse_warning(scores)
+    assert "phase output is flat on every test patch" in warning and "amplitude" not in warning.split(":")[0]
+    flat_amplitude = np.full_like(truth, 0.7)
+    both = evaluation.collapse_warning(evaluation.patchwise_correlation(flat_amplitude, truth, N // 2))
+    assert "amplitude and phase output is flat" in both
+    # the truth, or one flat patch among many, is no collapse
+    right = evaluation.patchwise_correlation(truth, truth, N // 2)
+    assert right["flat_phase_fraction"] == right["flat_amplitude_fraction"] == 0.0
+    assert evaluation.collapse_warning(right) is None
+    one_flat = truth.copy()
+    one_flat[0] = 0.7
+    partly = evaluation.patchwise_correlation(one_flat, truth, N // 2)
+    assert partly["flat_phase_fraction"] == pytest.approx(1 / 60) and evaluation.collapse_warning(partly) is None
+    # the chunked form over an object gives the same fractions
+    against = evaluation.patchwise_against_object(dead_phase, xy, obj, N // 2)
+    assert against["flat_phase_fraction"] == 1.0
+
+
 def test_evaluate_predictions_sparse_scan_with_holes(obj, tmp_path):
     # Positions 20 px apart on a grid, stitched with 12 px crops: holes between the crops.
     xs, ys = np.meshgrid(np.arange(30, 160, 20.0), np.arange(30, 130, 20.0))

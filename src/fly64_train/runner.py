@@ -474,6 +474,9 @@ def _score(model, inputs, data, config: TrainingConfig, run_dir: Path, record: d
              "%.4f); per-patch correlation amplitude %.3f, phase %.3f", metrics["region"]["scored_pixels"],
              metrics["amplitude"]["ssim"], metrics["phase"]["ssim"], metrics["phase"]["ssim_original"],
              metrics["patchwise"]["amplitude_correlation"], metrics["patchwise"]["phase_correlation"])
+    collapsed = evaluation.collapse_warning(metrics["patchwise"])
+    if collapsed:
+        log.warning(collapsed)
     return metrics
 
 

@@ -15,11 +15,13 @@ The names below are the package's API; the modules hold the rest.
 from fly64_train.evaluation.alignment import Alignment, align, bounded_shift, scored_region
 from fly64_train.evaluation.report import (FIGURE_NAME, METRICS_NAME, RECONSTRUCTION_NAME, evaluate_predictions,
                                            save_figure, save_reconstruction, write_evaluation, write_metrics)
-from fly64_train.evaluation.scores import frc50, frc_curve, metrics, patchwise_against_object, patchwise_correlation
+from fly64_train.evaluation.scores import (collapse_warning, frc50, frc_curve, metrics, patchwise_against_object,
+                                          patchwise_correlation)
 from fly64_train.evaluation.scoring import (Scored, predict_patches, score_image, score_object, score_predictions,
                                             timed_predict)
 
 __all__ = ["Alignment", "align", "bounded_shift", "scored_region", "FIGURE_NAME", "METRICS_NAME",
            "RECONSTRUCTION_NAME", "evaluate_predictions", "save_figure", "save_reconstruction", "write_evaluation",
-           "write_metrics", "frc50", "frc_curve", "metrics", "patchwise_against_object", "patchwise_correlation",
+           "write_metrics", "collapse_warning", "frc50", "frc_curve", "metrics", "patchwise_against_object",
+           "patchwise_correlation",
            "Scored", "predict_patches", "score_image", "score_object", "score_predictions", "timed_predict"]

@@ -9,7 +9,10 @@
 - `patchwise_correlation`: per predicted patch, the Pearson correlation with the true patch over
   the central crop of amplitude and of phase, each patch's own mean phase removed first (the far
   field cannot see a patch's constant phase, so stitched phase loses large-scale structure even
-  when every patch is right); the mean over patches is reported.
+  when every patch is right); the mean over patches is reported, with the fraction of predicted
+  patches that are flat (`flat_amplitude_fraction`, `flat_phase_fraction`). A flat output on every
+  patch is a collapsed generator branch (dead units: no gradient reaches it again), which
+  `collapse_warning` names.
 """
 from __future__ import annotations
 
@@ -23,6 +26,9 @@ from fly64_train.evaluation.alignment import holes_filled
 SSIM_WINDOW = 7  # skimage's default window
 CHUNK = 1024  # patches per chunk of the per-patch scores
 FRC_THRESHOLD = 0.5
+# A predicted patch is flat when its central crop varies less than this (phase in rad, amplitude
+# relative to its mean): float32 round-off of a constant output, far below any real texture.
+FLAT_TOLERANCE = 1e-4
 
 
 def frc_input(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -131,8 +137,9 @@ def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(norm > 0, (a * b).sum(axis=1) / np.where(norm > 0, norm, 1.0), 0.0)
 
 
-def _patch_correlations(predicted: np.ndarray, truth: np.ndarray, crop: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-patch amplitude and mean-free phase correlations (n,) over the central crop×crop."""
+def _patch_correlations(predicted: np.ndarray, truth: np.ndarray, crop: int) -> tuple[np.ndarray, ...]:
+    """Per-patch amplitude and mean-free phase correlations (n,) over the central crop×crop, and
+    whether each predicted patch's amplitude and phase are flat there (FLAT_TOLERANCE)."""
     N = predicted.shape[-1]
     lo = N // 2 - crop // 2
     region = (slice(None), slice(lo, lo + crop), slice(lo, lo + crop))
@@ -142,13 +149,29 @@ def _patch_correlations(predicted: np.ndarray, truth: np.ndarray, crop: int) -> 
         # relative to the circular mean: no wrap at ±π for patches whose phase sits near π
         return np.angle(values * np.conj(values.mean(axis=1, keepdims=True)))
 
-    return (_pearson_rows(np.abs(pred), np.abs(true)),
-            _pearson_rows(mean_free_phase(pred), mean_free_phase(true)))
+    amplitude, phase = np.abs(pred), mean_free_phase(pred)
+    flat_amplitude = amplitude.std(axis=1) <= FLAT_TOLERANCE * np.maximum(amplitude.mean(axis=1), 1e-12)
+    flat_phase = phase.std(axis=1) <= FLAT_TOLERANCE
+    return (_pearson_rows(amplitude, np.abs(true)), _pearson_rows(phase, mean_free_phase(true)),
+            flat_amplitude, flat_phase)
 
 
-def _patchwise_summary(amplitude: np.ndarray, phase: np.ndarray, crop: int) -> dict[str, float]:
+def _patchwise_summary(amplitude: np.ndarray, phase: np.ndarray, flat_amplitude: np.ndarray,
+                       flat_phase: np.ndarray, crop: int) -> dict[str, float]:
     return {"amplitude_correlation": float(np.mean(amplitude)), "phase_correlation": float(np.mean(phase)),
-            "crop": int(crop), "n_patches": int(len(amplitude))}
+            "flat_amplitude_fraction": float(np.mean(flat_amplitude)),
+            "flat_phase_fraction": float(np.mean(flat_phase)), "crop": int(crop), "n_patches": int(len(amplitude))}
+
+
+def collapse_warning(patchwise: dict) -> Optional[str]:
+    """A warning when every predicted patch is flat in amplitude or in phase, else None."""
+    flat = [part for part in ("amplitude", "phase") if patchwise.get(f"flat_{part}_fraction", 0.0) >= 1.0]
+    if not flat:
+        return None
+    return (f"the network's {' and '.join(flat)} output is flat on every test patch: that branch of the "
+            "generator has collapsed (dead units, which no gradient revives) and reconstructs nothing; "
+            "train another seed, with a warm-up (trainer.lr_schedule=cosine trainer.warmup_steps=250) or a "
+            "lower trainer.learning_rate")
 
 
 def patchwise_correlation(predicted: np.ndarray, truth: np.ndarray, crop: int) -> dict[str, float]:
@@ -164,11 +187,9 @@ def patchwise_against_object(predicted: np.ndarray, positions_xy: np.ndarray, ob
                              crop: int) -> dict[str, float]:
     """patchwise_correlation against the object's patches at the positions, in chunks (bounded memory)."""
     N = predicted.shape[-1]
-    amplitude, phase = [], []
+    chunks = []
     for start in range(0, len(predicted), CHUNK):
         xy = positions_xy[start:start + CHUNK]
         truth = physics.extract_patches(obj, xy[:, 0], xy[:, 1], N)
-        a, p = _patch_correlations(predicted[start:start + CHUNK], truth, crop)
-        amplitude.append(a)
-        phase.append(p)
-    return _patchwise_summary(np.concatenate(amplitude), np.concatenate(phase), crop)
+        chunks.append(_patch_correlations(predicted[start:start + CHUNK], truth, crop))
+    return _patchwise_summary(*(np.concatenate(parts) for parts in zip(*chunks)), crop)
