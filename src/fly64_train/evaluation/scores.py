@@ -169,9 +169,8 @@ def collapse_warning(patchwise: dict) -> Optional[str]:
     if not flat:
         return None
     return (f"the network's {' and '.join(flat)} output is flat on every test patch: that branch of the "
-            "generator has collapsed (dead units, which no gradient revives) and reconstructs nothing; "
-            "train another seed, with a warm-up (trainer.lr_schedule=cosine trainer.warmup_steps=250) or a "
-            "lower trainer.learning_rate")
+            "generator has collapsed (dead units, which no gradient revives) and reconstructs nothing there "
+            "(README, 'The supervised baseline')")
 
 
 def patchwise_correlation(predicted: np.ndarray, truth: np.ndarray, crop: int) -> dict[str, float]:
