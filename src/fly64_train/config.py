@@ -6,7 +6,8 @@ composes, before any run directory exists: a typo, a wrong type, or a value outs
 model.amp_activation, model.member_encoding, model.generator, model.model_type, trainer.lr_schedule,
 objective) fails with Hydra's own short message. Every field carries its help text (shown by
 `fly64-train --help`) and, where a type cannot say it, a range rule (`check`); `validate()` runs
-those and the rules that span fields, and returns the resolved config. A broken rule is a ConfigError with one line naming the field, the value and the rule.
+those and the rules that span fields, and returns the resolved config. A broken rule is a
+ConfigError with one line naming the field, the value and the rule.
 """
 from __future__ import annotations
 
