@@ -20,8 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402  (the benchmark beside this script: its figure and JSON layout)
-
-SPLITS = ("test", "train", "train_study")  # train_study: recorded with extra training tiles only
+from fly64_train.step_curves import SPLITS  # noqa: E402  (train_study: recorded with extra training tiles only)
 
 
 def _point(point: dict) -> dict:

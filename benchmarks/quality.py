@@ -64,7 +64,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from fly64_train import evaluation, study  # noqa: E402
 from fly64_train.evaluation import likelihood_bound, yardsticks  # noqa: E402
 from fly64_train.data import load_dataset  # noqa: E402
-from fly64_train.step_curves import CURVES_NAME, escape, read_curves  # noqa: E402
+from fly64_train.step_curves import CURVES_NAME, SPLITS, escape, read_curves  # noqa: E402
 
 PARTS = ("amplitude", "phase")
 
@@ -237,7 +237,7 @@ def step_curve_figure(path: Path, rows: list[dict], title: str = "") -> None:
         label = r.get("curve_label") or f"{study.format_number(r['dose'])} {r['view']} seed {r.get('seed')}"
         steps = [p["step"] for p in r["step_curve"]]
         for ax, part in zip(axes, PARTS):
-            for split, style in (("test", "-"), ("train", "--"), ("train_study", ":")):
+            for split, style in zip(SPLITS, ("-", "--", ":")):
                 values = [p.get(f"{split}_{part}_patch_corr", math.nan) for p in r["step_curve"]]
                 if any(math.isfinite(v) for v in values):  # train_study: only with extra training tiles
                     ax.plot(steps, values, style, color=colours[i % len(colours)], label=f"{label} {split}")

@@ -217,7 +217,7 @@ def run_training(model: Model, x: np.ndarray, rel: np.ndarray, settings: LoopSet
         lr = model.learning_rate
         state.history.append({"epoch": epoch, "loss": train_loss, "val_loss": val_loss, "lr": lr,
                               "seconds": round(time.perf_counter() - epoch_start, 3)})
-        _update_schedule(model, state, settings, train_loss, val_loss, plateau=not cosine)
+        _update_schedule(model, state, settings, train_loss, val_loss)
         state.epoch = epoch
         log.info("epoch %d/%d loss=%.6g val_loss=%.6g lr=%.3g time=%.1fs", epoch, settings.epochs,
                  train_loss, val_loss, lr, state.history[-1]["seconds"])
@@ -241,9 +241,8 @@ def _hooks(callbacks: Sequence[Any], name: str, *args: Any) -> None:
             hook(*args)
 
 
-def _update_schedule(model: Model, state: LoopState, settings: LoopSettings, loss: float, val_loss: float,
-                     plateau: bool) -> None:
-    if plateau:  # (cosine sets the rate before every step instead)
+def _update_schedule(model: Model, state: LoopState, settings: LoopSettings, loss: float, val_loss: float) -> None:
+    if settings.lr_schedule == "plateau":  # (cosine sets the rate before every step instead)
         _reduce_on_plateau(model, state, settings, val_loss if math.isfinite(val_loss) else loss)
     # EarlyStopping on the training loss.
     if loss < state.stop_best:
