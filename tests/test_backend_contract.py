@@ -335,7 +335,7 @@ def test_backend_identity_versions_and_threads(backend):
 # model_type=supervised: the same generator on the true patches, no physics
 
 @pytest.mark.parametrize("generator", list(GENERATOR_FIELDS))
-def test_supervised_loss_is_amplitude_and_mean_free_phase_mae(backend, generator):
+def test_supervised_loss_is_amplitude_texture_level_and_mean_free_phase_mae(backend, generator):
     from tests.backend_support import numpy_object
 
     spec = spec_for(backend, gridsize=2, n_filters_scale=1, seed=3, model_type="supervised",
@@ -346,15 +346,28 @@ def test_supervised_loss_is_amplitude_and_mean_free_phase_mae(backend, generator
     model.set_weights(weights)
     obj = numpy_object(weights, spec, x, rel)  # (B, C, N, N) from the generator alone
 
-    def mean_free(t):
-        return t - t.mean(axis=(-2, -1), keepdims=True)
+    def level(t):
+        return t.mean(axis=(-2, -1), keepdims=True)
 
-    expected = (np.mean(np.abs(np.abs(obj) - np.abs(truth)))
-                + np.mean(np.abs(mean_free(np.angle(obj)) - mean_free(np.angle(truth)))))
+    def mean_free(t):
+        return t - level(t)
+
+    amp_texture = np.mean(np.abs(mean_free(np.abs(obj)) - mean_free(np.abs(truth))))
+    amp_level = np.mean(np.abs(level(np.abs(obj)) - level(np.abs(truth))))
+    phase = np.mean(np.abs(mean_free(np.angle(obj)) - mean_free(np.angle(truth))))
+    expected = amp_texture + architecture.SUPERVISED_LEVEL_WEIGHT * amp_level + phase
     assert model.loss(x, rel, truth) == pytest.approx(expected, rel=1e-4)
     # a patch's constant phase does not count: the truth with a phase offset per patch scores the same
     offsets = np.exp(1j * np.random.default_rng(0).uniform(-1, 1, size=(2, 4, 1, 1)))
     assert model.loss(x, rel, truth * offsets) == pytest.approx(expected, rel=1e-4)
+    # the amplitude's level counts with its small weight: a per-patch gain of the truth's amplitude
+    # changes the loss by exactly the weighted level and texture differences it makes
+    gain = np.random.default_rng(1).uniform(0.8, 1.2, size=(2, 4, 1, 1))
+    scaled = np.abs(truth) * gain
+    expected_scaled = (np.mean(np.abs(mean_free(np.abs(obj)) - mean_free(scaled)))
+                       + architecture.SUPERVISED_LEVEL_WEIGHT * np.mean(np.abs(level(np.abs(obj)) - level(scaled))) + phase)
+    assert model.loss(x, rel, truth * gain) == pytest.approx(expected_scaled, rel=1e-4)
+    assert abs(expected_scaled - expected) > 1e-3  # the check above can tell the two apart
     before = model.get_weights()
     model.train_step(x, rel, truth)
     frozen = [n for n in model.trainable if np.array_equal(before[n], model.get_weights()[n])]

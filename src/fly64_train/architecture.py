@@ -47,11 +47,15 @@ Forward pass, for input x (B, N, N, C):
                                      + mae_weight·mean|pred_amp − s·x|,   counts = (s·x)²
 model_type 'supervised' (the original's supervised baseline): the same generator, trained on the true
   object patches T = |T|·exp(iθ) of the members (B, C, N, N), without the physics:
-  loss = mean|A − |T|| + mean|(φ − ⟨φ⟩) − (θ − ⟨θ⟩)|, ⟨·⟩ the mean over each N×N patch: the phase is
-  compared mean-free, since a patch's constant phase is invisible in its pattern (the evaluation's
-  per-patch phase correlation is mean-free too). This assumes the true phase does not wrap inside a
-  patch (the synthetic objects' phase spans [−π/2, π/2]). The canvas and physics still make the
-  predictions, so evaluation is the same for both types.
+  loss = mean|(A − ⟨A⟩) − (|T| − ⟨|T|⟩)| + SUPERVISED_LEVEL_WEIGHT·mean|⟨A⟩ − ⟨|T|⟩|
+         + mean|(φ − ⟨φ⟩) − (θ − ⟨θ⟩)|,  ⟨·⟩ the mean over each N×N patch.
+  The phase is compared mean-free, since a patch's constant phase is invisible in its pattern (the
+  evaluation's per-patch phase correlation is mean-free too). The amplitude's texture is compared
+  mean-free and its level (per-patch mean) with a small weight: with the plain amplitude MAE the
+  level term dominates early training through the shared trunk and the phase collapses to a
+  constant (measured on the tiles recipe, README 'The supervised baseline'). This assumes the true
+  phase does not wrap inside a patch (the synthetic objects' phase spans [−π/2, π/2]). The canvas and
+  physics still make the predictions, so evaluation is the same for both types.
 All convs are 'same' padded, stride 1, with bias. `rel` are member positions minus the group
 centre, (x, y) order, in pixels (data/grouping.py).
 """
@@ -74,6 +78,10 @@ CANVAS_BORDER_WEIGHT = 1e-3
 MEMBER_ENCODINGS = ("shared", "stacked")
 # model.model_type: pinn trains through the physics (the Poisson loss), supervised on the true patches.
 MODEL_TYPES = ("pinn", "supervised")
+# Weight of the amplitude's per-patch level in the supervised loss (texture and phase weigh 1): small,
+# so that fitting the level cannot starve the phase (see the docstring above); non-zero, so the
+# stitched amplitude still has the right level.
+SUPERVISED_LEVEL_WEIGHT = 0.1
 # model.generator: the network from patterns to object patches. The one list of generators; each
 # backend builds `name` in its backends/<backend>/generators/<name>.py.
 GENERATORS = ("cnn", "ffno")

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fly64_train import architecture, physics
-from fly64_train.architecture import COVERAGE_EPSILON, NLL_EPSILON
+from fly64_train.architecture import COVERAGE_EPSILON, NLL_EPSILON, SUPERVISED_LEVEL_WEIGHT
 from fly64_train.backends.base import ModelSpec
 from fly64_train.backends.pytorch import generators
 
@@ -377,14 +377,18 @@ class PtychoPINN(nn.Module):
                 "amplitude": amplitude}
 
     def supervised_loss(self, x: torch.Tensor, rel: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-        """mean|A − |T|| + mean|(φ − ⟨φ⟩) − (θ − ⟨θ⟩)| against truth (B, C, 2, N, N) = (|T|, θ) (architecture.py)."""
+        """Amplitude texture + weighted level + mean-free phase MAE against truth (B, C, 2, N, N) = (|T|, θ)
+        (architecture.py)."""
         amp, phase = self.object_planes(x, rel)  # (B, C, N, N)
 
-        def mean_free(t: torch.Tensor) -> torch.Tensor:
-            return t - t.mean(dim=(-2, -1), keepdim=True)
+        def level(t: torch.Tensor) -> torch.Tensor:
+            return t.mean(dim=(-2, -1), keepdim=True)
 
-        return (torch.mean(torch.abs(amp - truth[:, :, 0]))
-                + torch.mean(torch.abs(mean_free(phase) - mean_free(truth[:, :, 1]))))
+        amp_error = amp - truth[:, :, 0]
+        phase_error = phase - truth[:, :, 1]
+        return (torch.mean(torch.abs(amp_error - level(amp_error)))
+                + SUPERVISED_LEVEL_WEIGHT * torch.mean(torch.abs(level(amp_error)))
+                + torch.mean(torch.abs(phase_error - level(phase_error))))
 
     def loss(self, x: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
         """nll_weight·mean(I − counts·log(I + ε)) + mae_weight·mean|pred_amp − s·x|, counts = (s·x)²."""

@@ -287,14 +287,18 @@ class PtychoPINN(tf.Module):
                 "amplitude": tf.transpose(amplitude, [0, 2, 3, 1])}
 
     def supervised_loss(self, x: tf.Tensor, rel: tf.Tensor, truth: tf.Tensor) -> tf.Tensor:
-        """mean|A − |T|| + mean|(φ − ⟨φ⟩) − (θ − ⟨θ⟩)| against truth (B, C, 2, N, N) = (|T|, θ) (architecture.py)."""
+        """Amplitude texture + weighted level + mean-free phase MAE against truth (B, C, 2, N, N) = (|T|, θ)
+        (architecture.py)."""
         amp, phase = self.object_planes(x, rel)  # (B, C, N, N)
 
-        def mean_free(t: tf.Tensor) -> tf.Tensor:
-            return t - tf.reduce_mean(t, axis=(-2, -1), keepdims=True)
+        def level(t: tf.Tensor) -> tf.Tensor:
+            return tf.reduce_mean(t, axis=(-2, -1), keepdims=True)
 
-        return (tf.reduce_mean(tf.abs(amp - truth[:, :, 0]))
-                + tf.reduce_mean(tf.abs(mean_free(phase) - mean_free(truth[:, :, 1]))))
+        amp_error = amp - truth[:, :, 0]
+        phase_error = phase - truth[:, :, 1]
+        return (tf.reduce_mean(tf.abs(amp_error - level(amp_error)))
+                + architecture.SUPERVISED_LEVEL_WEIGHT * tf.reduce_mean(tf.abs(level(amp_error)))
+                + tf.reduce_mean(tf.abs(phase_error - level(phase_error))))
 
     def loss(self, x: tf.Tensor, amplitude: tf.Tensor) -> tf.Tensor:
         """nll_weight·mean(I − counts·log(I + ε)) + mae_weight·mean|A − s·x|, counts = (s·x)²."""
