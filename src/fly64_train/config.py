@@ -201,7 +201,8 @@ class ModelConfig(_Section):
                              "divided by the probe intensity)")
     model_type: ModelType = _meta(ModelType.pinn, "pinn: trained through the physics (Poisson loss on the patterns); "
                                                   "supervised: the same generator trained on the true object patches "
-                                                  "(amplitude + mean-free phase MAE; needs data with the true object)")
+                                                  "(MAE of the amplitude's texture, its per-patch level at weight 0.1, and the mean-free phase; "
+                                                  "needs data with the true object)")
     amp_activation: AmpActivation = _meta(AmpActivation.sigmoid, "activation of the amplitude head")
     object_big: bool = _meta(True, "one object patch per group member (false: one per group)")
     probe_big: bool = _meta(True, "with pad_object: a border path writes the patch outside the central N/2")
