@@ -352,10 +352,13 @@ def test_supervised_loss_is_amplitude_texture_level_and_mean_free_phase_mae(back
     def mean_free(t):
         return t - level(t)
 
-    amp_texture = np.mean(np.abs(mean_free(np.abs(obj)) - mean_free(np.abs(truth))))
-    amp_level = np.mean(np.abs(level(np.abs(obj)) - level(np.abs(truth))))
-    phase = np.mean(np.abs(mean_free(np.angle(obj)) - mean_free(np.angle(truth))))
-    expected = amp_texture + architecture.SUPERVISED_LEVEL_WEIGHT * amp_level + phase
+    def expected_loss(true_amplitude):  # the phase is always the truth's
+        amp_texture = np.mean(np.abs(mean_free(np.abs(obj)) - mean_free(true_amplitude)))
+        amp_level = np.mean(np.abs(level(np.abs(obj)) - level(true_amplitude)))
+        phase = np.mean(np.abs(mean_free(np.angle(obj)) - mean_free(np.angle(truth))))
+        return amp_texture + architecture.SUPERVISED_LEVEL_WEIGHT * amp_level + phase
+
+    expected = expected_loss(np.abs(truth))
     assert model.loss(x, rel, truth) == pytest.approx(expected, rel=1e-4)
     # a patch's constant phase does not count: the truth with a phase offset per patch scores the same
     offsets = np.exp(1j * np.random.default_rng(0).uniform(-1, 1, size=(2, 4, 1, 1)))
@@ -363,9 +366,7 @@ def test_supervised_loss_is_amplitude_texture_level_and_mean_free_phase_mae(back
     # the amplitude's level counts with its small weight: a per-patch gain of the truth's amplitude
     # changes the loss by exactly the weighted level and texture differences it makes
     gain = np.random.default_rng(1).uniform(0.8, 1.2, size=(2, 4, 1, 1))
-    scaled = np.abs(truth) * gain
-    expected_scaled = (np.mean(np.abs(mean_free(np.abs(obj)) - mean_free(scaled)))
-                       + architecture.SUPERVISED_LEVEL_WEIGHT * np.mean(np.abs(level(np.abs(obj)) - level(scaled))) + phase)
+    expected_scaled = expected_loss(np.abs(truth) * gain)
     assert model.loss(x, rel, truth * gain) == pytest.approx(expected_scaled, rel=1e-4)
     assert abs(expected_scaled - expected) > 1e-3  # the check above can tell the two apart
     before = model.get_weights()

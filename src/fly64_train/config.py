@@ -201,7 +201,8 @@ class ModelConfig(_Section):
                              "divided by the probe intensity)")
     model_type: ModelType = _meta(ModelType.pinn, "pinn: trained through the physics (Poisson loss on the patterns); "
                                                   "supervised: the same generator trained on the true object patches "
-                                                  "(MAE of the amplitude's texture, its per-patch level at weight 0.1, and the mean-free phase; "
+                                                  "(MAE of the amplitude's texture, its per-patch level at weight "
+                                                  f"{architecture.SUPERVISED_LEVEL_WEIGHT}, and the mean-free phase; "
                                                   "needs data with the true object)")
     amp_activation: AmpActivation = _meta(AmpActivation.sigmoid, "activation of the amplitude head")
     object_big: bool = _meta(True, "one object patch per group member (false: one per group)")
