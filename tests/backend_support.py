@@ -18,10 +18,11 @@ VIEW_FOR_GRIDSIZE = {1: "baseline", 2: "dense"}
 TRAINER_FIELDS = {f.name for f in dataclasses.fields(config.TrainerConfig)}
 INSTALLED = [name for name in registry.BACKENDS if registry.available(name)]
 # The model fields of each network variant the backend tests run: every generator (all but the cnn
-# write the whole patch) and every input transform.
+# write the whole patch) and every input transform; er with 3 iterations runs its first step (all of
+# er_iterations=1) and the forward-only later ones.
 GENERATOR_FIELDS = {"cnn": {}, "ffno": {"generator": "ffno", "pad_object": False},
                     "cnn_backprop": {"input_transform": "backprop", "pad_object": False},
-                    "cnn_er": {"input_transform": "er", "pad_object": False}}
+                    "cnn_er": {"input_transform": "er", "er_iterations": 3, "pad_object": False}}
 assert {f.get("generator", "cnn") for f in GENERATOR_FIELDS.values()} == set(architecture.GENERATORS), \
     "a generator without test fields"
 assert {f.get("input_transform", "none") for f in GENERATOR_FIELDS.values()} == set(architecture.INPUT_TRANSFORMS), \
@@ -176,7 +177,7 @@ def numpy_features(weights, spec: ModelSpec, x, rel):
         return h
     amplitude = np.moveaxis(h, -1, 1)  # (B, C, N, N)
     if g.input_transform == "er":
-        d = physics.error_reduction_step(amplitude, weights["probe"], rel, g.padded_size)
+        d = physics.error_reduction_step(amplitude, weights["probe"], rel, g.padded_size, g.er_iterations)
     else:
         d = physics.backpropagate(amplitude, weights["probe"])
     d = np.moveaxis(d, 1, -1)

@@ -82,6 +82,8 @@ def test_npz_dataset_requires_both_paths():
     (["job=smoke", "model.generator=ffno"], "model.pad_object=True", "set model.pad_object=false"),
     (["model.generator=ffno", "model.ffno_modes=40"], "model.ffno_modes=40", "1 to N/2 = 32"),
     (["model.generator=ffno", "model.ffno_width=0"], "model.ffno_width=0", "positive integer"),
+    (["model.er_iterations=20"], "model.er_iterations=20", "need model.input_transform=er"),
+    (["model.input_transform=er", "model.er_iterations=0"], "model.er_iterations=0", "positive integer"),
     (["dataset.extra_train_tiles=-1"], "dataset.extra_train_tiles=-1", "a count ≥ 0"),
     (["dataset.extra_train_tiles=9"], "dataset.extra_train_tiles=9", "8 picture pairs"),
     (["dataset.extra_train_tiles=2", "dataset.object_path=o.npz"], "dataset.extra_train_tiles=2",

@@ -272,6 +272,38 @@ def test_error_reduction_step_averages_overlapping_members():
         np.testing.assert_allclose(apart[0, c], shifted, atol=1e-9)
 
 
+def test_error_reduction_iterations_solve_a_noiseless_group():
+    """More iterations of the group's error reduction fit the measured moduli better and come closer to
+    the true object; a flat object's own patterns stay at O = 1 for every count; one iteration is the
+    one step."""
+    rng = np.random.default_rng(8)
+    N, size = 32, 56
+    probe = simulate.make_probe(N).astype(np.complex128)
+    smooth = np.fft.ifft2(np.fft.fft2(rng.standard_normal((size, size)))
+                          * np.exp(-np.add.outer(np.fft.fftfreq(size) ** 2, np.fft.fftfreq(size) ** 2) / 0.005))
+    obj = np.exp(1j * smooth.real / np.abs(smooth.real).max())  # phase object, smooth, within ±1 rad
+    rel = np.array([[[-4.0, -4.0], [4.0, -4.0], [-4.0, 4.0], [4.0, 4.0]]])
+    centres = size // 2 + rel[0]
+    truth = physics.extract(obj, centres, N)
+    amplitude = physics.far_field_amplitude(physics.illuminate(truth, probe))[None]
+    lit = np.abs(probe) ** 2 >= 0.2 * np.max(np.abs(probe) ** 2)
+
+    def residual_and_error(iterations):
+        patches = 1.0 + physics.error_reduction_step(amplitude, probe, rel, size, iterations)[0]
+        residual = np.abs(physics.far_field_amplitude(physics.illuminate(patches, probe)) - amplitude[0]).mean()
+        phase_error = np.angle(patches * np.conj(truth))[:, lit]
+        return residual, np.abs(phase_error - phase_error.mean()).mean()
+
+    (r1, e1), (r10, e10), (r60, e60) = (residual_and_error(k) for k in (1, 10, 60))
+    assert r60 < 0.6 * r10 and r10 < 0.6 * r1 and e60 < e10 < e1 and e60 < 0.5 * e1, (r1, r10, r60, e1, e10, e60)
+    np.testing.assert_array_equal(physics.error_reduction_step(amplitude, probe, rel, size, 1),
+                                  physics.error_reduction_step(amplitude, probe, rel, size))
+    flat = physics.far_field_amplitude(physics.illuminate(np.ones((4, N, N)), probe))[None]
+    np.testing.assert_allclose(physics.error_reduction_step(flat, probe, rel, size, 5), 0, atol=1e-6)
+    with pytest.raises(ValueError, match="iterations must be a positive integer"):
+        physics.error_reduction_step(amplitude, probe, rel, size, 0)
+
+
 def test_error_reduction_step_names_bad_shapes():
     with pytest.raises(ValueError, match="groups, members"):
         physics.error_reduction_step(np.ones((2, 16, 16)), np.ones((16, 16)), np.zeros((2, 2)), 20)

@@ -20,7 +20,11 @@ Forward pass, for input x (B, N, N, C):
   h = (x·s) / exp(log_scale)                       s = intensity_scale(dose, N) (fixed)
   input_transform 'er': the same with d = physics.error_reduction_step(h, probe_model, rel, P): the members'
     backprop images averaged on the group canvas, divided by Σ|P|²/max|P|² (floor ER_FLOOR), cut back
-    at each member (computed for the group before shared members are folded into the batch)
+    at each member (computed for the group before shared members are folded into the batch);
+    er_iterations K > 1 continues that error reduction of the group from the first step's canvas
+    (physics.error_reduction_step(h, probe_model, rel, P, K)), forward only: the first step keeps its
+    gradient as at K = 1, the later ones enter as a constant (their cost would grow K-fold in the
+    backward pass, and they depend on no trained weight unless the probe is trained)
   input_transform 'backprop': the generator sees [h, std(re d), std(im d)], d = physics.backpropagate(h,
     probe_model), std(·) = zero mean and unit variance per sample and channel (d's contrast is a few
     per cent of h's: unscaled, the first convolution would learn from it ~10× slower)
@@ -197,10 +201,16 @@ class Geometry:
     ffno_modes: Optional[int] = None  # None: min(FFNO_MAX_MODES, N/4)
     ffno_blocks: int = FFNO_BLOCKS
     input_transform: str = "none"
+    er_iterations: int = 1
 
     def __post_init__(self):
         if self.input_transform not in INPUT_TRANSFORMS:
             raise ValueError(f"input_transform={self.input_transform!r}; expected one of {', '.join(INPUT_TRANSFORMS)}")
+        if int(self.er_iterations) != self.er_iterations or self.er_iterations < 1:
+            raise ValueError(f"er_iterations={self.er_iterations!r}; expected a positive integer")
+        if self.er_iterations > 1 and self.input_transform != "er":
+            raise ValueError(f"er_iterations={self.er_iterations} needs input_transform='er' "
+                             f"(got {self.input_transform!r})")
         if self.generator not in GENERATORS:
             raise ValueError(f"generator={self.generator!r} is not a generator; expected one of "
                              + ", ".join(GENERATORS))
@@ -376,13 +386,16 @@ class Geometry:
             out.update(ffno_width=self.ffno_width, ffno_modes=self.ffno_modes, ffno_blocks=self.ffno_blocks)
         if self.input_transform != "none":
             out["input_transform"] = self.input_transform
+        if self.er_iterations != 1:
+            out["er_iterations"] = self.er_iterations
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Geometry":
         """The geometry a bundle's manifest records (`to_dict`). Bundles written before
         member_encoding existed used the reference's stacking, those before pad_object the padded head,
-        those before generator the cnn, those before input_transform none (the fields' defaults)."""
+        those before generator the cnn, those before input_transform none, those before er_iterations
+        one iteration (the fields' defaults)."""
         known = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in known})
 

@@ -199,6 +199,9 @@ class ModelConfig(_Section):
                              "step from a flat object with the model's probe; README, model decisions) or er (the "
                              "same step for the whole group on its canvas: overlapping members' evidence averaged, "
                              "divided by the probe intensity)")
+    er_iterations: int = _meta(1, "input_transform=er: error-reduction iterations of the group on its canvas from a "
+                                  "flat object (1: the one step; more solve the group's phase problem further, "
+                                  "forward only, at the cost of two FFTs per pattern per iteration)", positive_int)
     model_type: ModelType = _meta(ModelType.pinn, "pinn: trained through the physics (Poisson loss on the patterns); "
                                                   "supervised: the same generator trained on the true object patches "
                                                   "(MAE of the amplitude's texture, its per-patch level at weight "
@@ -404,6 +407,9 @@ def validate(config: TrainingConfig) -> TrainingConfig:
                                             "set model.pad_object=false (true is the cnn's padded head)")
         if model.ffno_modes is not None and model.ffno_modes > model.N // 2:
             _fail("model.ffno_modes", model.ffno_modes, f"expected 1 to N/2 = {model.N // 2} Fourier modes")
+    if model.er_iterations > 1 and model.input_transform != InputTransform.er:
+        _fail("model.er_iterations", model.er_iterations, "iterations of the group's error reduction need "
+                                                          "model.input_transform=er")
     trainer = config.trainer
     if trainer.nll_weight == 0 and trainer.mae_weight == 0:
         _fail("trainer.nll_weight", 0.0, "nll_weight and mae_weight cannot both be 0")

@@ -161,32 +161,51 @@ ER_FLOOR = 0.05
 
 
 def error_reduction_step(amplitude: np.ndarray, probe: np.ndarray, relative_xy: np.ndarray,
-                         canvas_size: int) -> np.ndarray:
-    """One error-reduction step of a whole group from the unit object, as each member's patch of O₁ − 1.
+                         canvas_size: int, iterations: int = 1) -> np.ndarray:
+    """Error reduction of a whole group from the unit object, as each member's patch of O_K − 1.
 
     amplitude (G, C, N, N) (this module's convention), members centred at canvas_size//2 + rel,
-    relative_xy (G, C, 2) in (x, y) pixels. The members' `backpropagate` images are splatted onto the
-    group's canvas and divided by the summed relative probe intensity (floored at ER_FLOOR), the
-    ptychographic object update: where members overlap, their evidence is averaged. The result is
-    cut back at each member (G, C, N, N) complex128. A group of one is the single pattern's step
-    d/max(|P|²/max|P|², ER_FLOOR).
+    relative_xy (G, C, 2) in (x, y) pixels. One iteration: every member's exit wave ψ = P·X (X its
+    patch of the canvas O) gets the measured modulus, ψ' = IFFT(A·Ψ/|Ψ|) (Ψ = FFT ψ, its modulus
+    floored at BACKPROP_FLOOR of the pattern's brightest as in `backpropagate`), and the members'
+    corrections P*·(ψ' − ψ)/max|P|² are splatted onto the canvas and divided by the summed relative
+    probe intensity (floored at ER_FLOOR): the ptychographic object update, where members overlap
+    their evidence is averaged. The first iteration, from O = 1, is the members' `backpropagate`
+    images so combined. The result is cut back at each member (G, C, N, N) complex128. A group of
+    one, one iteration, is the single pattern's step d/max(|P|²/max|P|², ER_FLOOR).
+
+    More iterations solve the group's phase problem further (measured on the dose-1e5 dense test
+    groups, per-patch correlation with the truth, amplitude / phase: 0.19 / 0.50 after 1, 0.29 /
+    0.64 after 50, 0.33 / 0.70 after 100, 0.42 / 0.81 after 1,000; README).
     """
     amplitude = np.asarray(amplitude, dtype=np.float64)
     relative_xy = np.asarray(relative_xy, dtype=np.float64)
     if amplitude.ndim != 4 or relative_xy.shape != amplitude.shape[:2] + (2,):
         raise ValueError(f"amplitude must be (groups, members, N, N) and relative_xy (groups, members, 2); "
                          f"got {amplitude.shape} and {relative_xy.shape}")
+    if int(iterations) != iterations or iterations < 1:
+        raise ValueError(f"iterations must be a positive integer, got {iterations}")
     N = amplitude.shape[-1]
-    step = backpropagate(amplitude, probe)
-    weight = np.abs(np.asarray(probe, dtype=np.complex128)) ** 2
+    probe = np.asarray(probe, dtype=np.complex128)
+    weight = np.abs(probe) ** 2
     weight = weight / weight.max()
+    measured = scipy.fft.ifftshift(amplitude, axes=(-2, -1)) * N  # |FFT ψ| in scipy's unnormalised FFT
     shape = (int(canvas_size), int(canvas_size))
-    out = np.empty_like(step)
+    out = np.empty(amplitude.shape, dtype=np.complex128)
     for g in range(amplitude.shape[0]):
         centres = canvas_size // 2 + relative_xy[g]
-        total = place(step[g], centres, shape).sum(axis=0)
-        cover = place(np.broadcast_to(weight, step[g].shape), centres, shape).sum(axis=0)
-        out[g] = extract(total / np.maximum(cover, ER_FLOOR), centres, N)
+        cover = np.maximum(place(np.broadcast_to(weight, amplitude.shape[1:]), centres, shape).sum(axis=0), ER_FLOOR)
+        correction = backpropagate(amplitude[g], probe)  # the first iteration's, from O = 1
+        delta = place(correction, centres, shape).sum(axis=0) / cover  # O − 1 on the canvas
+        for _ in range(int(iterations) - 1):
+            wave = probe * (1.0 + extract(delta, centres, N))
+            spectrum = scipy.fft.fft2(wave, axes=(-2, -1))
+            magnitude = np.abs(spectrum)
+            floor = BACKPROP_FLOOR * magnitude.max(axis=(-2, -1), keepdims=True)
+            revised = scipy.fft.ifft2(measured[g] * spectrum / np.maximum(magnitude, floor), axes=(-2, -1))
+            correction = np.conj(probe) * (revised - wave) / np.max(np.abs(probe) ** 2)
+            delta = delta + place(correction, centres, shape).sum(axis=0) / cover
+        out[g] = extract(delta, centres, N)
     return out
 
 

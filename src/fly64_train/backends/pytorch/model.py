@@ -332,20 +332,43 @@ class PtychoPINN(nn.Module):
         h = x * scale
         real, imag = backpropagate(h, self.probe)  # (B, C, N, N)
         if self.geometry.input_transform == "er":
-            real, imag = self.group_step(real, imag, rel)
+            real, imag = self.group_step(real, imag, rel, h)
         features = torch.cat((h, instance_norm(real), instance_norm(imag)), dim=1)
         return features.contiguous(memory_format=self.memory_format), torch.ones((), dtype=h.dtype)
 
-    def group_step(self, real: torch.Tensor, imag: torch.Tensor,
-                   rel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """physics.error_reduction_step from the members' backprop images (B, C, N, N)."""
+    def group_step(self, real: torch.Tensor, imag: torch.Tensor, rel: torch.Tensor,
+                   h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """physics.error_reduction_step(h, probe, rel, P, er_iterations) from the members' backprop images
+        and amplitudes h (B, C, N, N)."""
         windows = member_windows(rel, self.geometry.N, self.geometry.padded_size, real.dtype)
         total = place_sum(torch.stack((real, imag), dim=2), windows)  # (B, 2, P, P)
         weight = self.probe.abs().square()
         weight = weight / weight.max()
-        cover = place_sum(weight.expand_as(real).unsqueeze(2), windows)  # (B, 1, P, P)
-        members = extract_members(total / torch.clamp(cover, min=physics.ER_FLOOR), windows)  # (B, C, 2, N, N)
+        cover = torch.clamp(place_sum(weight.expand_as(real).unsqueeze(2), windows), min=physics.ER_FLOOR)
+        delta = total / cover  # O − 1 after the first step (B, 2, P, P)
+        if self.geometry.er_iterations > 1:  # forward only (architecture.py): the later steps' value, the first's gradient
+            with torch.no_grad():
+                later = self.error_reduction(delta.detach(), h.detach(), windows, cover.detach())
+            delta = delta + (later - delta.detach())
+        members = extract_members(delta, windows)  # (B, C, 2, N, N)
         return members[:, :, 0], members[:, :, 1]
+
+    def error_reduction(self, delta: torch.Tensor, h: torch.Tensor, windows: MemberWindows,
+                        cover: torch.Tensor) -> torch.Tensor:
+        """Iterations 2..K of physics.error_reduction_step on the canvas increment delta = O − 1 (B, 2, P, P)."""
+        probe = self.probe.detach()
+        measured = torch.fft.ifftshift(h, dim=(-2, -1)) * float(self.geometry.N)  # |FFT ψ| target
+        inverse_peak = 1.0 / probe.abs().square().max()
+        for _ in range(self.geometry.er_iterations - 1):
+            patch = extract_members(delta, windows)  # (B, C, 2, N, N)
+            wave = probe * torch.complex(1.0 + patch[:, :, 0], patch[:, :, 1])
+            spectrum = torch.fft.fft2(wave)
+            magnitude = spectrum.abs()
+            floor = torch.maximum(magnitude, physics.BACKPROP_FLOOR * magnitude.amax(dim=(-2, -1), keepdim=True))
+            revised = torch.fft.ifft2(measured * spectrum / floor)
+            correction = probe.conj() * (revised - wave) * inverse_peak
+            delta = delta + place_sum(torch.stack((correction.real, correction.imag), dim=2), windows) / cover
+        return delta
 
     # -- physics ----------------------------------------------------------------------------------
     def canvas_and_patches(self, amp: torch.Tensor, phase: torch.Tensor,

@@ -243,23 +243,47 @@ class PtychoPINN(tf.Module):
         probe = tf.complex(self.probe_re, self.probe_im)
         real, imag = backpropagate(tf.transpose(h, [0, 3, 1, 2]), probe)  # (B, C, N, N)
         if self.geometry.input_transform == "er":
-            real, imag = self.group_step(real, imag, rel, probe)
+            real, imag = self.group_step(real, imag, rel, probe, tf.transpose(h, [0, 3, 1, 2]))
         features = tf.concat([h, instance_norm(tf.transpose(real, [0, 2, 3, 1])),
                               instance_norm(tf.transpose(imag, [0, 2, 3, 1]))], axis=-1)
         return features, tf.constant(1.0)
 
-    def group_step(self, real: tf.Tensor, imag: tf.Tensor, rel: tf.Tensor,
-                   probe: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """physics.error_reduction_step from the members' backprop images (B, C, N, N)."""
+    def group_step(self, real: tf.Tensor, imag: tf.Tensor, rel: tf.Tensor, probe: tf.Tensor,
+                   h: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """physics.error_reduction_step(h, probe, rel, P, er_iterations) from the members' backprop images
+        and amplitudes h (B, C, N, N)."""
         g = self.geometry
         rows, cols = member_sampling(rel, g.N, g.padded_size)  # (B, C, N, P)
         total = tf.reduce_sum(place(tf.stack([real, imag], axis=2), rows[:, :, None], cols[:, :, None]), axis=1)
         weight = tf.square(tf.abs(probe))
         weight = weight / tf.reduce_max(weight)
         cover = tf.reduce_sum(place(tf.broadcast_to(weight, tf.shape(real)), rows, cols), axis=1)  # (B, P, P)
-        canvas = total / tf.maximum(cover, physics.ER_FLOOR)[:, None]
-        members = extract(canvas[:, None], rows[:, :, None], cols[:, :, None])  # (B, C, 2, N, N)
+        cover = tf.maximum(cover, physics.ER_FLOOR)[:, None]
+        delta = total / cover  # O − 1 after the first step (B, 2, P, P)
+        if g.er_iterations > 1:  # forward only (architecture.py): the value of the later steps, the first's gradient
+            later = self.error_reduction(tf.stop_gradient(delta), tf.stop_gradient(h), rows, cols, cover,
+                                         tf.stop_gradient(probe))
+            delta = delta + tf.stop_gradient(later - delta)
+        members = extract(delta[:, None], rows[:, :, None], cols[:, :, None])  # (B, C, 2, N, N)
         return members[:, :, 0], members[:, :, 1]
+
+    def error_reduction(self, delta: tf.Tensor, h: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor,
+                        cover: tf.Tensor, probe: tf.Tensor) -> tf.Tensor:
+        """Iterations 2..K of physics.error_reduction_step on the canvas increment delta = O − 1 (B, 2, P, P)."""
+        n = self.geometry.N
+        measured = tf.complex(tf.signal.ifftshift(h, axes=(-2, -1)) * float(n), tf.zeros_like(h))  # |FFT ψ| target
+        inverse_peak = tf.cast(1.0 / tf.reduce_max(tf.square(tf.abs(probe))), probe.dtype)
+        for _ in range(self.geometry.er_iterations - 1):
+            patch = extract(delta[:, None], rows[:, :, None], cols[:, :, None])  # (B, C, 2, N, N)
+            wave = probe * tf.complex(1.0 + patch[:, :, 0], patch[:, :, 1])
+            spectrum = tf.signal.fft2d(wave)
+            magnitude = tf.abs(spectrum)
+            floor = tf.maximum(magnitude, physics.BACKPROP_FLOOR * tf.reduce_max(magnitude, axis=(-2, -1), keepdims=True))
+            revised = tf.signal.ifft2d(measured * spectrum / tf.cast(floor, spectrum.dtype))
+            correction = tf.math.conj(probe) * (revised - wave) * inverse_peak
+            parts = tf.stack([tf.math.real(correction), tf.math.imag(correction)], axis=2)
+            delta = delta + tf.reduce_sum(place(parts, rows[:, :, None], cols[:, :, None]), axis=1) / cover
+        return delta
 
     def forward(self, x: tf.Tensor, rel: tf.Tensor) -> dict[str, tf.Tensor]:
         """Every output of the model for x (B, N, N, C) float32, rel (B, C, 2) float32 (x, y).
