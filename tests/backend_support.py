@@ -19,10 +19,11 @@ TRAINER_FIELDS = {f.name for f in dataclasses.fields(config.TrainerConfig)}
 INSTALLED = [name for name in registry.BACKENDS if registry.available(name)]
 # The model fields of each network variant the backend tests run: every generator (all but the cnn
 # write the whole patch) and every input transform; er with 3 iterations runs its first step (all of
-# er_iterations=1) and the forward-only later ones.
+# er_iterations=1), the forward-only later ones and the residual heads on its estimate.
 GENERATOR_FIELDS = {"cnn": {}, "ffno": {"generator": "ffno", "pad_object": False},
                     "cnn_backprop": {"input_transform": "backprop", "pad_object": False},
-                    "cnn_er": {"input_transform": "er", "er_iterations": 3, "pad_object": False}}
+                    "cnn_er": {"input_transform": "er", "er_iterations": 3, "er_residual": True,
+                               "pad_object": False}}
 assert {f.get("generator", "cnn") for f in GENERATOR_FIELDS.values()} == set(architecture.GENERATORS), \
     "a generator without test fields"
 assert {f.get("input_transform", "none") for f in GENERATOR_FIELDS.values()} == set(architecture.INPUT_TRANSFORMS), \
@@ -169,32 +170,37 @@ def np_instance_norm(v):
     return (v - mean) / np.sqrt(v.var(axis=(1, 2), keepdims=True) + architecture.INSTANCE_NORM_EPSILON)
 
 
-def numpy_features(weights, spec: ModelSpec, x, rel):
-    """The generator's input (B, N, N, k·C) float64: h, then the transform's re and im (architecture.py)."""
+def numpy_features(weights, spec: ModelSpec, x, rel, with_estimate: bool = False):
+    """The generator's input (B, N, N, k·C) float64: h, then the transform's re and im (architecture.py);
+    with_estimate: also the transform's d (B, C, N, N) complex (None without a transform)."""
     g = spec.geometry
     h = x.astype(np.float64) * spec.intensity_scale / np.exp(float(weights["log_scale"]))
     if g.input_transform == "none":
-        return h
+        return (h, None) if with_estimate else h
     amplitude = np.moveaxis(h, -1, 1)  # (B, C, N, N)
     if g.input_transform == "er":
-        d = physics.error_reduction_step(amplitude, weights["probe"], rel, g.padded_size, g.er_iterations)
+        estimate = physics.error_reduction_step(amplitude, weights["probe"], rel, g.padded_size, g.er_iterations)
     else:
-        d = physics.backpropagate(amplitude, weights["probe"])
-    d = np.moveaxis(d, 1, -1)
-    return np.concatenate([h, np_instance_norm(d.real), np_instance_norm(d.imag)], axis=-1)
+        estimate = physics.backpropagate(amplitude, weights["probe"])
+    d = np.moveaxis(estimate, 1, -1)
+    features = np.concatenate([h, np_instance_norm(d.real), np_instance_norm(d.imag)], axis=-1)
+    return (features, estimate) if with_estimate else features
 
 
 def numpy_object(weights, spec: ModelSpec, x, rel=None):
     """Object patches (B, C_out, N, N) complex of the network for x (B, N, N, C), rel (B, C, 2)."""
     g = spec.geometry
-    features = numpy_features(weights, spec, x, rel)
+    features, estimate = numpy_features(weights, spec, x, rel, with_estimate=True)
     if g.shared_members:  # each member through the single-pattern network
         B, N, _, C = x.shape
         k = g.input_features
         members = np.moveaxis(features.reshape(B, N, N, k, C), -1, 1).reshape(B * C, N, N, k)
         single = architecture.Geometry(**{**g.to_dict(), "gridsize": 1})
-        return numpy_generator(weights, single, members).reshape(B, C, N, N)
-    return numpy_generator(weights, g, features)
+        obj = numpy_generator(weights, single, members).reshape(B, C, N, N)
+    else:
+        obj = numpy_generator(weights, g, features)
+    # er_residual: amplitude 2·σ·|1 + d|, phase φ + arg(1 + d), i.e. O = 2·G·(1 + d) for the generator's G
+    return 2.0 * obj * (1.0 + estimate) if g.er_residual else obj
 
 
 def numpy_generator(weights, g, h):

@@ -201,8 +201,11 @@ def test_bundle_from_one_backend_loads_into_the_other(backends, tmp_path, source
     x, rel = batch(64, 2, 3, seed=4)
     rel[0] = ASYMMETRIC_REL
     pa, pb = a.predict(x, rel), b.predict(x, rel)
+    # iterated error reduction carries float32 rounding through every division by the floored probe
+    # coverage (up to 1/ER_FLOOR = 20×), and the residual heads pass its estimate to the output
+    rtol = 1e-3 if fields.get("er_iterations", 1) > 1 else 1e-4
     for key in ("trimmed", "patches", "amplitude"):
-        close(getattr(pa, key), getattr(pb, key), 1e-4, f"bundle {source}→{target} {key}")
+        close(getattr(pa, key), getattr(pb, key), rtol, f"bundle {source}→{target} {key}")
 
 
 @pytest.mark.parametrize("amp_activation,object_big,encoding", [("swish", True, "shared"),

@@ -25,6 +25,11 @@ Forward pass, for input x (B, N, N, C):
     (physics.error_reduction_step(h, probe_model, rel, P, K)), forward only: the first step keeps its
     gradient as at K = 1, the later ones enter as a constant (their cost would grow K-fold in the
     backward pass, and they depend on no trained weight unless the probe is trained)
+  er_residual (with er): the generator corrects that estimate instead of drawing the object from its
+    decoder alone: amplitude = 2·σ(head_amp)·|1 + d|, phase = π·tanh(head_phase) + arg(1 + d), d the
+    group estimate's member patch (a constant: no gradient). Zero heads give the estimate itself; the
+    encoder-decoder's 8×8 bottleneck cannot carry the estimate's fine detail to its output, the
+    shortcut can (needs amp_activation sigmoid and one patch per member)
   input_transform 'backprop': the generator sees [h, std(re d), std(im d)], d = physics.backpropagate(h,
     probe_model), std(·) = zero mean and unit variance per sample and channel (d's contrast is a few
     per cent of h's: unscaled, the first convolution would learn from it ~10× slower)
@@ -202,6 +207,7 @@ class Geometry:
     ffno_blocks: int = FFNO_BLOCKS
     input_transform: str = "none"
     er_iterations: int = 1
+    er_residual: bool = False
 
     def __post_init__(self):
         if self.input_transform not in INPUT_TRANSFORMS:
@@ -211,6 +217,10 @@ class Geometry:
         if self.er_iterations > 1 and self.input_transform != "er":
             raise ValueError(f"er_iterations={self.er_iterations} needs input_transform='er' "
                              f"(got {self.input_transform!r})")
+        if self.er_residual and (self.input_transform != "er" or self.amp_activation != "sigmoid"
+                                 or not self.object_big):
+            raise ValueError("er_residual corrects each member's er estimate: needs input_transform='er', "
+                             "amp_activation='sigmoid' and object_big=True")
         if self.generator not in GENERATORS:
             raise ValueError(f"generator={self.generator!r} is not a generator; expected one of "
                              + ", ".join(GENERATORS))
@@ -388,6 +398,8 @@ class Geometry:
             out["input_transform"] = self.input_transform
         if self.er_iterations != 1:
             out["er_iterations"] = self.er_iterations
+        if self.er_residual:
+            out["er_residual"] = True
         return out
 
     @classmethod
@@ -395,7 +407,7 @@ class Geometry:
         """The geometry a bundle's manifest records (`to_dict`). Bundles written before
         member_encoding existed used the reference's stacking, those before pad_object the padded head,
         those before generator the cnn, those before input_transform none, those before er_iterations
-        one iteration (the fields' defaults)."""
+        one iteration, those before er_residual none (the fields' defaults)."""
         known = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in known})
 

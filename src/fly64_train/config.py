@@ -202,6 +202,9 @@ class ModelConfig(_Section):
     er_iterations: int = _meta(1, "input_transform=er: error-reduction iterations of the group on its canvas from a "
                                   "flat object (1: the one step; more solve the group's phase problem further, "
                                   "forward only, at the cost of two FFTs per pattern per iteration)", positive_int)
+    er_residual: bool = _meta(False, "input_transform=er: the heads correct the group's error-reduction estimate "
+                                     "(amplitude 2·sigmoid(head)·|estimate|, phase head + its phase) instead of "
+                                     "drawing the object from the decoder alone")
     model_type: ModelType = _meta(ModelType.pinn, "pinn: trained through the physics (Poisson loss on the patterns); "
                                                   "supervised: the same generator trained on the true object patches "
                                                   "(MAE of the amplitude's texture, its per-patch level at weight "
@@ -410,6 +413,10 @@ def validate(config: TrainingConfig) -> TrainingConfig:
     if model.er_iterations > 1 and model.input_transform != InputTransform.er:
         _fail("model.er_iterations", model.er_iterations, "iterations of the group's error reduction need "
                                                           "model.input_transform=er")
+    if model.er_residual and (model.input_transform != InputTransform.er or model.amp_activation != AmpActivation.sigmoid
+                              or not model.object_big):
+        _fail("model.er_residual", True, "correcting each member's error-reduction estimate needs "
+                                         "model.input_transform=er, model.amp_activation=sigmoid, model.object_big=true")
     trainer = config.trainer
     if trainer.nll_weight == 0 and trainer.mae_weight == 0:
         _fail("trainer.nll_weight", 0.0, "nll_weight and mae_weight cannot both be 0")

@@ -190,22 +190,27 @@ def error_reduction_step(amplitude: np.ndarray, probe: np.ndarray, relative_xy: 
     weight = np.abs(probe) ** 2
     weight = weight / weight.max()
     measured = scipy.fft.ifftshift(amplitude, axes=(-2, -1)) * N  # |FFT ψ| in scipy's unnormalised FFT
-    shape = (int(canvas_size), int(canvas_size))
+    size = int(canvas_size)
     out = np.empty(amplitude.shape, dtype=np.complex128)
     for g in range(amplitude.shape[0]):
-        centres = canvas_size // 2 + relative_xy[g]
-        cover = np.maximum(place(np.broadcast_to(weight, amplitude.shape[1:]), centres, shape).sum(axis=0), ER_FLOOR)
-        correction = backpropagate(amplitude[g], probe)  # the first iteration's, from O = 1
-        delta = place(correction, centres, shape).sum(axis=0) / cover  # O − 1 on the canvas
+        centres = size // 2 + relative_xy[g]
+        # this group's bilinear sampling matrices, built once: extract = rows @ canvas @ colsᵀ, place its adjoint
+        rows = sampling_matrix(centres[:, 1], N, size, np.float64)
+        cols = sampling_matrix(centres[:, 0], N, size, np.float64)
+
+        def place_sum(parts):
+            return (np.swapaxes(rows, -1, -2) @ parts @ cols).sum(axis=0)
+
+        cover = np.maximum(place_sum(np.broadcast_to(weight, amplitude.shape[1:])), ER_FLOOR)
+        delta = place_sum(backpropagate(amplitude[g], probe)) / cover  # O − 1 after the first iteration, from O = 1
         for _ in range(int(iterations) - 1):
-            wave = probe * (1.0 + extract(delta, centres, N))
+            wave = probe * (1.0 + rows @ delta @ np.swapaxes(cols, -1, -2))
             spectrum = scipy.fft.fft2(wave, axes=(-2, -1))
             magnitude = np.abs(spectrum)
             floor = BACKPROP_FLOOR * magnitude.max(axis=(-2, -1), keepdims=True)
             revised = scipy.fft.ifft2(measured[g] * spectrum / np.maximum(magnitude, floor), axes=(-2, -1))
-            correction = np.conj(probe) * (revised - wave) / np.max(np.abs(probe) ** 2)
-            delta = delta + place(correction, centres, shape).sum(axis=0) / cover
-        out[g] = extract(delta, centres, N)
+            delta = delta + place_sum(np.conj(probe) * (revised - wave) / np.max(np.abs(probe) ** 2)) / cover
+        out[g] = rows @ delta @ np.swapaxes(cols, -1, -2)
     return out
 
 

@@ -312,29 +312,37 @@ class PtychoPINN(nn.Module):
     def object_planes(self, x: torch.Tensor, rel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Amplitude and phase heads (B, C_out, N, N) for normalised amplitudes x (B, C, N, N), rel (B, C, 2)."""
         geometry = self.geometry
-        features, scale = self.generator_input(x, rel)  # (B, k·C, N, N): [h of every member, re d …, im d …]
+        features, scale, estimate = self.generator_input(x, rel)  # (B, k·C, N, N): [h …, re d …, im d …]
         if geometry.shared_members:
             # every member through the single-pattern network: members folded into the batch
             batch, _, n, _ = features.shape
             members, k = geometry.channels, geometry.input_features
             folded = features.reshape(batch, k, members, n, n).transpose(1, 2).reshape(batch * members, k, n, n)
             amp, phase = self.generator(folded.contiguous(memory_format=self.memory_format), scale)
-            return amp.view(batch, members, n, n), phase.view(batch, members, n, n)
-        return self.generator(features, scale)
+            amp, phase = amp.view(batch, members, n, n), phase.view(batch, members, n, n)
+        else:
+            amp, phase = self.generator(features, scale)
+        if geometry.er_residual:  # the heads correct the group's error-reduction estimate 1 + d (architecture.py)
+            real, imag = estimate[0].detach(), estimate[1].detach()  # data: no gradient
+            amp = 2.0 * amp * torch.sqrt(torch.square(1.0 + real) + torch.square(imag))
+            phase = phase + torch.atan2(imag, 1.0 + real)
+        return amp, phase
 
-    def generator_input(self, x: torch.Tensor, rel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The generator's input (B, k·C, N, N) and the scale its first kernel applies."""
+    def generator_input(self, x: torch.Tensor, rel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, object]:
+        """The generator's input (B, k·C, N, N), the scale its first kernel applies, and with er_residual
+        the group estimate's d = O − 1 per member (re, im, each (B, C, N, N); else None)."""
         # h = (x·s)/exp(log_scale): without a transform the generator applies the scale to its first
         # kernel (the same product, reassociated): no pass over x, no gradient for x.
         scale = self.input_scale * torch.exp(-self.log_scale)
         if self.geometry.input_transform == "none":
-            return x, scale
+            return x, scale, None
         h = x * scale
         real, imag = backpropagate(h, self.probe)  # (B, C, N, N)
         if self.geometry.input_transform == "er":
             real, imag = self.group_step(real, imag, rel, h)
         features = torch.cat((h, instance_norm(real), instance_norm(imag)), dim=1)
-        return features.contiguous(memory_format=self.memory_format), torch.ones((), dtype=h.dtype)
+        return (features.contiguous(memory_format=self.memory_format), torch.ones((), dtype=h.dtype),
+                (real, imag) if self.geometry.er_residual else None)
 
     def group_step(self, real: torch.Tensor, imag: torch.Tensor, rel: torch.Tensor,
                    h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -221,24 +221,31 @@ class PtychoPINN(tf.Module):
     def object_planes(self, x: tf.Tensor, rel: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Amplitude and phase (B, C_out, N, N) of the object patches from x (B, N, N, C), rel (B, C, 2)."""
         g = self.geometry
-        features, scale = self.generator_input(x, rel)  # (B, N, N, k·C): [h of every member, re d …, im d …]
+        features, scale, estimate = self.generator_input(x, rel)  # (B, N, N, k·C): [h …, re d …, im d …]
         if g.shared_members:
             # every member through the single-pattern network: members folded into the batch
             k = g.input_features
             members = tf.reshape(features, [-1, g.N, g.N, k, g.channels])
             members = tf.reshape(tf.transpose(members, [0, 4, 1, 2, 3]), [-1, g.N, g.N, k])
             amp, phase = self.generator(members, scale)
-            return (tf.reshape(amp, [-1, g.channels, g.N, g.N]),
-                    tf.reshape(phase, [-1, g.channels, g.N, g.N]))
-        amp, phase = self.generator(features, scale)
-        return tf.transpose(amp, [0, 3, 1, 2]), tf.transpose(phase, [0, 3, 1, 2])
+            amp, phase = (tf.reshape(amp, [-1, g.channels, g.N, g.N]),
+                          tf.reshape(phase, [-1, g.channels, g.N, g.N]))
+        else:
+            amp, phase = self.generator(features, scale)
+            amp, phase = tf.transpose(amp, [0, 3, 1, 2]), tf.transpose(phase, [0, 3, 1, 2])
+        if g.er_residual:  # the heads correct the group's error-reduction estimate 1 + d (architecture.py)
+            real, imag = tf.stop_gradient(estimate[0]), tf.stop_gradient(estimate[1])  # data: no gradient
+            amp = 2.0 * amp * tf.sqrt(tf.square(1.0 + real) + tf.square(imag))
+            phase = phase + tf.math.atan2(imag, 1.0 + real)
+        return amp, phase
 
-    def generator_input(self, x: tf.Tensor, rel: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """The generator's input (B, N, N, k·C) and the scale its first kernel applies."""
+    def generator_input(self, x: tf.Tensor, rel: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, object]:
+        """The generator's input (B, N, N, k·C), the scale its first kernel applies, and with er_residual
+        the group estimate's d = O − 1 per member (re, im, each (B, C, N, N); else None)."""
         # h = (x·s)/exp(log_scale): without a transform the generator applies it to its first kernel
         scale = self.intensity_scale * tf.exp(-self.log_scale)
         if self.geometry.input_transform == "none":
-            return x, scale
+            return x, scale, None
         h = x * scale
         probe = tf.complex(self.probe_re, self.probe_im)
         real, imag = backpropagate(tf.transpose(h, [0, 3, 1, 2]), probe)  # (B, C, N, N)
@@ -246,7 +253,7 @@ class PtychoPINN(tf.Module):
             real, imag = self.group_step(real, imag, rel, probe, tf.transpose(h, [0, 3, 1, 2]))
         features = tf.concat([h, instance_norm(tf.transpose(real, [0, 2, 3, 1])),
                               instance_norm(tf.transpose(imag, [0, 2, 3, 1]))], axis=-1)
-        return features, tf.constant(1.0)
+        return features, tf.constant(1.0), ((real, imag) if self.geometry.er_residual else None)
 
     def group_step(self, real: tf.Tensor, imag: tf.Tensor, rel: tf.Tensor, probe: tf.Tensor,
                    h: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
