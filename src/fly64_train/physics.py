@@ -191,27 +191,30 @@ def error_reduction_step(amplitude: np.ndarray, probe: np.ndarray, relative_xy: 
     weight = weight / weight.max()
     measured = scipy.fft.ifftshift(amplitude, axes=(-2, -1)) * N  # |FFT ψ| in scipy's unnormalised FFT
     size = int(canvas_size)
-    out = np.empty(amplitude.shape, dtype=np.complex128)
-    for g in range(amplitude.shape[0]):
-        centres = size // 2 + relative_xy[g]
-        # this group's bilinear sampling matrices, built once: extract = rows @ canvas @ colsᵀ, place its adjoint
-        rows = sampling_matrix(centres[:, 1], N, size, np.float64)
-        cols = sampling_matrix(centres[:, 0], N, size, np.float64)
+    G, C = amplitude.shape[:2]
+    # the groups' canvases side by side in one (P, G·P) image, so every member of every group is one
+    # position of the fast gather/scatter forms (extract_patches, place_patches)
+    xs = (np.arange(G)[:, None] * size + size // 2 + relative_xy[..., 0]).ravel()
+    ys = (size // 2 + relative_xy[..., 1]).ravel()
+    shape = (size, G * size)
 
-        def place_sum(parts):
-            return (np.swapaxes(rows, -1, -2) @ parts @ cols).sum(axis=0)
+    def place_sum(parts):  # (G, C, N, N) → the tiled canvases, each group's members summed
+        return place_patches(parts.reshape(-1, N, N), xs, ys, shape)
 
-        cover = np.maximum(place_sum(np.broadcast_to(weight, amplitude.shape[1:])), ER_FLOOR)
-        delta = place_sum(backpropagate(amplitude[g], probe)) / cover  # O − 1 after the first iteration, from O = 1
-        for _ in range(int(iterations) - 1):
-            wave = probe * (1.0 + rows @ delta @ np.swapaxes(cols, -1, -2))
-            spectrum = scipy.fft.fft2(wave, axes=(-2, -1))
-            magnitude = np.abs(spectrum)
-            floor = BACKPROP_FLOOR * magnitude.max(axis=(-2, -1), keepdims=True)
-            revised = scipy.fft.ifft2(measured[g] * spectrum / np.maximum(magnitude, floor), axes=(-2, -1))
-            delta = delta + place_sum(np.conj(probe) * (revised - wave) / np.max(np.abs(probe) ** 2)) / cover
-        out[g] = rows @ delta @ np.swapaxes(cols, -1, -2)
-    return out
+    def members(canvas):  # tiled canvases → (G, C, N, N)
+        return extract_patches(canvas, xs, ys, N).reshape(G, C, N, N)
+
+    cover = np.maximum(place_sum(np.broadcast_to(weight, amplitude.shape)), ER_FLOOR)
+    delta = place_sum(backpropagate(amplitude, probe)) / cover  # O − 1 after the first iteration, from O = 1
+    peak = np.max(np.abs(probe) ** 2)
+    for _ in range(int(iterations) - 1):
+        wave = probe * (1.0 + members(delta))
+        spectrum = scipy.fft.fft2(wave, axes=(-2, -1), workers=-1)
+        magnitude = np.abs(spectrum)
+        floor = BACKPROP_FLOOR * magnitude.max(axis=(-2, -1), keepdims=True)
+        revised = scipy.fft.ifft2(measured * spectrum / np.maximum(magnitude, floor), axes=(-2, -1), workers=-1)
+        delta = delta + place_sum(np.conj(probe) * (revised - wave) / peak) / cover
+    return members(delta)
 
 
 def dose_scale(mean_pattern_energy: float, dose: float) -> float:
