@@ -11,7 +11,8 @@ with the default shared-member network (`gs2_shared`: each of the 4 patterns thr
 single-pattern network, so 4× the convolutions per group), all at n_filters_scale 2; the
 `train` preset's networks (`preset_*`: n_filters_scale 1, shared members) with the reference's
 padded object head and with the full head (model.pad_object=false); and each other generator
-in the train preset (`preset_*_ffno`: model.generator=ffno, width 32). Reported per backend:
+in the train preset (`preset_*_ffno`: model.generator=ffno, width 32), and the preset's network on
+the er input with 1 and 100 error-reduction iterations (`preset_gs2_shared_er1`, `_er100`). Reported per backend:
 groups/s for training (best and median of several timed repeats) and inference, seconds from
 process start to the first completed training step, peak RSS, the parameter count, analytic FLOPs
 per step (convolutions: forward 2·H·W·9·Cin·Cout, training ≈ 3× forward) and the fraction of
@@ -157,21 +158,28 @@ def synthetic_data(gridsize: int, n_groups: int, seed: int = 0):
     return x, rel.astype(np.float32), probe
 
 
-# (label, gridsize, model.member_encoding, model.n_filters_scale, model.pad_object, model.generator)
-# measured by every worker: the reference network (n_filters_scale 2, padded head), the train
-# preset's networks (n_filters_scale 1, shared members) with the reference's padded head and with the
-# full head, and every other generator in the train preset (its defaults: the ffno at width 32).
-CASES = (("gs1", 1, "shared", N_FILTERS_SCALE, True, "cnn"), ("gs2", 2, "stacked", N_FILTERS_SCALE, True, "cnn"),
-         ("gs2_shared", 2, "shared", N_FILTERS_SCALE, True, "cnn"),
-         ("preset_gs1_padded", 1, "shared", 1, True, "cnn"), ("preset_gs1_full", 1, "shared", 1, False, "cnn"),
-         ("preset_gs2_shared_padded", 2, "shared", 1, True, "cnn"),
-         ("preset_gs2_shared_full", 2, "shared", 1, False, "cnn"),
-         ("preset_gs1_ffno", 1, "shared", 1, False, "ffno"), ("preset_gs2_shared_ffno", 2, "shared", 1, False, "ffno"))
+# (label, gridsize, model.member_encoding, model.n_filters_scale, model.pad_object, model.generator, other
+# model fields) measured by every worker: the reference network (n_filters_scale 2, padded head), the
+# train preset's networks (n_filters_scale 1, shared members) with the reference's padded head and with
+# the full head, every other generator in the train preset (its defaults: the ffno at width 32), and the
+# preset's network on the group's iterated error reduction (model.er_iterations; its FFTs are not in
+# the FLOP count).
+CASES = (("gs1", 1, "shared", N_FILTERS_SCALE, True, "cnn", {}), ("gs2", 2, "stacked", N_FILTERS_SCALE, True, "cnn", {}),
+         ("gs2_shared", 2, "shared", N_FILTERS_SCALE, True, "cnn", {}),
+         ("preset_gs1_padded", 1, "shared", 1, True, "cnn", {}), ("preset_gs1_full", 1, "shared", 1, False, "cnn", {}),
+         ("preset_gs2_shared_padded", 2, "shared", 1, True, "cnn", {}),
+         ("preset_gs2_shared_full", 2, "shared", 1, False, "cnn", {}),
+         ("preset_gs1_ffno", 1, "shared", 1, False, "ffno", {}),
+         ("preset_gs2_shared_ffno", 2, "shared", 1, False, "ffno", {}),
+         ("preset_gs2_shared_er1", 2, "shared", 1, False, "cnn", {"input_transform": "er"}),
+         ("preset_gs2_shared_er100", 2, "shared", 1, False, "cnn", {"input_transform": "er", "er_iterations": 100}))
 
 
 def make_spec(backend: str, gridsize: int, rel: np.ndarray, probe: np.ndarray, member_encoding: str,
-              n_filters_scale: int = N_FILTERS_SCALE, pad_object: bool = True, generator: str = "cnn"):
-    """The spec the runner would build (backend.compile as the backend's preset has it)."""
+              n_filters_scale: int = N_FILTERS_SCALE, pad_object: bool = True, generator: str = "cnn",
+              fields: dict | None = None):
+    """The spec the runner would build (backend.compile as the backend's preset has it); `fields`: other
+    ModelConfig fields."""
     from fly64_train import architecture, config
     from fly64_train.backends import registry
     from fly64_train.specs import spec_from_config
@@ -180,7 +188,7 @@ def make_spec(backend: str, gridsize: int, rel: np.ndarray, probe: np.ndarray, m
     cfg = config.validate(config.TrainingConfig(
         view=view, dose=1e4, backend=config.BackendConfig(name=backend, compile=registry.entry(backend).compiles),
         model=config.ModelConfig(N=N, n_filters_scale=n_filters_scale, member_encoding=member_encoding,
-                                 pad_object=pad_object, generator=generator)))
+                                 pad_object=pad_object, generator=generator, **(fields or {}))))
     return spec_from_config(cfg, architecture.padded_size_for(N, rel), probe)
 
 
@@ -206,9 +214,9 @@ def run_worker(name: str, threads: int, steps: int, repeats: int) -> dict:
                                "memory_format": "channels_last", "freed_memory_retained": retain_freed_memory()}
     n_pool = 4 * BATCH  # 4 distinct batches, cycled
 
-    for label, gridsize, encoding, width, pad_object, generator in CASES:
+    for label, gridsize, encoding, width, pad_object, generator, fields in CASES:
         x, rel, probe = synthetic_data(gridsize, n_pool, seed=gridsize)
-        spec = make_spec(name, gridsize, rel, probe, encoding, width, pad_object, generator)
+        spec = make_spec(name, gridsize, rel, probe, encoding, width, pad_object, generator, fields)
         model = backend.build(spec)
         batches = [(x[i:i + BATCH], rel[i:i + BATCH]) for i in range(0, n_pool, BATCH)]
         model.train_step(*batches[0])
