@@ -170,13 +170,13 @@ def np_instance_norm(v):
     return (v - mean) / np.sqrt(v.var(axis=(1, 2), keepdims=True) + architecture.INSTANCE_NORM_EPSILON)
 
 
-def numpy_features(weights, spec: ModelSpec, x, rel, with_estimate: bool = False):
-    """The generator's input (B, N, N, k·C) float64: h, then the transform's re and im (architecture.py);
-    with_estimate: also the transform's d (B, C, N, N) complex (None without a transform)."""
+def numpy_features(weights, spec: ModelSpec, x, rel):
+    """The generator's input (B, N, N, k·C) float64: h, then the transform's re and im (architecture.py),
+    and the transform's d (B, C, N, N) complex (None without a transform)."""
     g = spec.geometry
     h = x.astype(np.float64) * spec.intensity_scale / np.exp(float(weights["log_scale"]))
     if g.input_transform == "none":
-        return (h, None) if with_estimate else h
+        return h, None
     amplitude = np.moveaxis(h, -1, 1)  # (B, C, N, N)
     if g.input_transform == "er":
         estimate = physics.error_reduction_step(amplitude, weights["probe"], rel, g.padded_size, g.er_iterations)
@@ -184,13 +184,13 @@ def numpy_features(weights, spec: ModelSpec, x, rel, with_estimate: bool = False
         estimate = physics.backpropagate(amplitude, weights["probe"])
     d = np.moveaxis(estimate, 1, -1)
     features = np.concatenate([h, np_instance_norm(d.real), np_instance_norm(d.imag)], axis=-1)
-    return (features, estimate) if with_estimate else features
+    return features, estimate
 
 
 def numpy_object(weights, spec: ModelSpec, x, rel=None):
     """Object patches (B, C_out, N, N) complex of the network for x (B, N, N, C), rel (B, C, 2)."""
     g = spec.geometry
-    features, estimate = numpy_features(weights, spec, x, rel, with_estimate=True)
+    features, estimate = numpy_features(weights, spec, x, rel)
     if g.shared_members:  # each member through the single-pattern network
         B, N, _, C = x.shape
         k = g.input_features
