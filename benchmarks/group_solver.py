@@ -32,15 +32,15 @@ from fly64_train.data import grouping, load_dataset, store  # noqa: E402
 from fly64_train.evaluation import likelihood_bound, scores  # noqa: E402
 
 
-def solve(data, gridsize: int, n_groups: int, seed: int, iterations: list[int]) -> list[dict]:
-    """Per-patch correlation of the group error reduction after each count in `iterations` (ascending);
+def solve(data, gridsize: int, n_groups: int, seed: int, iterations: list[int], solver: str = "er") -> list[dict]:
+    """Per-patch correlation of the group solve (physics.GROUP_SOLVERS) after each count in `iterations` (ascending);
     seconds are cumulative from the first iteration."""
     N = data.diffraction.shape[-1]
     groups = grouping.make_groups(data.xcoords, data.ycoords, gridsize, study.NEIGHBOR_COUNT, n_groups, seed)
     members = groups.indices.reshape(-1)
     truth = physics.extract_patches(data.obj, data.xcoords[members], data.ycoords[members], N)
     size = likelihood_bound.canvas_size(groups.relative, N)
-    iterates = physics.error_reduction_iterates(data.diffraction[groups.indices], data.probe, groups.relative, size)
+    iterates = physics.GROUP_SOLVERS[solver](data.diffraction[groups.indices], data.probe, groups.relative, size)
     rows, done, started = [], 0, time.perf_counter()
     for count in iterations:  # one solve, scored as it passes each count
         estimate = next(itertools.islice(iterates, count - done - 1, None))
@@ -60,6 +60,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--groups", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0, help="which groups are drawn")
     parser.add_argument("--iterations", type=int, nargs="+", default=[1, 10, 50, 100, 300, 1000])
+    parser.add_argument("--solver", choices=list(physics.GROUP_SOLVERS), default="er",
+                        help="er: error reduction (physics.error_reduction_iterates); raar: relaxed averaged "
+                             "alternating reflections (physics.raar_iterates), as model.er_solver")
     parser.add_argument("--cache-dir", default="outputs/cache")
     parser.add_argument("--test-data", help="a test split NPZ to read instead of building the study's")
     args = parser.parse_args(argv)
@@ -69,8 +72,8 @@ def main(argv=None) -> dict:
     test_path = Path(args.test_data) if args.test_data else store.dataset_paths(cfg)[1]
     data = load_dataset(test_path)
     result = {"dose": args.dose, "view": args.view, "gridsize": cfg.gridsize, "groups": args.groups,
-              "test_data": str(test_path), "curve": solve(data, cfg.gridsize, args.groups, args.seed,
-                                                          sorted(set(args.iterations)))}
+              "solver": args.solver, "test_data": str(test_path), "curve": solve(data, cfg.gridsize, args.groups, args.seed,
+                                                          sorted(set(args.iterations)), args.solver)}
     print(json.dumps(result, indent=2))
     return result
 

@@ -23,11 +23,15 @@ INSTALLED = [name for name in registry.BACKENDS if registry.available(name)]
 GENERATOR_FIELDS = {"cnn": {}, "ffno": {"generator": "ffno", "pad_object": False},
                     "cnn_backprop": {"input_transform": "backprop", "pad_object": False},
                     "cnn_er": {"input_transform": "er", "er_iterations": 3, "er_residual": True,
-                               "pad_object": False}}
+                               "pad_object": False},
+                    "cnn_raar": {"input_transform": "er", "er_solver": "raar", "er_iterations": 2,
+                                 "pad_object": False}}
 assert {f.get("generator", "cnn") for f in GENERATOR_FIELDS.values()} == set(architecture.GENERATORS), \
     "a generator without test fields"
 assert {f.get("input_transform", "none") for f in GENERATOR_FIELDS.values()} == set(architecture.INPUT_TRANSFORMS), \
     "an input transform without test fields"
+assert {f.get("er_solver", "er") for f in GENERATOR_FIELDS.values()} == set(architecture.ER_SOLVERS), \
+    "an er solver without test fields"
 
 
 def installed_backend(name: str):
@@ -179,7 +183,8 @@ def numpy_features(weights, spec: ModelSpec, x, rel):
         return h, None
     amplitude = np.moveaxis(h, -1, 1)  # (B, C, N, N)
     if g.input_transform == "er":
-        estimate = physics.error_reduction_step(amplitude, weights["probe"], rel, g.padded_size, g.er_iterations)
+        estimate = physics.error_reduction_step(amplitude, weights["probe"], rel, g.padded_size, g.er_iterations,
+                                                g.er_solver)
     else:
         estimate = physics.backpropagate(amplitude, weights["probe"])
     d = np.moveaxis(estimate, 1, -1)

@@ -112,7 +112,7 @@ def test_geometry_rejects_what_the_architecture_does_not_cover():
                               amp_activation="sigmoid", padded_size=32)
 
 
-def test_er_iterations_and_residual_need_the_er_transform_and_round_trip_through_the_manifest():
+def test_er_iterations_residual_and_solver_need_the_er_transform_and_round_trip_through_the_manifest():
     base = dict(N=64, gridsize=2, n_filters_scale=1, object_big=True, probe_big=True, amp_activation="sigmoid",
                 padded_size=80, member_encoding="shared", pad_object=False)
     with pytest.raises(ValueError, match="er_iterations=5 needs input_transform='er'"):
@@ -121,12 +121,16 @@ def test_er_iterations_and_residual_need_the_er_transform_and_round_trip_through
         architecture.Geometry(**base, input_transform="er", er_iterations=0)
     with pytest.raises(ValueError, match="amp_activation='sigmoid'"):
         architecture.Geometry(**{**base, "amp_activation": "swish"}, input_transform="er", er_residual=True)
-    g = architecture.Geometry(**base, input_transform="er", er_iterations=100, er_residual=True)
+    with pytest.raises(ValueError, match="er_solver='raar' needs input_transform='er'"):
+        architecture.Geometry(**base, input_transform="backprop", er_solver="raar")
+    with pytest.raises(ValueError, match="er_solver='hio'; expected one of er, raar"):
+        architecture.Geometry(**base, input_transform="er", er_solver="hio")
+    g = architecture.Geometry(**base, input_transform="er", er_iterations=100, er_residual=True, er_solver="raar")
     assert architecture.Geometry.from_dict(g.to_dict()) == g
-    # a manifest written before these fields loads as one step without the residual heads
-    old = {k: v for k, v in g.to_dict().items() if k not in ("er_iterations", "er_residual")}
+    # a manifest written before these fields loads as one error-reduction step without the residual heads
+    old = {k: v for k, v in g.to_dict().items() if k not in ("er_iterations", "er_residual", "er_solver")}
     loaded = architecture.Geometry.from_dict(old)
-    assert (loaded.er_iterations, loaded.er_residual) == (1, False)
+    assert (loaded.er_iterations, loaded.er_residual, loaded.er_solver) == (1, False, "er")
 
 
 # ---------------------------------------------------------------------------------------------

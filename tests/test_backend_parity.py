@@ -48,6 +48,11 @@ def tfm(backends):
     return model
 
 
+def iterated_solve(fields: dict) -> bool:
+    """Whether a test variant iterates the group's phase problem (model.er_iterations, model.er_solver)."""
+    return fields.get("er_iterations", 1) > 1 or fields.get("er_solver", "er") != "er"
+
+
 def close(a: np.ndarray, b: np.ndarray, rtol: float = 2e-5, what: str = "") -> None:
     """Agreement within float32 accumulation error, relative to the array's magnitude."""
     scale = max(float(np.max(np.abs(a))), float(np.max(np.abs(b))), 1e-30)
@@ -177,8 +182,11 @@ def test_forward_pass_agrees_on_shared_weights(backends, gridsize, encoding, sou
     for key in ("trimmed", "patches", "amplitude"):
         va, vb = getattr(pa, key), getattr(pb, key)
         assert va.shape == vb.shape and va.dtype == vb.dtype, key
-        close(va, vb, 1e-4, f"{source}→other {key}")
-    assert a.loss(x, rel) == pytest.approx(b.loss(x, rel), rel=1e-5, abs=1e-5)
+        close(va, vb, 3e-4 if iterated_solve(GENERATOR_FIELDS[generator]) else 1e-4, f"{source}→other {key}")
+    # an iterated group solve carries float32 rounding through every division by the coverage floor
+    # (RAAR's is 1e-3 of the probe's peak intensity)
+    tolerance = 1e-4 if iterated_solve(GENERATOR_FIELDS[generator]) else 1e-5
+    assert a.loss(x, rel) == pytest.approx(b.loss(x, rel), rel=tolerance, abs=tolerance)
     # The weights survive the trip unchanged (bundles written by either backend load in the other).
     for name, value in a.get_weights().items():
         np.testing.assert_array_equal(b.get_weights()[name], value, err_msg=name)
@@ -203,7 +211,7 @@ def test_bundle_from_one_backend_loads_into_the_other(backends, tmp_path, source
     pa, pb = a.predict(x, rel), b.predict(x, rel)
     # iterated error reduction carries float32 rounding through every division by the floored probe
     # coverage (up to 1/ER_FLOOR = 20×), and the residual heads pass its estimate to the output
-    rtol = 1e-3 if fields.get("er_iterations", 1) > 1 else 1e-4
+    rtol = 1e-3 if iterated_solve(fields) else 1e-4
     for key in ("trimmed", "patches", "amplitude"):
         close(getattr(pa, key), getattr(pb, key), rtol, f"bundle {source}→{target} {key}")
 
@@ -233,7 +241,7 @@ def test_training_step_agrees(backends, generator):
     a, b = _forward_pair(backends, 2, "tensorflow", seed=5, **GENERATOR_FIELDS[generator])
     x, rel = batch(64, 2, 4, seed=9)
     loss_a, loss_b = a.train_step(x, rel), b.train_step(x, rel)
-    assert loss_a == pytest.approx(loss_b, rel=1e-5)
+    assert loss_a == pytest.approx(loss_b, rel=1e-4 if iterated_solve(GENERATOR_FIELDS[generator]) else 1e-5)
     state_a, state_b = a.optimizer_state(), b.optimizer_state()
     assert state_a.keys() == state_b.keys() and int(state_a["iterations"]) == int(state_b["iterations"]) == 1
     m_a = np.concatenate([state_a[k].ravel() for k in sorted(state_a) if k.startswith("m/")])

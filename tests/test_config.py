@@ -85,6 +85,7 @@ def test_npz_dataset_requires_both_paths():
     (["model.er_iterations=20"], "model.er_iterations=20", "need model.input_transform=er"),
     (["model.input_transform=er", "model.er_iterations=0"], "model.er_iterations=0", "positive integer"),
     (["model.er_residual=true"], "model.er_residual=True", "needs model.input_transform=er"),
+    (["model.er_solver=raar"], "model.er_solver='raar'", "needs model.input_transform=er"),
     (["model.input_transform=er", "model.er_residual=true", "model.amp_activation=swish"], "model.er_residual=True",
      "model.amp_activation=sigmoid"),
     (["dataset.extra_train_tiles=-1"], "dataset.extra_train_tiles=-1", "a count ≥ 0"),

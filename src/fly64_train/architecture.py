@@ -25,6 +25,9 @@ Forward pass, for input x (B, N, N, C):
     (physics.error_reduction_step(h, probe_model, rel, P, K)), forward only: the first step keeps its
     gradient as at K = 1, the later ones enter as a constant (their cost would grow K-fold in the
     backward pass, and they depend on no trained weight unless the probe is trained)
+  er_solver 'raar' (with er): the value is instead physics.raar_iterates' K-th iterate (relaxed averaged
+    alternating reflections on the members' exit waves), forward only in the same way: the gradient is
+    the first error-reduction step's at any K, K = 1 included
   er_residual (with er): the generator corrects that estimate instead of drawing the object from its
     decoder alone: amplitude = 2·σ(head_amp)·|1 + d|, phase = π·tanh(head_phase) + arg(1 + d), d the
     group estimate's member patch (a constant: no gradient). Zero heads give the estimate itself; the
@@ -101,6 +104,7 @@ GENERATORS = ("cnn", "ffno")
 # same channels from physics.error_reduction_step, one error-reduction step of the whole group on its
 # canvas (members' evidence averaged where they overlap, divided by the probe intensity).
 INPUT_TRANSFORMS = ("none", "backprop", "er")
+ER_SOLVERS = ("er", "raar")  # model.er_solver: physics.error_reduction_iterates, physics.raar_iterates
 AMP_ACTIVATIONS = ("sigmoid", "swish", "softplus", "relu")  # the amplitude head's activation (§5.1)
 SUPPORTED_N = (64, 128)  # patch sizes the encoder/decoder filter tables cover
 PROBE_NAME = "probe"
@@ -208,12 +212,17 @@ class Geometry:
     input_transform: str = "none"
     er_iterations: int = 1
     er_residual: bool = False
+    er_solver: str = "er"
 
     def __post_init__(self):
         if self.input_transform not in INPUT_TRANSFORMS:
             raise ValueError(f"input_transform={self.input_transform!r}; expected one of {', '.join(INPUT_TRANSFORMS)}")
         if int(self.er_iterations) != self.er_iterations or self.er_iterations < 1:
             raise ValueError(f"er_iterations={self.er_iterations!r}; expected a positive integer")
+        if self.er_solver not in ER_SOLVERS:
+            raise ValueError(f"er_solver={self.er_solver!r}; expected one of {', '.join(ER_SOLVERS)}")
+        if self.er_solver != "er" and self.input_transform != "er":
+            raise ValueError(f"er_solver={self.er_solver!r} needs input_transform='er' (got {self.input_transform!r})")
         if self.er_iterations > 1 and self.input_transform != "er":
             raise ValueError(f"er_iterations={self.er_iterations} needs input_transform='er' "
                              f"(got {self.input_transform!r})")
@@ -400,6 +409,8 @@ class Geometry:
             out["er_iterations"] = self.er_iterations
         if self.er_residual:
             out["er_residual"] = True
+        if self.er_solver != "er":
+            out["er_solver"] = self.er_solver
         return out
 
     @classmethod
@@ -407,7 +418,8 @@ class Geometry:
         """The geometry a bundle's manifest records (`to_dict`). Bundles written before
         member_encoding existed used the reference's stacking, those before pad_object the padded head,
         those before generator the cnn, those before input_transform none, those before er_iterations
-        one iteration, those before er_residual none (the fields' defaults)."""
+        one iteration, those before er_residual none, those before er_solver error reduction (the fields'
+        defaults)."""
         known = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in known})
 

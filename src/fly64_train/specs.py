@@ -50,7 +50,8 @@ def spec_from_config(config: TrainingConfig, padded_size: int, probe: np.ndarray
                         ffno_modes=None if model.ffno_modes is None else int(model.ffno_modes),
                         ffno_blocks=int(model.ffno_blocks), input_transform=str(model.input_transform),
                         er_iterations=int(model.er_iterations),
-                        er_residual=bool(model.er_residual))
+                        er_residual=bool(model.er_residual),
+                        er_solver=str(model.er_solver))
     return ModelSpec(geometry, training_settings(config, config.backend.compile), probe,
                      architecture.intensity_scale(config.dose, geometry.N), config.seed)
 

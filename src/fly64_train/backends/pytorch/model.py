@@ -103,6 +103,25 @@ def extract_members(canvas: torch.Tensor, windows: MemberWindows) -> torch.Tenso
     return patches.permute(1, 2, 0, 3, 4)
 
 
+def member_object(delta: torch.Tensor, windows: MemberWindows) -> torch.Tensor:
+    """Each member's patch of the object 1 + delta, delta = O − 1 (B, 2, P, P) → complex (B, C, N, N)."""
+    patch = extract_members(delta, windows)  # (B, C, 2, N, N)
+    return torch.complex(1.0 + patch[:, :, 0], patch[:, :, 1])
+
+
+def place_members(parts: torch.Tensor, windows: MemberWindows) -> torch.Tensor:
+    """Complex member patches (B, C, N, N) summed on the group canvas as (re, im) (B, 2, P, P)."""
+    return place_sum(torch.stack((parts.real, parts.imag), dim=2), windows)
+
+
+def modulus_projection(wave: torch.Tensor, measured: torch.Tensor) -> torch.Tensor:
+    """physics: the exit waves (B, C, N, N) given the measured far-field modulus (unshifted, FFT scale)."""
+    spectrum = torch.fft.fft2(wave)
+    magnitude = spectrum.abs()
+    floor = torch.maximum(magnitude, physics.BACKPROP_FLOOR * magnitude.amax(dim=(-2, -1), keepdim=True))
+    return torch.fft.ifft2(measured * spectrum / floor)
+
+
 def place_sum(parts: torch.Tensor, windows: MemberWindows) -> torch.Tensor:
     """Σ_c place(parts_c) for parts (B, C, K, n, n) → canvas (B, K, P, P): the exact adjoint of
     extract_members (bilinear splatting, physics.place): spread each patch over its (n+1)² window,
@@ -352,9 +371,15 @@ class PtychoPINN(nn.Module):
         total = place_sum(torch.stack((real, imag), dim=2), windows)  # (B, 2, P, P)
         weight = self.probe.abs().square()
         weight = weight / weight.max()
-        cover = torch.clamp(place_sum(weight.expand_as(real).unsqueeze(2), windows), min=physics.ER_FLOOR)
+        coverage = place_sum(weight.expand_as(real).unsqueeze(2), windows)  # (B, 1, P, P)
+        cover = torch.clamp(coverage, min=physics.ER_FLOOR)
         delta = total / cover  # O − 1 after the first step (B, 2, P, P)
-        if self.geometry.er_iterations > 1:  # forward only (architecture.py): the later steps' value, the first's gradient
+        # forward only (architecture.py): the later steps' value (or RAAR's), the first's gradient
+        if self.geometry.er_solver == "raar":
+            with torch.no_grad():
+                later = self.raar(h.detach(), windows, coverage.detach())
+            delta = delta + (later - delta.detach())
+        elif self.geometry.er_iterations > 1:
             with torch.no_grad():
                 later = self.error_reduction(delta.detach(), h.detach(), windows, cover.detach())
             delta = delta + (later - delta.detach())
@@ -368,15 +393,29 @@ class PtychoPINN(nn.Module):
         measured = torch.fft.ifftshift(h, dim=(-2, -1)) * float(self.geometry.N)  # |FFT ψ| target
         inverse_peak = 1.0 / probe.abs().square().max()
         for _ in range(self.geometry.er_iterations - 1):
-            patch = extract_members(delta, windows)  # (B, C, 2, N, N)
-            wave = probe * torch.complex(1.0 + patch[:, :, 0], patch[:, :, 1])
-            spectrum = torch.fft.fft2(wave)
-            magnitude = spectrum.abs()
-            floor = torch.maximum(magnitude, physics.BACKPROP_FLOOR * magnitude.amax(dim=(-2, -1), keepdim=True))
-            revised = torch.fft.ifft2(measured * spectrum / floor)
-            correction = probe.conj() * (revised - wave) * inverse_peak
-            delta = delta + place_sum(torch.stack((correction.real, correction.imag), dim=2), windows) / cover
+            wave = probe * member_object(delta, windows)
+            correction = probe.conj() * (modulus_projection(wave, measured) - wave) * inverse_peak
+            delta = delta + place_members(correction, windows) / cover
         return delta
+
+    def raar(self, h: torch.Tensor, windows: MemberWindows, coverage: torch.Tensor) -> torch.Tensor:
+        """physics.raar_iterates' K-th iterate as the canvas increment O − 1 (B, 2, P, P); coverage
+        Σ|P_c|²/max|P|² (B, 1, P, P)."""
+        probe = self.probe.detach()
+        measured = torch.fft.ifftshift(h, dim=(-2, -1)) * float(self.geometry.N)  # |FFT ψ| target
+        inverse_peak = 1.0 / probe.abs().square().max()
+        cover = torch.clamp(coverage, min=physics.RAAR_FLOOR)
+        beta = physics.RAAR_BETA
+
+        def splat(waves):  # the members' least-squares object O − 1 on the canvas
+            return place_members(probe.conj() * (waves - probe) * inverse_peak, windows) / cover
+
+        wave = probe.expand(measured.shape)  # ψ_0 = P: the flat object
+        for _ in range(self.geometry.er_iterations - 1):
+            fitted = modulus_projection(wave, measured)
+            overlap = probe * member_object(splat(2.0 * fitted - wave), windows)
+            wave = beta * (wave + overlap - fitted) + (1.0 - beta) * fitted
+        return splat(modulus_projection(wave, measured))
 
     # -- physics ----------------------------------------------------------------------------------
     def canvas_and_patches(self, amp: torch.Tensor, phase: torch.Tensor,

@@ -56,6 +56,26 @@ def place(patches: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor) -> tf.Tensor:
     return tf.linalg.matmul(tf.linalg.matmul(rows, patches, transpose_a=True), cols)
 
 
+def member_object(delta: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor) -> tf.Tensor:
+    """Each member's patch of the object 1 + delta, delta = O − 1 (B, 2, P, P) → complex (B, C, N, N)."""
+    patch = extract(delta[:, None], rows[:, :, None], cols[:, :, None])  # (B, C, 2, N, N)
+    return tf.complex(1.0 + patch[:, :, 0], patch[:, :, 1])
+
+
+def place_members(parts: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor) -> tf.Tensor:
+    """Complex member patches (B, C, N, N) summed on the group canvas as (re, im) (B, 2, P, P)."""
+    stacked = tf.stack([tf.math.real(parts), tf.math.imag(parts)], axis=2)
+    return tf.reduce_sum(place(stacked, rows[:, :, None], cols[:, :, None]), axis=1)
+
+
+def modulus_projection(wave: tf.Tensor, measured: tf.Tensor) -> tf.Tensor:
+    """physics: the exit waves (B, C, N, N) given the measured far-field modulus (unshifted, FFT scale)."""
+    spectrum = tf.signal.fft2d(wave)
+    magnitude = tf.abs(spectrum)
+    floor = tf.maximum(magnitude, physics.BACKPROP_FLOOR * tf.reduce_max(magnitude, axis=(-2, -1), keepdims=True))
+    return tf.signal.ifft2d(measured * spectrum / tf.cast(floor, spectrum.dtype))
+
+
 def reassemble(parts: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor, border_weight: float) -> tf.Tensor:
     """Weighted mean of the member patches on the canvas (architecture.py).
 
@@ -264,10 +284,14 @@ class PtychoPINN(tf.Module):
         total = tf.reduce_sum(place(tf.stack([real, imag], axis=2), rows[:, :, None], cols[:, :, None]), axis=1)
         weight = tf.square(tf.abs(probe))
         weight = weight / tf.reduce_max(weight)
-        cover = tf.reduce_sum(place(tf.broadcast_to(weight, tf.shape(real)), rows, cols), axis=1)  # (B, P, P)
-        cover = tf.maximum(cover, physics.ER_FLOOR)[:, None]
+        coverage = tf.reduce_sum(place(tf.broadcast_to(weight, tf.shape(real)), rows, cols), axis=1)[:, None]
+        cover = tf.maximum(coverage, physics.ER_FLOOR)  # (B, 1, P, P)
         delta = total / cover  # O − 1 after the first step (B, 2, P, P)
-        if g.er_iterations > 1:  # forward only (architecture.py): the value of the later steps, the first's gradient
+        # forward only (architecture.py): the value of the later steps (or of RAAR), the first's gradient
+        if g.er_solver == "raar":
+            later = self.raar(tf.stop_gradient(h), rows, cols, tf.stop_gradient(coverage), tf.stop_gradient(probe))
+            delta = delta + tf.stop_gradient(later - delta)
+        elif g.er_iterations > 1:
             later = self.error_reduction(tf.stop_gradient(delta), tf.stop_gradient(h), rows, cols, cover,
                                          tf.stop_gradient(probe))
             delta = delta + tf.stop_gradient(later - delta)
@@ -281,16 +305,29 @@ class PtychoPINN(tf.Module):
         measured = tf.complex(tf.signal.ifftshift(h, axes=(-2, -1)) * float(n), tf.zeros_like(h))  # |FFT ψ| target
         inverse_peak = tf.cast(1.0 / tf.reduce_max(tf.square(tf.abs(probe))), probe.dtype)
         for _ in range(self.geometry.er_iterations - 1):
-            patch = extract(delta[:, None], rows[:, :, None], cols[:, :, None])  # (B, C, 2, N, N)
-            wave = probe * tf.complex(1.0 + patch[:, :, 0], patch[:, :, 1])
-            spectrum = tf.signal.fft2d(wave)
-            magnitude = tf.abs(spectrum)
-            floor = tf.maximum(magnitude, physics.BACKPROP_FLOOR * tf.reduce_max(magnitude, axis=(-2, -1), keepdims=True))
-            revised = tf.signal.ifft2d(measured * spectrum / tf.cast(floor, spectrum.dtype))
-            correction = tf.math.conj(probe) * (revised - wave) * inverse_peak
-            parts = tf.stack([tf.math.real(correction), tf.math.imag(correction)], axis=2)
-            delta = delta + tf.reduce_sum(place(parts, rows[:, :, None], cols[:, :, None]), axis=1) / cover
+            wave = probe * member_object(delta, rows, cols)
+            correction = tf.math.conj(probe) * (modulus_projection(wave, measured) - wave) * inverse_peak
+            delta = delta + place_members(correction, rows, cols) / cover
         return delta
+
+    def raar(self, h: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor, coverage: tf.Tensor, probe: tf.Tensor) -> tf.Tensor:
+        """physics.raar_iterates' K-th iterate as the canvas increment O − 1 (B, 2, P, P); coverage
+        Σ|P_c|²/max|P|² (B, 1, P, P)."""
+        n = self.geometry.N
+        measured = tf.complex(tf.signal.ifftshift(h, axes=(-2, -1)) * float(n), tf.zeros_like(h))  # |FFT ψ| target
+        inverse_peak = tf.cast(1.0 / tf.reduce_max(tf.square(tf.abs(probe))), probe.dtype)
+        cover = tf.maximum(coverage, physics.RAAR_FLOOR)
+        beta = tf.cast(physics.RAAR_BETA, probe.dtype)
+
+        def splat(waves):  # the members' least-squares object O − 1 on the canvas
+            return place_members(tf.math.conj(probe) * (waves - probe) * inverse_peak, rows, cols) / cover
+
+        wave = tf.broadcast_to(probe, tf.shape(measured))  # ψ_0 = P: the flat object
+        for _ in range(self.geometry.er_iterations - 1):
+            fitted = modulus_projection(wave, measured)
+            overlap = probe * member_object(splat(2.0 * fitted - wave), rows, cols)
+            wave = beta * (wave + overlap - fitted) + (1.0 - beta) * fitted
+        return splat(modulus_projection(wave, measured))
 
     def forward(self, x: tf.Tensor, rel: tf.Tensor) -> dict[str, tf.Tensor]:
         """Every output of the model for x (B, N, N, C) float32, rel (B, C, 2) float32 (x, y).
