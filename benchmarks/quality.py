@@ -34,7 +34,8 @@ curves.csv). The JSON holds every curve, each job's final stitched SSIM and gap,
 <out>/learning_curves.png draws amplitude and phase correlation against steps, one colour per seed,
 test solid and training dashed.
 
-What the data alone determine (the likelihood-limited yardstick, evaluation/likelihood_bound.py):
+What the data alone determine (the likelihood yardstick, evaluation/likelihood_bound.py; a lower bound
+where its search stops short, see benchmarks/group_solver.py):
 
     python benchmarks/quality.py --quick --likelihood-bound 32
 

@@ -12,7 +12,8 @@ single-pattern network, so 4× the convolutions per group), all at n_filters_sca
 `train` preset's networks (`preset_*`: n_filters_scale 1, shared members) with the reference's
 padded object head and with the full head (model.pad_object=false); and each other generator
 in the train preset (`preset_*_ffno`: model.generator=ffno, width 32), and the preset's network on
-the er input with 1 and 100 error-reduction iterations (`preset_gs2_shared_er1`, `_er100`). Reported per backend:
+the er input with 1 and 100 error-reduction iterations (`preset_gs2_shared_er1`, `_er100`), and 50
+RAAR iterations with the residual heads (`_raar50`). Reported per backend:
 groups/s for training (best and median of several timed repeats) and inference, seconds from
 process start to the first completed training step, peak RSS, the parameter count, analytic FLOPs
 per step (convolutions: forward 2·H·W·9·Cin·Cout, training ≈ 3× forward) and the fraction of
@@ -172,7 +173,9 @@ CASES = (("gs1", 1, "shared", N_FILTERS_SCALE, True, "cnn", {}), ("gs2", 2, "sta
          ("preset_gs1_ffno", 1, "shared", 1, False, "ffno", {}),
          ("preset_gs2_shared_ffno", 2, "shared", 1, False, "ffno", {}),
          ("preset_gs2_shared_er1", 2, "shared", 1, False, "cnn", {"input_transform": "er"}),
-         ("preset_gs2_shared_er100", 2, "shared", 1, False, "cnn", {"input_transform": "er", "er_iterations": 100}))
+         ("preset_gs2_shared_er100", 2, "shared", 1, False, "cnn", {"input_transform": "er", "er_iterations": 100}),
+         ("preset_gs2_shared_raar50", 2, "shared", 1, False, "cnn",
+          {"input_transform": "er", "er_solver": "raar", "er_iterations": 50, "er_residual": True}))
 
 
 def make_spec(backend: str, gridsize: int, rel: np.ndarray, probe: np.ndarray, member_encoding: str,
