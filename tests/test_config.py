@@ -50,6 +50,9 @@ def test_float_and_integer_doses_are_the_same_job():
     # train_long: the train preset's network on more content, for longer
     ("train_long", lambda c: c.job.kind == "train" and c.model.n_filters_scale == 1 and not c.model.pad_object
      and c.dataset.extra_train_tiles == 8 and c.trainer.n_groups is None and c.trainer.max_steps == 6000),
+    # train_raar: the train preset on the group's RAAR solve, its heads correcting the estimate
+    ("train_raar", lambda c: c.trainer.epochs == 8 and c.trainer.n_groups == 1024 and c.model.input_transform == "er"
+     and c.model.er_solver == "raar" and c.model.er_iterations == 50 and c.model.er_residual),
 ])
 def test_job_presets(job, expect):
     assert expect(validate(compose_config(f"job={job}")))
