@@ -120,7 +120,7 @@ def test_nan_loss_stops_the_job_without_a_bundle(tmp_path):
 
 def test_a_killed_job_is_redone_from_its_last_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
-    args = [*SMOKE, "view=baseline", "trainer.epochs=40", "trainer.early_stopping_patience=100",
+    args = [*SMOKE, "view=baseline", "trainer.epochs=12", "trainer.early_stopping_patience=100",
             "evaluate.enabled=false", f"hydra.run.dir={run_dir}"]
     env = dict(os.environ)
     process = subprocess.Popen([sys.executable, "-m", "fly64_train", *args], cwd=tmp_path, env=env,
@@ -138,14 +138,15 @@ def test_a_killed_job_is_redone_from_its_last_checkpoint(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((run_dir / "training_manifest.json").read_text())
     assert record["status"] == "success" and record["resumed_from_epoch"] >= 1
-    assert record["epochs_completed"] == 40 and not checkpoint.exists()
+    assert record["epochs_completed"] == 12 and not checkpoint.exists()
 
 
 def test_submitit_local_runs_each_job_in_its_own_process(tmp_path):
-    result = run_cli(["--multirun", *SMOKE, "dose=1000,100000", "view=baseline,dense,sparse",
+    # two jobs show the launcher's process per job; the whole matrix is test_basic_sweep_summarises_six_jobs
+    result = run_cli(["--multirun", *SMOKE, "dose=1000", "view=baseline,dense",
                       "hydra/launcher=fly64_local", "hydra.launcher.cpus_per_task=1"], tmp_path, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     sweep = sweep_dir(tmp_path)
     rows = summary(sweep)
-    assert len(rows) == 6 and {r["status"] for r in rows} == {"success"}
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"success"}
     assert (sweep / ".submitit").is_dir()
