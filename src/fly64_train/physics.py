@@ -207,20 +207,27 @@ def _group_arrays(amplitude, probe, relative_xy) -> tuple[np.ndarray, np.ndarray
     return amplitude, np.asarray(probe, dtype=np.complex128), relative_xy
 
 
+def tiled_group_positions(relative_xy: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """Groups' size×size canvases side by side in one (size, G·size) image, members centred at
+    size//2 + rel on their own: every member's (x, y) there (G·C each) and the image's shape, so that
+    all groups go through one call of the fast gather/scatter forms (extract_patches, place_patches)."""
+    G = relative_xy.shape[0]
+    xs = (np.arange(G)[:, None] * size + size // 2 + relative_xy[..., 0]).ravel()
+    ys = (size // 2 + relative_xy[..., 1]).ravel()
+    return xs, ys, (size, G * size)
+
+
 class _TiledGroups:
-    """The groups' canvases side by side in one (P, G·P) image, so every member of every group is one
-    position of the fast gather/scatter forms (extract_patches, place_patches); the group solvers'
-    shared pieces: the modulus projection and the splat of member corrections."""
+    """The groups' canvases tiled in one image (tiled_group_positions) and the group solvers' shared
+    pieces: the modulus projection and the splat of member corrections."""
 
     def __init__(self, amplitude: np.ndarray, probe: np.ndarray, relative_xy: np.ndarray, size: int):
-        G, C, N = amplitude.shape[0], amplitude.shape[1], amplitude.shape[-1]
+        N = amplitude.shape[-1]
         self.shape4, self.N, self.probe = amplitude.shape, N, probe
         weight = np.abs(probe) ** 2
         self.peak = weight.max()
         self.measured = scipy.fft.ifftshift(amplitude, axes=(-2, -1)) * N  # |FFT ψ| in scipy's unnormalised FFT
-        self.xs = (np.arange(G)[:, None] * size + size // 2 + relative_xy[..., 0]).ravel()
-        self.ys = (size // 2 + relative_xy[..., 1]).ravel()
-        self.shape = (size, G * size)
+        self.xs, self.ys, self.shape = tiled_group_positions(relative_xy, size)
         self.coverage = self.place_sum(np.broadcast_to(weight / self.peak, amplitude.shape))  # Σ|P_c|²/max|P|²
 
     def place_sum(self, parts: np.ndarray) -> np.ndarray:

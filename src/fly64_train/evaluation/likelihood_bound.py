@@ -70,10 +70,9 @@ class _Layout:
 def _layout(relative_xy: np.ndarray, N: int) -> _Layout:
     """Members centred at P//2 + rel on their group's canvas (the physics' patch convention)."""
     relative_xy = np.asarray(relative_xy, dtype=np.float64)
-    G, P = relative_xy.shape[0], canvas_size(relative_xy, N)
-    xs = (np.arange(G)[:, None] * P + P // 2 + relative_xy[..., 0]).ravel()
-    ys = (P // 2 + relative_xy[..., 1]).ravel()
-    return _Layout(P=P, G=G, xs=xs, ys=ys)
+    P = canvas_size(relative_xy, N)
+    xs, ys, _ = physics.tiled_group_positions(relative_xy, P)
+    return _Layout(P=P, G=relative_xy.shape[0], xs=xs, ys=ys)
 
 
 def extract_members(canvas: np.ndarray, layout: _Layout, N: int) -> np.ndarray:
