@@ -53,6 +53,12 @@ def iterated_solve(fields: dict) -> bool:
     return fields.get("er_iterations", 1) > 1 or fields.get("er_solver", "er") != "er"
 
 
+def raar_solve(fields: dict) -> bool:
+    """Whether a test variant solves its groups by RAAR, whose coverage floor (1e-3 of the probe's peak
+    intensity, error reduction's 0.05) carries float32 rounding further into the estimate."""
+    return fields.get("er_solver", "er") == "raar"
+
+
 def close(a: np.ndarray, b: np.ndarray, rtol: float = 2e-5, what: str = "") -> None:
     """Agreement within float32 accumulation error, relative to the array's magnitude."""
     scale = max(float(np.max(np.abs(a))), float(np.max(np.abs(b))), 1e-30)
@@ -182,10 +188,8 @@ def test_forward_pass_agrees_on_shared_weights(backends, gridsize, encoding, sou
     for key in ("trimmed", "patches", "amplitude"):
         va, vb = getattr(pa, key), getattr(pb, key)
         assert va.shape == vb.shape and va.dtype == vb.dtype, key
-        close(va, vb, 3e-4 if iterated_solve(GENERATOR_FIELDS[generator]) else 1e-4, f"{source}→other {key}")
-    # an iterated group solve carries float32 rounding through every division by the coverage floor
-    # (RAAR's is 1e-3 of the probe's peak intensity)
-    tolerance = 1e-4 if iterated_solve(GENERATOR_FIELDS[generator]) else 1e-5
+        close(va, vb, 3e-4 if raar_solve(GENERATOR_FIELDS[generator]) else 1e-4, f"{source}→other {key}")
+    tolerance = 1e-4 if raar_solve(GENERATOR_FIELDS[generator]) else 1e-5
     assert a.loss(x, rel) == pytest.approx(b.loss(x, rel), rel=tolerance, abs=tolerance)
     # The weights survive the trip unchanged (bundles written by either backend load in the other).
     for name, value in a.get_weights().items():
@@ -241,7 +245,7 @@ def test_training_step_agrees(backends, generator):
     a, b = _forward_pair(backends, 2, "tensorflow", seed=5, **GENERATOR_FIELDS[generator])
     x, rel = batch(64, 2, 4, seed=9)
     loss_a, loss_b = a.train_step(x, rel), b.train_step(x, rel)
-    assert loss_a == pytest.approx(loss_b, rel=1e-4 if iterated_solve(GENERATOR_FIELDS[generator]) else 1e-5)
+    assert loss_a == pytest.approx(loss_b, rel=1e-4 if raar_solve(GENERATOR_FIELDS[generator]) else 1e-5)
     state_a, state_b = a.optimizer_state(), b.optimizer_state()
     assert state_a.keys() == state_b.keys() and int(state_a["iterations"]) == int(state_b["iterations"]) == 1
     m_a = np.concatenate([state_a[k].ravel() for k in sorted(state_a) if k.startswith("m/")])
