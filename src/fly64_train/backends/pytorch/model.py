@@ -122,6 +122,12 @@ def modulus_projection(wave: torch.Tensor, measured: torch.Tensor) -> torch.Tens
     return torch.fft.ifft2(measured * spectrum / floor)
 
 
+def projection_terms(h: torch.Tensor, probe: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The group solvers' constants: the measured modulus |FFT ψ| (unshifted, FFT scale) of the
+    amplitudes h (B, C, N, N), and 1/max|P|² (the corrections' scale, as physics)."""
+    return torch.fft.ifftshift(h, dim=(-2, -1)) * float(n), 1.0 / probe.abs().square().max()
+
+
 def place_sum(parts: torch.Tensor, windows: MemberWindows) -> torch.Tensor:
     """Σ_c place(parts_c) for parts (B, C, K, n, n) → canvas (B, K, P, P): the exact adjoint of
     extract_members (bilinear splatting, physics.place): spread each patch over its (n+1)² window,
@@ -390,8 +396,7 @@ class PtychoPINN(nn.Module):
                         cover: torch.Tensor) -> torch.Tensor:
         """Iterations 2..K of physics.error_reduction_step on the canvas increment delta = O − 1 (B, 2, P, P)."""
         probe = self.probe.detach()
-        measured = torch.fft.ifftshift(h, dim=(-2, -1)) * float(self.geometry.N)  # |FFT ψ| target
-        inverse_peak = 1.0 / probe.abs().square().max()
+        measured, inverse_peak = projection_terms(h, probe, self.geometry.N)
         for _ in range(self.geometry.er_iterations - 1):
             wave = probe * member_object(delta, windows)
             correction = probe.conj() * (modulus_projection(wave, measured) - wave) * inverse_peak
@@ -402,8 +407,7 @@ class PtychoPINN(nn.Module):
         """physics.raar_iterates' K-th iterate as the canvas increment O − 1 (B, 2, P, P); coverage
         Σ|P_c|²/max|P|² (B, 1, P, P)."""
         probe = self.probe.detach()
-        measured = torch.fft.ifftshift(h, dim=(-2, -1)) * float(self.geometry.N)  # |FFT ψ| target
-        inverse_peak = 1.0 / probe.abs().square().max()
+        measured, inverse_peak = projection_terms(h, probe, self.geometry.N)
         cover = torch.clamp(coverage, min=physics.RAAR_FLOOR)
         beta = physics.RAAR_BETA
 

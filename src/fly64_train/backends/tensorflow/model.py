@@ -76,6 +76,13 @@ def modulus_projection(wave: tf.Tensor, measured: tf.Tensor) -> tf.Tensor:
     return tf.signal.ifft2d(measured * spectrum / tf.cast(floor, spectrum.dtype))
 
 
+def projection_terms(h: tf.Tensor, probe: tf.Tensor, n: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """The group solvers' constants: the measured modulus |FFT ψ| (unshifted, FFT scale, complex) of
+    the amplitudes h (B, C, N, N), and 1/max|P|² (the corrections' scale, as physics)."""
+    measured = tf.complex(tf.signal.ifftshift(h, axes=(-2, -1)) * float(n), tf.zeros_like(h))
+    return measured, tf.cast(1.0 / tf.reduce_max(tf.square(tf.abs(probe))), probe.dtype)
+
+
 def reassemble(parts: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor, border_weight: float) -> tf.Tensor:
     """Weighted mean of the member patches on the canvas (architecture.py).
 
@@ -301,9 +308,7 @@ class PtychoPINN(tf.Module):
     def error_reduction(self, delta: tf.Tensor, h: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor,
                         cover: tf.Tensor, probe: tf.Tensor) -> tf.Tensor:
         """Iterations 2..K of physics.error_reduction_step on the canvas increment delta = O − 1 (B, 2, P, P)."""
-        n = self.geometry.N
-        measured = tf.complex(tf.signal.ifftshift(h, axes=(-2, -1)) * float(n), tf.zeros_like(h))  # |FFT ψ| target
-        inverse_peak = tf.cast(1.0 / tf.reduce_max(tf.square(tf.abs(probe))), probe.dtype)
+        measured, inverse_peak = projection_terms(h, probe, self.geometry.N)
         for _ in range(self.geometry.er_iterations - 1):
             wave = probe * member_object(delta, rows, cols)
             correction = tf.math.conj(probe) * (modulus_projection(wave, measured) - wave) * inverse_peak
@@ -313,9 +318,7 @@ class PtychoPINN(tf.Module):
     def raar(self, h: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor, coverage: tf.Tensor, probe: tf.Tensor) -> tf.Tensor:
         """physics.raar_iterates' K-th iterate as the canvas increment O − 1 (B, 2, P, P); coverage
         Σ|P_c|²/max|P|² (B, 1, P, P)."""
-        n = self.geometry.N
-        measured = tf.complex(tf.signal.ifftshift(h, axes=(-2, -1)) * float(n), tf.zeros_like(h))  # |FFT ψ| target
-        inverse_peak = tf.cast(1.0 / tf.reduce_max(tf.square(tf.abs(probe))), probe.dtype)
+        measured, inverse_peak = projection_terms(h, probe, self.geometry.N)
         cover = tf.maximum(coverage, physics.RAAR_FLOOR)
         beta = tf.cast(physics.RAAR_BETA, probe.dtype)
 
