@@ -5,6 +5,7 @@ group's error reduction (physics.error_reduction_step) with the truth, against i
     python benchmarks/group_solver.py --view baseline --iterations 1 100 1000
     python benchmarks/group_solver.py --cache-dir outputs/quality/cache   # reuse a built dataset
     python benchmarks/group_solver.py --test-data path/to/dense_test.npz # any test split (data contract)
+    python benchmarks/group_solver.py --dose 1e3 --solver raar --tolerance 1  # the noise band (model.er_tolerance)
 
 The study data are built (or found) in the dataset cache exactly as a job builds them; groups are
 drawn from the test split as a training job draws them (data/grouping.py, --seed). Each group is
@@ -32,15 +33,20 @@ from fly64_train.data import grouping, load_dataset, store  # noqa: E402
 from fly64_train.evaluation import likelihood_bound, scores  # noqa: E402
 
 
-def solve(data, gridsize: int, n_groups: int, seed: int, iterations: list[int], solver: str = "er") -> list[dict]:
-    """Per-patch correlation of the group solve (physics.GROUP_SOLVERS) after each count in `iterations` (ascending);
-    seconds are cumulative from the first iteration."""
+def solve(data, gridsize: int, n_groups: int, seed: int, iterations: list[int], solver: str = "er",
+          tolerance: float = 0.0) -> list[dict]:
+    """Per-patch correlation of the group solve (physics.GROUP_SOLVERS) after each count in `iterations` (ascending),
+    its modulus projection within ± tolerance·SQRT_COUNT_STD √counts (model.er_tolerance; the data's amplitudes
+    are √counts / photon_scale); seconds are cumulative from the first iteration."""
     N = data.diffraction.shape[-1]
     groups = grouping.make_groups(data.xcoords, data.ycoords, gridsize, study.NEIGHBOR_COUNT, n_groups, seed)
     members = groups.indices.reshape(-1)
     truth = physics.extract_patches(data.obj, data.xcoords[members], data.ycoords[members], N)
     size = likelihood_bound.canvas_size(groups.relative, N)
-    iterates = physics.GROUP_SOLVERS[solver](data.diffraction[groups.indices], data.probe, groups.relative, size)
+    if tolerance and "photon_scale" not in data.metadata:
+        raise ValueError("--tolerance needs the data's photon_scale (metadata; counts = (diffraction·photon_scale)²)")
+    band = tolerance * physics.SQRT_COUNT_STD / float(data.metadata["photon_scale"]) if tolerance else 0.0
+    iterates = physics.GROUP_SOLVERS[solver](data.diffraction[groups.indices], data.probe, groups.relative, size, band)
     rows, done, started = [], 0, time.perf_counter()
     for count in iterations:  # one solve, scored as it passes each count
         estimate = next(itertools.islice(iterates, count - done - 1, None))
@@ -63,17 +69,22 @@ def main(argv=None) -> dict:
     parser.add_argument("--solver", choices=list(physics.GROUP_SOLVERS), default="er",
                         help="er: error reduction (physics.error_reduction_iterates); raar: relaxed averaged "
                              "alternating reflections (physics.raar_iterates), as model.er_solver")
+    parser.add_argument("--tolerance", type=float, default=0.0,
+                        help="the modulus projection's noise band in standard deviations of √counts, as "
+                             "model.er_tolerance (0: exact)")
     parser.add_argument("--cache-dir", default="outputs/cache")
     parser.add_argument("--test-data", help="a test split NPZ to read instead of building the study's")
     args = parser.parse_args(argv)
     if min(args.iterations) < 1 or args.groups < 1:
         parser.error("--iterations and --groups must be positive")
+    if not args.tolerance >= 0:
+        parser.error(f"--tolerance must be ≥ 0, got {args.tolerance}")
     cfg = validate(TrainingConfig(dose=args.dose, view=View[args.view], dataset=DatasetConfig(cache_dir=args.cache_dir)))
     test_path = Path(args.test_data) if args.test_data else store.dataset_paths(cfg)[1]
     data = load_dataset(test_path)
     result = {"dose": args.dose, "view": args.view, "gridsize": cfg.gridsize, "groups": args.groups,
-              "solver": args.solver, "test_data": str(test_path), "curve": solve(data, cfg.gridsize, args.groups, args.seed,
-                                                          sorted(set(args.iterations)), args.solver)}
+              "solver": args.solver, "tolerance": args.tolerance, "test_data": str(test_path), "curve": solve(data, cfg.gridsize, args.groups, args.seed,
+                                                          sorted(set(args.iterations)), args.solver, args.tolerance)}
     print(json.dumps(result, indent=2))
     return result
 

@@ -19,11 +19,12 @@ TRAINER_FIELDS = {f.name for f in dataclasses.fields(config.TrainerConfig)}
 INSTALLED = [name for name in registry.BACKENDS if registry.available(name)]
 # The model fields of each network variant the backend tests run: every generator (all but the cnn
 # write the whole patch) and every input transform; er with 3 iterations runs its first step (all of
-# er_iterations=1), the forward-only later ones and the residual heads on its estimate.
+# er_iterations=1), the forward-only later ones (with a noise band: er_tolerance) and the residual heads
+# on its estimate.
 GENERATOR_FIELDS = {"cnn": {}, "ffno": {"generator": "ffno", "pad_object": False},
                     "cnn_backprop": {"input_transform": "backprop", "pad_object": False},
                     "cnn_er": {"input_transform": "er", "er_iterations": 3, "er_residual": True,
-                               "pad_object": False},
+                               "er_tolerance": 1.0, "pad_object": False},
                     "cnn_raar": {"input_transform": "er", "er_solver": "raar", "er_iterations": 2,
                                  "pad_object": False}}
 assert {f.get("generator", "cnn") for f in GENERATOR_FIELDS.values()} == set(architecture.GENERATORS), \
@@ -182,9 +183,10 @@ def numpy_features(weights, spec: ModelSpec, x, rel):
     if g.input_transform == "none":
         return h, None
     amplitude = np.moveaxis(h, -1, 1)  # (B, C, N, N)
-    if g.input_transform == "er":
+    if g.input_transform == "er":  # the noise band in h: √counts = h·exp(log_scale)
+        band = g.er_tolerance * physics.SQRT_COUNT_STD / np.exp(float(weights["log_scale"]))
         estimate = physics.error_reduction_step(amplitude, weights["probe"], rel, g.padded_size, g.er_iterations,
-                                                g.er_solver)
+                                                g.er_solver, band)
     else:
         estimate = physics.backpropagate(amplitude, weights["probe"])
     d = np.moveaxis(estimate, 1, -1)

@@ -125,12 +125,19 @@ def test_er_iterations_residual_and_solver_need_the_er_transform_and_round_trip_
         architecture.Geometry(**base, input_transform="backprop", er_solver="raar")
     with pytest.raises(ValueError, match="er_solver='hio'; expected one of er, raar"):
         architecture.Geometry(**base, input_transform="er", er_solver="hio")
-    g = architecture.Geometry(**base, input_transform="er", er_iterations=100, er_residual=True, er_solver="raar")
+    with pytest.raises(ValueError, match="er_tolerance=1.0 widens .* er_iterations > 1"):
+        architecture.Geometry(**base, input_transform="er", er_tolerance=1.0)
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="expected a finite number ≥ 0"):
+            architecture.Geometry(**base, input_transform="er", er_iterations=5, er_tolerance=bad)
+    g = architecture.Geometry(**base, input_transform="er", er_iterations=100, er_residual=True, er_solver="raar",
+                              er_tolerance=1.0)
     assert architecture.Geometry.from_dict(g.to_dict()) == g
-    # a manifest written before these fields loads as one error-reduction step without the residual heads
-    old = {k: v for k, v in g.to_dict().items() if k not in ("er_iterations", "er_residual", "er_solver")}
+    # a manifest written before these fields loads as one exact error-reduction step without the residual heads
+    old = {k: v for k, v in g.to_dict().items()
+           if k not in ("er_iterations", "er_residual", "er_solver", "er_tolerance")}
     loaded = architecture.Geometry.from_dict(old)
-    assert (loaded.er_iterations, loaded.er_residual, loaded.er_solver) == (1, False, "er")
+    assert (loaded.er_iterations, loaded.er_residual, loaded.er_solver, loaded.er_tolerance) == (1, False, "er", 0.0)
 
 
 # ---------------------------------------------------------------------------------------------

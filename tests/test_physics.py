@@ -338,6 +338,40 @@ def test_raar_solves_a_noiseless_group_further_than_error_reduction(monkeypatch)
         physics.raar_iterates(np.ones((2, 16, 16)), np.ones((16, 16)), np.zeros((2, 2)), 20)
 
 
+@pytest.mark.parametrize("mean", [10.0, 100.0, 10_000.0])
+def test_square_root_of_poisson_counts_has_standard_deviation_one_half(mean):
+    """Variance stabilisation: std √n → 1/2 for Poisson n (the delta method: Var √n ≈ Var n/(4 mean)),
+    whatever the mean once it exceeds a few counts: the noise band's unit (SQRT_COUNT_STD)."""
+    counts = np.random.default_rng(3).poisson(mean, size=200_000)
+    assert np.sqrt(counts).std() == pytest.approx(physics.SQRT_COUNT_STD, rel=0.04)
+
+
+def test_modulus_band_keeps_a_modulus_within_the_noise_and_clips_the_rest():
+    measured = np.array([4.0, 4.0, 4.0, 0.5, 0.0, 0.0])
+    magnitude = np.array([4.3, 5.0, 2.0, 0.1, 0.3, 3.0])
+    np.testing.assert_allclose(physics.modulus_band(magnitude, measured, 0.5), [4.3, 4.5, 3.5, 0.1, 0.3, 0.5])
+    np.testing.assert_array_equal(physics.modulus_band(magnitude, measured, 0.0), measured)
+
+
+def test_a_noise_band_that_holds_the_flat_objects_patterns_keeps_the_flat_object():
+    """P_M leaves a wave alone whose far-field modulus lies within the band: from O = 1, patterns within
+    ±band of the flat object's keep every iterate at O = 1, where the exact projection moves off it;
+    a negative or NaN band is named."""
+    rng = np.random.default_rng(5)
+    N, size = 32, 48
+    probe = simulate.make_probe(N).astype(np.complex128)
+    rel = np.array([[[-3.0, -3.0], [3.0, -3.0], [-3.0, 3.0], [3.0, 3.0]]])
+    flat = physics.far_field_amplitude(physics.illuminate(np.ones((4, N, N)), probe))[None]
+    noisy = np.maximum(flat + rng.uniform(-0.04, 0.04, flat.shape), 0.0)  # within ±0.05 of the flat patterns
+    for solver in physics.GROUP_SOLVERS:
+        np.testing.assert_allclose(physics.error_reduction_step(noisy, probe, rel, size, 10, solver, band=0.05), 0,
+                                   atol=1e-6)
+        assert np.abs(physics.error_reduction_step(noisy, probe, rel, size, 10, solver)).max() > 1e-3
+    for band in (-0.1, float("nan")):
+        with pytest.raises(ValueError, match="band must be a finite amplitude ≥ 0"):
+            physics.error_reduction_step(noisy, probe, rel, size, 3, "raar", band=band)
+
+
 def test_error_reduction_step_names_bad_shapes():
     with pytest.raises(ValueError, match="groups, members"):
         physics.error_reduction_step(np.ones((2, 16, 16)), np.ones((16, 16)), np.zeros((2, 2)), 20)

@@ -28,6 +28,8 @@ Forward pass, for input x (B, N, N, C):
   er_solver 'raar' (with er): the value is instead physics.raar_iterates' K-th iterate (relaxed averaged
     alternating reflections on the members' exit waves), forward only in the same way: the gradient is
     the first error-reduction step's at any K, K = 1 included
+  er_tolerance t (with er, K > 1): the later iterations' modulus projection keeps |Ψ| within the measured
+    modulus ± t·SQRT_COUNT_STD √counts (physics.modulus_band; in h, ± t/2·exp(−log_scale)); 0 exact
   er_residual (with er): the generator corrects that estimate instead of drawing the object from its
     decoder alone: amplitude = 2·σ(head_amp)·|1 + d|, phase = π·tanh(head_phase) + arg(1 + d), d the
     group estimate's member patch (a constant: no gradient). Zero heads give the estimate itself; the
@@ -213,6 +215,7 @@ class Geometry:
     er_iterations: int = 1
     er_residual: bool = False
     er_solver: str = "er"
+    er_tolerance: float = 0.0
 
     def __post_init__(self):
         if self.input_transform not in INPUT_TRANSFORMS:
@@ -223,6 +226,12 @@ class Geometry:
             raise ValueError(f"er_solver={self.er_solver!r}; expected one of {', '.join(ER_SOLVERS)}")
         if self.er_solver != "er" and self.input_transform != "er":
             raise ValueError(f"er_solver={self.er_solver!r} needs input_transform='er' (got {self.input_transform!r})")
+        if not (math.isfinite(self.er_tolerance) and self.er_tolerance >= 0):
+            raise ValueError(f"er_tolerance={self.er_tolerance!r}; expected a finite number ≥ 0 (0: the exact "
+                             f"modulus projection)")
+        if self.er_tolerance and (self.input_transform != "er" or self.er_iterations < 2):
+            raise ValueError(f"er_tolerance={self.er_tolerance} widens the modulus projection of the group's later "
+                             f"iterations: needs input_transform='er' and er_iterations > 1")
         if self.er_iterations > 1 and self.input_transform != "er":
             raise ValueError(f"er_iterations={self.er_iterations} needs input_transform='er' "
                              f"(got {self.input_transform!r})")
@@ -411,6 +420,8 @@ class Geometry:
             out["er_residual"] = True
         if self.er_solver != "er":
             out["er_solver"] = self.er_solver
+        if self.er_tolerance:
+            out["er_tolerance"] = self.er_tolerance
         return out
 
     @classmethod
@@ -418,8 +429,8 @@ class Geometry:
         """The geometry a bundle's manifest records (`to_dict`). Bundles written before
         member_encoding existed used the reference's stacking, those before pad_object the padded head,
         those before generator the cnn, those before input_transform none, those before er_iterations
-        one iteration, those before er_residual none, those before er_solver error reduction (the fields'
-        defaults)."""
+        one iteration, those before er_residual none, those before er_solver error reduction, those before
+        er_tolerance the exact modulus projection (the fields' defaults)."""
         known = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in known})
 

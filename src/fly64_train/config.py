@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Optional
@@ -78,6 +79,7 @@ def _rule(ok: Callable[[Any], bool], rule: str) -> Check:
 positive = _rule(lambda v: v > 0, "expected a positive number")  # also rejects NaN
 positive_int = _rule(lambda v: isinstance(v, int) and v > 0, "expected a positive integer")
 non_negative = _rule(lambda v: v >= 0, "expected 0 (all cores) or a positive count")
+finite_non_negative = _rule(lambda v: math.isfinite(v) and v >= 0, "expected a finite number ≥ 0")
 weight = _rule(lambda v: 0 <= v <= 1, "expected a weight in [0, 1]")
 optional_count = _rule(lambda v: v is None or v >= 1, "expected a positive count or null")
 non_empty = _rule(bool, "expected a name")
@@ -211,6 +213,12 @@ class ModelConfig(_Section):
                                              "averaged alternating reflections: does not stall; on the dose-1e5 dense "
                                              "test groups 0.53 / 0.85 per-patch amplitude / phase after 100 iterations, "
                                              "er 0.33 / 0.70; README)")
+    er_tolerance: float = _meta(0.0, "input_transform=er with er_iterations > 1: the noise band of the group's "
+                                     "modulus projection, in standard deviations of the counts' square root (1/2 "
+                                     "√count each): the iterations keep each far-field modulus within the measured "
+                                     "± that band instead of imposing the noise. 0: the exact projection (best at "
+                                     "dose ≥ 1e4); 1 at dose 1e3, where the exact one fits the noise (README)",
+                                finite_non_negative)
     model_type: ModelType = _meta(ModelType.pinn, "pinn: trained through the physics (Poisson loss on the patterns); "
                                                   "supervised: the same generator trained on the true object patches "
                                                   "(MAE of the amplitude's texture, its per-patch level at weight "
@@ -419,6 +427,10 @@ def validate(config: TrainingConfig) -> TrainingConfig:
     if model.er_solver != ErSolver.er and model.input_transform != InputTransform.er:
         _fail("model.er_solver", model.er_solver.value, "a solver of the group's phase problem needs "
                                                         "model.input_transform=er")
+    if model.er_tolerance and (model.input_transform != InputTransform.er or model.er_iterations < 2):
+        _fail("model.er_tolerance", model.er_tolerance, "a noise band widens the modulus projection of the group's "
+                                                        "iterations: needs model.input_transform=er and "
+                                                        "model.er_iterations > 1")
     if model.er_iterations > 1 and model.input_transform != InputTransform.er:
         _fail("model.er_iterations", model.er_iterations, "iterations of the group's error reduction need "
                                                           "model.input_transform=er")

@@ -51,7 +51,7 @@ def spec_from_config(config: TrainingConfig, padded_size: int, probe: np.ndarray
                         ffno_blocks=int(model.ffno_blocks), input_transform=str(model.input_transform),
                         er_iterations=int(model.er_iterations),
                         er_residual=bool(model.er_residual),
-                        er_solver=str(model.er_solver))
+                        er_solver=str(model.er_solver), er_tolerance=float(model.er_tolerance))
     return ModelSpec(geometry, training_settings(config, config.backend.compile), probe,
                      architecture.intensity_scale(config.dose, geometry.N), config.seed)
 

@@ -114,18 +114,29 @@ def place_members(parts: torch.Tensor, windows: MemberWindows) -> torch.Tensor:
     return place_sum(torch.stack((parts.real, parts.imag), dim=2), windows)
 
 
-def modulus_projection(wave: torch.Tensor, measured: torch.Tensor) -> torch.Tensor:
-    """physics: the exit waves (B, C, N, N) given the measured far-field modulus (unshifted, FFT scale)."""
+def modulus_projection(wave: torch.Tensor, measured: torch.Tensor, band: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """physics: the exit waves (B, C, N, N) given the measured far-field modulus (unshifted, FFT scale);
+    with a band, physics.modulus_band's target (|Ψ| kept within measured ± band)."""
     spectrum = torch.fft.fft2(wave)
     magnitude = spectrum.abs()
     floor = torch.maximum(magnitude, physics.BACKPROP_FLOOR * magnitude.amax(dim=(-2, -1), keepdim=True))
-    return torch.fft.ifft2(measured * spectrum / floor)
+    target = measured if band is None else torch.minimum(
+        torch.maximum(magnitude, torch.clamp(measured - band, min=0.0)), measured + band)
+    return torch.fft.ifft2(target * spectrum / floor)
 
 
 def projection_terms(h: torch.Tensor, probe: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The group solvers' constants: the measured modulus |FFT ψ| (unshifted, FFT scale) of the
     amplitudes h (B, C, N, N), and 1/max|P|² (the corrections' scale, as physics)."""
     return torch.fft.ifftshift(h, dim=(-2, -1)) * float(n), 1.0 / probe.abs().square().max()
+
+
+def modulus_band(tolerance: float, log_scale: torch.Tensor, n: int) -> Optional[torch.Tensor]:
+    """The noise band of model.er_tolerance in the measured modulus' FFT scale (None: exact projection):
+    √counts = h·exp(log_scale), so tolerance·SQRT_COUNT_STD √counts are that over exp(log_scale) in h."""
+    if not tolerance:
+        return None
+    return tolerance * physics.SQRT_COUNT_STD * float(n) * torch.exp(-log_scale.detach())
 
 
 def place_sum(parts: torch.Tensor, windows: MemberWindows) -> torch.Tensor:
@@ -394,12 +405,17 @@ class PtychoPINN(nn.Module):
 
     def error_reduction(self, delta: torch.Tensor, h: torch.Tensor, windows: MemberWindows,
                         cover: torch.Tensor) -> torch.Tensor:
-        """Iterations 2..K of physics.error_reduction_step on the canvas increment delta = O − 1 (B, 2, P, P)."""
+        """Iterations 2..K of physics.error_reduction_step on the canvas increment delta = O − 1 (B, 2, P, P)
+        after the first (exact) step; with a noise band all K from O = 1, the first within the band too."""
         probe = self.probe.detach()
         measured, inverse_peak = projection_terms(h, probe, self.geometry.N)
-        for _ in range(self.geometry.er_iterations - 1):
+        band = modulus_band(self.geometry.er_tolerance, self.log_scale, self.geometry.N)
+        steps = self.geometry.er_iterations - 1
+        if band is not None:
+            delta, steps = torch.zeros_like(delta), steps + 1
+        for _ in range(steps):
             wave = probe * member_object(delta, windows)
-            correction = probe.conj() * (modulus_projection(wave, measured) - wave) * inverse_peak
+            correction = probe.conj() * (modulus_projection(wave, measured, band) - wave) * inverse_peak
             delta = delta + place_members(correction, windows) / cover
         return delta
 
@@ -408,6 +424,7 @@ class PtychoPINN(nn.Module):
         Σ|P_c|²/max|P|² (B, 1, P, P)."""
         probe = self.probe.detach()
         measured, inverse_peak = projection_terms(h, probe, self.geometry.N)
+        band = modulus_band(self.geometry.er_tolerance, self.log_scale, self.geometry.N)
         cover = torch.clamp(coverage, min=physics.RAAR_FLOOR)
         beta = physics.RAAR_BETA
 
@@ -416,10 +433,10 @@ class PtychoPINN(nn.Module):
 
         wave = probe.expand(measured.shape)  # ψ_0 = P: the flat object
         for _ in range(self.geometry.er_iterations - 1):
-            fitted = modulus_projection(wave, measured)
+            fitted = modulus_projection(wave, measured, band)
             overlap = probe * member_object(splat(2.0 * fitted - wave), windows)
             wave = beta * (wave + overlap - fitted) + (1.0 - beta) * fitted
-        return splat(modulus_projection(wave, measured))
+        return splat(modulus_projection(wave, measured, band))
 
     # -- physics ----------------------------------------------------------------------------------
     def canvas_and_patches(self, amp: torch.Tensor, phase: torch.Tensor,

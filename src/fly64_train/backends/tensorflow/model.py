@@ -11,6 +11,7 @@ of `extract`, far field A = sqrt(fftshift(|FFT2 ψ|²)/N²).
 """
 from __future__ import annotations
 
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -68,19 +69,30 @@ def place_members(parts: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor) -> tf.Tens
     return tf.reduce_sum(place(stacked, rows[:, :, None], cols[:, :, None]), axis=1)
 
 
-def modulus_projection(wave: tf.Tensor, measured: tf.Tensor) -> tf.Tensor:
-    """physics: the exit waves (B, C, N, N) given the measured far-field modulus (unshifted, FFT scale)."""
+def modulus_projection(wave: tf.Tensor, measured: tf.Tensor, band: Optional[tf.Tensor] = None) -> tf.Tensor:
+    """physics: the exit waves (B, C, N, N) given the measured far-field modulus (unshifted, FFT scale,
+    real); with a band, physics.modulus_band's target (|Ψ| kept within measured ± band)."""
     spectrum = tf.signal.fft2d(wave)
     magnitude = tf.abs(spectrum)
     floor = tf.maximum(magnitude, physics.BACKPROP_FLOOR * tf.reduce_max(magnitude, axis=(-2, -1), keepdims=True))
-    return tf.signal.ifft2d(measured * spectrum / tf.cast(floor, spectrum.dtype))
+    target = measured if band is None else tf.minimum(tf.maximum(magnitude, tf.nn.relu(measured - band)),
+                                                      measured + band)
+    return tf.signal.ifft2d(spectrum * tf.cast(target / floor, spectrum.dtype))
 
 
 def projection_terms(h: tf.Tensor, probe: tf.Tensor, n: int) -> tuple[tf.Tensor, tf.Tensor]:
-    """The group solvers' constants: the measured modulus |FFT ψ| (unshifted, FFT scale, complex) of
-    the amplitudes h (B, C, N, N), and 1/max|P|² (the corrections' scale, as physics)."""
-    measured = tf.complex(tf.signal.ifftshift(h, axes=(-2, -1)) * float(n), tf.zeros_like(h))
+    """The group solvers' constants: the measured modulus |FFT ψ| (unshifted, FFT scale) of the
+    amplitudes h (B, C, N, N), and 1/max|P|² (the corrections' scale, as physics)."""
+    measured = tf.signal.ifftshift(h, axes=(-2, -1)) * float(n)
     return measured, tf.cast(1.0 / tf.reduce_max(tf.square(tf.abs(probe))), probe.dtype)
+
+
+def modulus_band(tolerance: float, log_scale: tf.Tensor, n: int) -> Optional[tf.Tensor]:
+    """The noise band of model.er_tolerance in the measured modulus' FFT scale (None: exact projection):
+    √counts = h·exp(log_scale), so tolerance·SQRT_COUNT_STD √counts are that over exp(log_scale) in h."""
+    if not tolerance:
+        return None
+    return tolerance * physics.SQRT_COUNT_STD * float(n) * tf.exp(-tf.stop_gradient(log_scale))
 
 
 def reassemble(parts: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor, border_weight: float) -> tf.Tensor:
@@ -307,11 +319,16 @@ class PtychoPINN(tf.Module):
 
     def error_reduction(self, delta: tf.Tensor, h: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor,
                         cover: tf.Tensor, probe: tf.Tensor) -> tf.Tensor:
-        """Iterations 2..K of physics.error_reduction_step on the canvas increment delta = O − 1 (B, 2, P, P)."""
+        """Iterations 2..K of physics.error_reduction_step on the canvas increment delta = O − 1 (B, 2, P, P)
+        after the first (exact) step; with a noise band all K from O = 1, the first within the band too."""
         measured, inverse_peak = projection_terms(h, probe, self.geometry.N)
-        for _ in range(self.geometry.er_iterations - 1):
+        band = modulus_band(self.geometry.er_tolerance, self.log_scale, self.geometry.N)
+        steps = self.geometry.er_iterations - 1
+        if band is not None:
+            delta, steps = tf.zeros_like(delta), steps + 1
+        for _ in range(steps):
             wave = probe * member_object(delta, rows, cols)
-            correction = tf.math.conj(probe) * (modulus_projection(wave, measured) - wave) * inverse_peak
+            correction = tf.math.conj(probe) * (modulus_projection(wave, measured, band) - wave) * inverse_peak
             delta = delta + place_members(correction, rows, cols) / cover
         return delta
 
@@ -319,6 +336,7 @@ class PtychoPINN(tf.Module):
         """physics.raar_iterates' K-th iterate as the canvas increment O − 1 (B, 2, P, P); coverage
         Σ|P_c|²/max|P|² (B, 1, P, P)."""
         measured, inverse_peak = projection_terms(h, probe, self.geometry.N)
+        band = modulus_band(self.geometry.er_tolerance, self.log_scale, self.geometry.N)
         cover = tf.maximum(coverage, physics.RAAR_FLOOR)
         beta = tf.cast(physics.RAAR_BETA, probe.dtype)
 
@@ -327,10 +345,10 @@ class PtychoPINN(tf.Module):
 
         wave = tf.broadcast_to(probe, tf.shape(measured))  # ψ_0 = P: the flat object
         for _ in range(self.geometry.er_iterations - 1):
-            fitted = modulus_projection(wave, measured)
+            fitted = modulus_projection(wave, measured, band)
             overlap = probe * member_object(splat(2.0 * fitted - wave), rows, cols)
             wave = beta * (wave + overlap - fitted) + (1.0 - beta) * fitted
-        return splat(modulus_projection(wave, measured))
+        return splat(modulus_projection(wave, measured, band))
 
     def forward(self, x: tf.Tensor, rel: tf.Tensor) -> dict[str, tf.Tensor]:
         """Every output of the model for x (B, N, N, C) float32, rel (B, C, 2) float32 (x, y).
