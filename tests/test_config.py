@@ -58,6 +58,12 @@ def test_job_presets(job, expect):
     assert expect(validate(compose_config(f"job={job}")))
 
 
+def test_train_raar_takes_its_noise_band_from_the_dose_unless_overridden():
+    assert [validate(compose_config("job=train_raar", f"dose={dose}")).model.er_tolerance
+            for dose in (1000, 1e4, 100000)] == [1.0, 0.0, 0.0]
+    assert validate(compose_config("job=train_raar", "dose=1000", "model.er_tolerance=0.5")).model.er_tolerance == 0.5
+
+
 def test_npz_dataset_requires_both_paths():
     with pytest.raises(ConfigError, match="dataset.train_path=None is not allowed: dataset=npz needs"):
         validate(compose_config("dataset=npz"))

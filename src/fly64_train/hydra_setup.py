@@ -57,6 +57,9 @@ def register_configs() -> None:
         # methods of one (dose, view) sit side by side in a sweep.
         OmegaConf.register_new_resolver("fly64.method_suffix", lambda kind, model_type, engine: study.method_suffix(
             study.method(str(kind), str(model_type), str(engine))))
+    if not OmegaConf.has_resolver("fly64.noise_band"):
+        # job=train_raar's group solve takes its noise band from the dose: ${fly64.noise_band:${dose}}.
+        OmegaConf.register_new_resolver("fly64.noise_band", study.noise_band)
     if not OmegaConf.has_resolver("fly64.describe"):
         # --help: the composed config with every field's help text (conf/hydra/help/fly64.yaml).
         OmegaConf.register_new_resolver("fly64.describe", lambda *, _root_: describe(_root_))
