@@ -166,7 +166,8 @@ ER_FLOOR = 0.05
 def error_reduction_step(amplitude: np.ndarray, probe: np.ndarray, relative_xy: np.ndarray,
                          canvas_size: int, iterations: int = 1, solver: str = "er", band: float = 0.0) -> np.ndarray:
     """Error reduction of a whole group from the unit object, as each member's patch of O_K − 1
-    after K = `iterations` (see `error_reduction_iterates`; solver 'raar': `raar_iterates`).
+    after K = `iterations` (see `error_reduction_iterates`; solver 'raar': `raar_iterates`); band: the
+    modulus projection's noise band in the amplitude's units (`modulus_band`; 0 exact).
 
     More iterations solve the group's phase problem further (measured on the dose-1e5 dense test
     groups, per-patch correlation with the truth, amplitude / phase: 0.19 / 0.50 after 1, 0.29 /
@@ -199,6 +200,7 @@ def error_reduction_iterates(amplitude: np.ndarray, probe: np.ndarray, relative_
 
 
 def _band(band: float) -> float:
+    """The checked band of a group solve (a NaN or negative band would silently disable or invert it)."""
     if not (np.isfinite(band) and band >= 0):
         raise ValueError(f"band must be a finite amplitude ≥ 0 (0: the exact modulus projection), got {band}")
     return float(band)
