@@ -28,8 +28,9 @@ Forward pass, for input x (B, N, N, C):
   er_solver 'raar' (with er): the value is instead physics.raar_iterates' K-th iterate (relaxed averaged
     alternating reflections on the members' exit waves), forward only in the same way: the gradient is
     the first error-reduction step's at any K, K = 1 included
-  er_tolerance t (with er, K > 1): the later iterations' modulus projection keeps |Ψ| within the measured
-    modulus ± t·SQRT_COUNT_STD √counts (physics.modulus_band; in h, ± t/2·exp(−log_scale)); 0 exact
+  er_tolerance t (with er, K > 1): every modulus projection of the K-iteration solve keeps |Ψ| within the
+    measured modulus ± t·SQRT_COUNT_STD √counts (physics.modulus_band; in h, ± t/2·exp(−log_scale));
+    0 exact. The gradient stays the exact first step's
   er_residual (with er): the generator corrects that estimate instead of drawing the object from its
     decoder alone: amplitude = 2·σ(head_amp)·|1 + d|, phase = π·tanh(head_phase) + arg(1 + d), d the
     group estimate's member patch (a constant: no gradient). Zero heads give the estimate itself; the
@@ -230,8 +231,8 @@ class Geometry:
             raise ValueError(f"er_tolerance={self.er_tolerance!r}; expected a finite number ≥ 0 (0: the exact "
                              f"modulus projection)")
         if self.er_tolerance and (self.input_transform != "er" or self.er_iterations < 2):
-            raise ValueError(f"er_tolerance={self.er_tolerance} widens the modulus projection of the group's later "
-                             f"iterations: needs input_transform='er' and er_iterations > 1")
+            raise ValueError(f"er_tolerance={self.er_tolerance} widens the modulus projection of the group's iterated "
+                             f"solve: needs input_transform='er' and er_iterations > 1")
         if self.er_iterations > 1 and self.input_transform != "er":
             raise ValueError(f"er_iterations={self.er_iterations} needs input_transform='er' "
                              f"(got {self.input_transform!r})")

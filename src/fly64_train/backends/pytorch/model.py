@@ -131,7 +131,7 @@ def projection_terms(h: torch.Tensor, probe: torch.Tensor, n: int) -> tuple[torc
     return torch.fft.ifftshift(h, dim=(-2, -1)) * float(n), 1.0 / probe.abs().square().max()
 
 
-def modulus_band(tolerance: float, log_scale: torch.Tensor, n: int) -> Optional[torch.Tensor]:
+def band_width(tolerance: float, log_scale: torch.Tensor, n: int) -> Optional[torch.Tensor]:
     """The noise band of model.er_tolerance in the measured modulus' FFT scale (None: exact projection):
     √counts = h·exp(log_scale), so tolerance·SQRT_COUNT_STD √counts are that over exp(log_scale) in h."""
     if not tolerance:
@@ -409,7 +409,7 @@ class PtychoPINN(nn.Module):
         after the first (exact) step; with a noise band all K from O = 1, the first within the band too."""
         probe = self.probe.detach()
         measured, inverse_peak = projection_terms(h, probe, self.geometry.N)
-        band = modulus_band(self.geometry.er_tolerance, self.log_scale, self.geometry.N)
+        band = band_width(self.geometry.er_tolerance, self.log_scale, self.geometry.N)
         steps = self.geometry.er_iterations - 1
         if band is not None:
             delta, steps = torch.zeros_like(delta), steps + 1
@@ -424,7 +424,7 @@ class PtychoPINN(nn.Module):
         Σ|P_c|²/max|P|² (B, 1, P, P)."""
         probe = self.probe.detach()
         measured, inverse_peak = projection_terms(h, probe, self.geometry.N)
-        band = modulus_band(self.geometry.er_tolerance, self.log_scale, self.geometry.N)
+        band = band_width(self.geometry.er_tolerance, self.log_scale, self.geometry.N)
         cover = torch.clamp(coverage, min=physics.RAAR_FLOOR)
         beta = physics.RAAR_BETA
 

@@ -87,7 +87,7 @@ def projection_terms(h: tf.Tensor, probe: tf.Tensor, n: int) -> tuple[tf.Tensor,
     return measured, tf.cast(1.0 / tf.reduce_max(tf.square(tf.abs(probe))), probe.dtype)
 
 
-def modulus_band(tolerance: float, log_scale: tf.Tensor, n: int) -> Optional[tf.Tensor]:
+def band_width(tolerance: float, log_scale: tf.Tensor, n: int) -> Optional[tf.Tensor]:
     """The noise band of model.er_tolerance in the measured modulus' FFT scale (None: exact projection):
     √counts = h·exp(log_scale), so tolerance·SQRT_COUNT_STD √counts are that over exp(log_scale) in h."""
     if not tolerance:
@@ -322,7 +322,7 @@ class PtychoPINN(tf.Module):
         """Iterations 2..K of physics.error_reduction_step on the canvas increment delta = O − 1 (B, 2, P, P)
         after the first (exact) step; with a noise band all K from O = 1, the first within the band too."""
         measured, inverse_peak = projection_terms(h, probe, self.geometry.N)
-        band = modulus_band(self.geometry.er_tolerance, self.log_scale, self.geometry.N)
+        band = band_width(self.geometry.er_tolerance, self.log_scale, self.geometry.N)
         steps = self.geometry.er_iterations - 1
         if band is not None:
             delta, steps = tf.zeros_like(delta), steps + 1
@@ -336,7 +336,7 @@ class PtychoPINN(tf.Module):
         """physics.raar_iterates' K-th iterate as the canvas increment O − 1 (B, 2, P, P); coverage
         Σ|P_c|²/max|P|² (B, 1, P, P)."""
         measured, inverse_peak = projection_terms(h, probe, self.geometry.N)
-        band = modulus_band(self.geometry.er_tolerance, self.log_scale, self.geometry.N)
+        band = band_width(self.geometry.er_tolerance, self.log_scale, self.geometry.N)
         cover = tf.maximum(coverage, physics.RAAR_FLOOR)
         beta = tf.cast(physics.RAAR_BETA, probe.dtype)
 
