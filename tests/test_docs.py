@@ -13,7 +13,7 @@ import pytest
 from fly64_train import config
 from tests.conftest import REPO
 
-DOCS = [REPO / "README.md", REPO / "docs" / "architecture.md"]
+DOCS = [REPO / "README.md", REPO / "docs" / "architecture.md", REPO / "docs" / "results.md"]
 PACKAGE = REPO / "src" / "fly64_train"
 # Where a dotted name's first part may live: the package and its subpackages.
 NAMESPACES = ("fly64_train", "fly64_train.data", "fly64_train.backends", "fly64_train.evaluation",
