@@ -36,3 +36,17 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 600, env_extra: dict | 
     env.update(env_extra or {})
     command = [sys.executable, "-m", "fly64_train", *args]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+# The files that train whole jobs, longest first; the rest keep their order. With the README's
+# `-n 2 --dist loadfile` each file runs on one worker, so starting the long ones first keeps one
+# worker from running them alone at the end.
+LONGEST_FIRST = ("test_sweep.py", "test_e2e.py", "test_storage_faults.py", "test_backend_contract.py",
+                 "test_iterative.py", "test_optuna_sweep.py", "test_tracking.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+    items.sort(key=rank)  # stable: within a file and among the rest, collection order stays
