@@ -68,7 +68,7 @@ model_type 'supervised' (the original's supervised baseline): the same generator
   evaluation's per-patch phase correlation is mean-free too). The amplitude's texture is compared
   mean-free and its level (per-patch mean) with a small weight: with the plain amplitude MAE the
   level term dominates early training through the shared trunk and the phase collapses to a
-  constant (measured on the tiles recipe, README 'The supervised baseline'). This assumes the true
+  constant (measured on the tiles recipe, docs/results.md, 'The supervised baseline's curves'). This assumes the true
   phase does not wrap inside a patch (the synthetic objects' phase spans [−π/2, π/2]). The canvas and
   physics still make the predictions, so evaluation is the same for both types.
 All convs are 'same' padded, stride 1, with bias. `rel` are member positions minus the group

@@ -199,7 +199,7 @@ class ModelConfig(_Section):
     input_transform: InputTransform = _meta(
         InputTransform.none, "what the generator sees of each pattern: none (the normalised amplitude, the reference) "
                              "or backprop (also the pattern carried back to the object plane by one error-reduction "
-                             "step from a flat object with the model's probe; README, model decisions) or er (the "
+                             "step from a flat object with the model's probe; docs/results.md, 'The input transform') or er (the "
                              "same step for the whole group on its canvas: overlapping members' evidence averaged, "
                              "divided by the probe intensity)")
     er_iterations: int = _meta(1, "input_transform=er: error-reduction iterations of the group on its canvas from a "
@@ -212,12 +212,12 @@ class ModelConfig(_Section):
                                              "(error reduction: the members' corrections averaged) or raar (relaxed "
                                              "averaged alternating reflections: does not stall; on the dose-1e5 dense "
                                              "test groups 0.53 / 0.85 per-patch amplitude / phase after 100 iterations, "
-                                             "er 0.33 / 0.70; README)")
+                                             "er 0.33 / 0.70; docs/results.md)")
     er_tolerance: float = _meta(0.0, "input_transform=er with er_iterations > 1: the noise band of the group's "
                                      "modulus projection, in standard deviations of the counts' square root (1/2 "
                                      "√count each): the iterations keep each far-field modulus within the measured "
                                      "± that band instead of imposing the noise. 0: the exact projection (best at "
-                                     "dose ≥ 1e4); 1 at dose 1e3, where the exact one fits the noise (README)",
+                                     "dose ≥ 1e4); 1 at dose 1e3, where the exact one fits the noise (docs/results.md)",
                                 finite_non_negative)
     model_type: ModelType = _meta(ModelType.pinn, "pinn: trained through the physics (Poisson loss on the patterns); "
                                                   "supervised: the same generator trained on the true object patches "

@@ -171,7 +171,7 @@ def error_reduction_step(amplitude: np.ndarray, probe: np.ndarray, relative_xy: 
 
     More iterations solve the group's phase problem further (measured on the dose-1e5 dense test
     groups, per-patch correlation with the truth, amplitude / phase: 0.19 / 0.50 after 1, 0.29 /
-    0.64 after 50, 0.33 / 0.70 after 100, 0.42 / 0.81 after 1,000; RAAR 0.51 / 0.85 after 50; README).
+    0.64 after 50, 0.33 / 0.70 after 100, 0.42 / 0.81 after 1,000; RAAR 0.51 / 0.85 after 50; docs/results.md).
     """
     if int(iterations) != iterations or iterations < 1:
         raise ValueError(f"iterations must be a positive integer, got {iterations}")
@@ -313,7 +313,7 @@ RAAR_FLOOR = 1e-3
 #   dose 1e4: exact 0.33 / 0.69 at 50; t = 0.5 0.33 / 0.67; t = 1 0.30 / 0.64
 #   dose 1e5: exact 0.51 / 0.85 at 50; t = 0.5 0.50 / 0.83; t = 1 0.44 / 0.79
 # The band helps where the counts are few and costs where they determine the object: its value is
-# the dose's choice (README). A band only at zero-count pixels was worse at both doses.
+# the dose's choice (docs/results.md). A band only at zero-count pixels was worse at both doses.
 
 
 def raar_iterates(amplitude: np.ndarray, probe: np.ndarray, relative_xy: np.ndarray,
