@@ -306,14 +306,13 @@ def _error_reduction(amplitude: np.ndarray, probe: np.ndarray, relative_xy: np.n
 # Floor 1e-2 0.44 / 0.79 at 100, 1e-3 and 1e-4 alike (0.53 / 0.85).
 RAAR_BETA = 0.9
 RAAR_FLOOR = 1e-3
-# RAAR_BAND_NOTE: the noise band (model.er_tolerance t: band = t·SQRT_COUNT_STD in √counts), measured on
-# 64 dense test groups, per-patch correlation amplitude / phase after 10, 50, 100 iterations:
-#   dose 1e3: exact 0.11 / 0.25, 0.09 / 0.17, falling; t = 1 0.16 / 0.35, 0.17 / 0.39, 0.17 / 0.42
-#             (0.45 at 300); t = 0.5 0.15 / 0.35, 0.16 / 0.39, 0.16 / 0.40; t = 2 0.18 / 0.38 at 50
-#   dose 1e4: exact 0.33 / 0.69 at 50; t = 0.5 0.33 / 0.67; t = 1 0.30 / 0.64
-#   dose 1e5: exact 0.51 / 0.85 at 50; t = 0.5 0.50 / 0.83; t = 1 0.44 / 0.79
-# The band helps where the counts are few and costs where they determine the object: its value is
-# the dose's choice (docs/results.md). A band only at zero-count pixels was worse at both doses.
+# RAAR_BAND_NOTE: the noise band (model.er_tolerance t: band = t·SQRT_COUNT_STD in √counts). Without it the
+# exact projection imposes the Poisson noise, and at few counts per pixel the solve fits that noise:
+# on the dense test groups at dose 1e3 exact RAAR falls from 0.11 / 0.25 (per-patch amplitude / phase,
+# 10 iterations) to 0.09 / 0.17 (50), where t = 1 keeps rising (0.17 / 0.39). The band helps where the
+# counts are few and costs where they determine the object, so its value is the dose's choice
+# (study.noise_band). The measurements at every dose, 1e3 to 1e5, are in docs/results.md ("A noise
+# band stops the fit to the noise").
 
 
 def raar_iterates(amplitude: np.ndarray, probe: np.ndarray, relative_xy: np.ndarray,
