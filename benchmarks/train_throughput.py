@@ -291,7 +291,7 @@ def summarise(result: dict, peak: float) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=(*BACKENDS, "both"), default="both")
     parser.add_argument("--threads", type=int, default=0, help="0 = all cores")
     parser.add_argument("--steps", type=int, default=8, help="training steps per timed repeat")
