@@ -2,6 +2,7 @@
 overrides exactly as the CLI does (minus Hydra's runtime)."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -16,6 +17,18 @@ from fly64_train.hydra_setup import conf_dir, register_configs
 
 register_configs()
 REPO = Path(__file__).resolve().parents[1]
+
+
+def benchmark_script(name: str) -> Path:
+    return REPO / "benchmarks" / f"{name}.py"
+
+
+def load_benchmark(name: str):
+    """A benchmarks/<name>.py script as a module (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, benchmark_script(name))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def compose_config(*overrides: str) -> TrainingConfig:

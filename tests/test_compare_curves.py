@@ -1,7 +1,6 @@
 """benchmarks/compare_curves.py: several candidates' learning curves read from quality.py's JSON."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -9,14 +8,13 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_curves.py"
+from tests.conftest import benchmark_script, load_benchmark
+
+SCRIPT = benchmark_script("compare_curves")
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("compare_curves", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("compare_curves")
 
 
 def _point(step, test_phase, train_phase=0.5):

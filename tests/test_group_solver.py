@@ -1,24 +1,17 @@
 """benchmarks/group_solver.py: what a group's own patterns determine, over every member and the seeds."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from fly64_train import physics
 from fly64_train.data.contract import StudyData
-from tests.test_likelihood_bound import N, _probe, _smooth_object
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "group_solver.py"
+from tests.conftest import load_benchmark
+from tests.test_likelihood_bound import _probe, _smooth_object
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("group_solver", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("group_solver")
 
 
 def _noiseless_scan() -> StudyData:
