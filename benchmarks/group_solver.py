@@ -46,9 +46,7 @@ def solve(data, gridsize: int, n_groups: int, seed: int, iterations: list[int], 
     members = groups.indices.reshape(-1)
     truth = physics.extract_patches(data.obj, data.xcoords[members], data.ycoords[members], N)
     size = likelihood_bound.canvas_size(groups.relative, N)
-    if tolerance and "photon_scale" not in data.metadata:
-        raise ValueError("--tolerance needs the data's photon_scale (metadata; counts = (diffraction·photon_scale)²)")
-    band = tolerance * physics.SQRT_COUNT_STD / float(data.metadata["photon_scale"]) if tolerance else 0.0
+    band = physics.band_in_amplitude(tolerance, data.metadata.get("photon_scale"))
     iterates = physics.GROUP_SOLVERS[solver](data.diffraction[groups.indices], data.probe, groups.relative, size, band)
     rows, done, started = [], 0, time.perf_counter()
     for count in iterations:  # one solve, scored as it passes each count

@@ -43,6 +43,14 @@ adds, per view, the per-patch correlation of the maximum-likelihood object of 32
 group's own patterns, the known probe, no prior): the "MLE patch a/p" column and the JSON's
 `likelihood_limited`. Where it stays low although its likelihood beats the truth's
 (`beats_truth_likelihood`), the group's patterns do not single out the truth.
+
+What the network adds over its input (jobs fed their group's solve, e.g. job=train_raar):
+
+    python benchmarks/quality.py --set job=train_raar --views dense --doses 1e5 --solve-yardstick
+
+adds the "solve gaps, patch a/p" column and the JSON's `solve_*` fields: the job's own test groups
+solved by its own iterations, solver and noise band from the flat object, with no network, stitched
+and scored exactly as the job's patches (evaluation/yardsticks.py group_solve).
 """
 from __future__ import annotations
 
@@ -62,9 +70,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from fly64_train import evaluation, study  # noqa: E402
+from fly64_train import evaluation, physics, study  # noqa: E402
 from fly64_train.evaluation import likelihood_bound, yardsticks  # noqa: E402
-from fly64_train.data import load_dataset  # noqa: E402
+from fly64_train.data import grouping, load_dataset  # noqa: E402
 from fly64_train.step_curves import CURVES_NAME, SPLITS, escape, read_curves  # noqa: E402
 
 PARTS = ("amplitude", "phase")
@@ -103,8 +111,29 @@ def _resolved(job_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def job_result(job_dir: Path, dose: float, view: str, seed: Optional[int] = None, bound_groups: int = 0
-               ) -> tuple[dict, Optional[evaluation.Alignment]]:
+def group_solve_scores(test, record: dict, resolved: dict) -> Optional[dict]:
+    """The group-solve yardstick of a job whose network is fed its group's solve (model.input_transform=er):
+    the job's test groups solved by its own iterations, solver and noise band, no network, stitched and
+    scored as the job's patches (evaluation.score_predictions); None for any other job."""
+    model, trainer, dataset = resolved.get("model", {}), resolved.get("trainer", {}), resolved.get("dataset", {})
+    if model.get("input_transform") != "er":
+        return None
+    started = time.perf_counter()
+    groups = grouping.make_groups(test.xcoords, test.ycoords, record["gridsize"],
+                                  trainer.get("neighbor_count", study.NEIGHBOR_COUNT),
+                                  None, dataset.get("grouping_seed", study.SEEDS["grouping"]))
+    band = physics.band_in_amplitude(model.get("er_tolerance", 0.0), test.metadata.get("photon_scale"))
+    patches = yardsticks.group_solve(test.diffraction, test.probe, groups, model.get("er_iterations", 1),
+                                     model.get("er_solver", "er"), band)
+    positions = groups.centres[:, None, :] + groups.relative
+    metrics = evaluation.score_predictions(patches, positions, test.obj, probe=test.probe).metrics
+    return {"iterations": model.get("er_iterations", 1), "solver": model.get("er_solver", "er"),
+            "tolerance": model.get("er_tolerance", 0.0), "metrics": metrics,
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
+def job_result(job_dir: Path, dose: float, view: str, seed: Optional[int] = None, bound_groups: int = 0,
+               solve_yardstick: bool = False) -> tuple[dict, Optional[evaluation.Alignment]]:
     """The job's own metrics, the two yardsticks on its scored region, and gap fractions; and the
     job's reconstruction aligned on that region (for the figure; None for a failed job)."""
     manifest = job_dir / "training_manifest.json"
@@ -151,6 +180,14 @@ def job_result(job_dir: Path, dose: float, view: str, seed: Optional[int] = None
         row[f"dose_limited_{part}_gap_closed"] = yardsticks.gap_closed(row[f"dose_limited_{part}_ssim"],
                                                                        row[f"floor_{part}_ssim"])
     row["scored_pixels"] = metrics["region"]["scored_pixels"]
+    solved = group_solve_scores(test, record, resolved) if solve_yardstick else None
+    if solved is not None:
+        row["group_solve"] = {key: solved[key] for key in ("iterations", "solver", "tolerance", "seconds")}
+        for part in PARTS:
+            row[f"solve_{part}_ssim"] = solved["metrics"][part]["ssim_original"]
+            row[f"solve_{part}_gap_closed"] = yardsticks.gap_closed(row[f"solve_{part}_ssim"],
+                                                                    row[f"floor_{part}_ssim"])
+            row[f"solve_{part}_patch_corr"] = solved["metrics"]["patchwise"][f"{part}_correlation"]
     if bound_groups:
         neighbours = resolved.get("trainer", {}).get("neighbor_count", study.NEIGHBOR_COUNT)
         row["likelihood_limited"] = likelihood_limited(record["test_data_path"], test, record["gridsize"],
@@ -306,9 +343,16 @@ def _mle_cell(row: dict) -> str:
     return "–" if not bound else f"{_fmt(bound['amplitude_patch_corr'])}/{_fmt(bound['phase_patch_corr'])}"
 
 
+def _solve_cell(row: dict) -> str:
+    if row.get("solve_amplitude_gap_closed") is None:
+        return "–"
+    return (f"{_fmt(row['solve_amplitude_gap_closed'])}/{_fmt(row['solve_phase_gap_closed'])}, "
+            f"{_fmt(row['solve_amplitude_patch_corr'])}/{_fmt(row['solve_phase_patch_corr'])}")
+
+
 def table(rows: list[dict]) -> str:
     head = ("dose", "view", "seed", "ep", "steps", "pos", "amp SSIM", "gap", "(dose-lim)", "phase SSIM", "gap",
-            "(dose-lim)", "FRC50 a/p", "patch a/p", "MLE patch a/p", "min")
+            "(dose-lim)", "FRC50 a/p", "patch a/p", "MLE patch a/p", "solve gaps, patch a/p", "min")
     lines = [" | ".join(head), " | ".join("---" for _ in head)]
     for r in rows:
         if r.get("amplitude_ssim") is None:
@@ -321,7 +365,7 @@ def table(rows: list[dict]) -> str:
             _fmt(r["amplitude_ssim"]), _fmt(r["amplitude_gap_closed"]), _fmt(r["dose_limited_amplitude_gap_closed"]),
             _fmt(r["phase_ssim"]), _fmt(r["phase_gap_closed"]), _fmt(r["dose_limited_phase_gap_closed"]),
             f"{r['amplitude_frc50']}/{r['phase_frc50']}",
-            f"{_fmt(r['amplitude_patch_corr'])}/{_fmt(r['phase_patch_corr'])}", _mle_cell(r),
+            f"{_fmt(r['amplitude_patch_corr'])}/{_fmt(r['phase_patch_corr'])}", _mle_cell(r), _solve_cell(r),
             _fmt((r["wall_time_s"] or 0) / 60, 1)]))
     return "\n".join(lines)
 
@@ -378,6 +422,12 @@ def main() -> None:
                         help="also score the likelihood-limited yardstick on G test groups of each view: the "
                              "per-group maximum-likelihood object (known probe, no prior) and its per-patch "
                              "correlation (evaluation/likelihood_bound.py; about a minute per view at G=16)")
+    parser.add_argument("--solve-yardstick", action="store_true",
+                        help="for jobs fed their group's solve (model.input_transform=er, e.g. job=train_raar): "
+                             "also score that solve alone, the job's test groups, iterations, solver and noise "
+                             "band with no network, stitched like the job's patches: what the network adds "
+                             "(evaluation/yardsticks.py group_solve; NumPy, about 6 min per dense view at 50 RAAR "
+                             "iterations on 2 cores)")
     parser.add_argument("--label", default="", help="the candidate's name in the JSON and the figure")
     parser.add_argument("--gallery", action="store_true",
                         help="also draw <out>/jobs/<job>/patches.png: predicted vs true patches of 5 test groups")
@@ -394,7 +444,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     results = [job_result(run_job(out, dose, view, args.backend, args.overrides, seed), dose, view, seed,
-                          args.likelihood_bound)
+                          args.likelihood_bound, args.solve_yardstick)
                for dose in doses for view in args.views for seed in seeds]
     rows = [row for row, _ in results]
     report = {"benchmark": "quality", "label": args.label, "backend": args.backend, "overrides": args.overrides,

@@ -11,7 +11,7 @@ Conventions (shared by the simulator, both backends and evaluation):
 from __future__ import annotations
 
 import itertools
-from typing import Iterator
+from typing import Iterator, Optional
 
 import numpy as np
 import scipy.fft
@@ -209,6 +209,17 @@ def _band(band: float) -> float:
 # The standard deviation of √n for Poisson counts n (variance stabilisation): close to 1/2 whatever the
 # mean once it exceeds a few counts, so one band width in √counts serves every pixel of every dose.
 SQRT_COUNT_STD = 0.5
+
+
+def band_in_amplitude(tolerance: float, photon_scale: Optional[float]) -> float:
+    """A noise band of `tolerance` standard deviations of √counts (model.er_tolerance) in the data's
+    amplitude units (amplitude = √counts / photon_scale); 0 for the exact projection."""
+    if not tolerance:
+        return 0.0
+    if photon_scale is None or not photon_scale > 0:
+        raise ValueError(f"a noise band of {tolerance} needs the data's photon_scale (metadata; counts = "
+                         f"(diffraction·photon_scale)²), got {photon_scale}")
+    return _band(tolerance * SQRT_COUNT_STD / float(photon_scale))
 
 
 def modulus_band(magnitude, measured, band: float):

@@ -1,11 +1,14 @@
 """Yardsticks: the images a reconstruction's score is read against (framework-free NumPy).
 
 A score means little alone: SSIM of a flat image is far from 0, and at low dose no method can
-recover the finest detail. Two yardsticks, scored through the same evaluation on the same
+recover the finest detail. Yardsticks, scored through the same evaluation on the same
 region as the reconstruction (`evaluation.score_image`):
 
 - the **floor**: a flat object at the truth's mean amplitude (over the scored region) with zero
   phase: what knowing nothing but the mean scores;
+- the **group solve** (`group_solve`, for a job whose network is fed a solve of its group, e.g.
+  `job=train_raar`): the same groups solved by the same iterations from the flat object with the known
+  probe and no network, stitched as the job's patches are: what the network adds over its own input;
 - the **dose-limited image**: the truth low-pass filtered at the highest spatial frequency
   at which the noiseless patterns still carry about one expected photon per detector pixel
   (azimuthal average over the test patterns, `dose_limited_cutoff`). Detector pixel q (distance
@@ -22,6 +25,8 @@ from typing import Optional
 import numpy as np
 
 from fly64_train import physics
+from fly64_train.data.grouping import GroupIndex
+from fly64_train.evaluation.likelihood_bound import canvas_size
 
 PHOTONS_PER_PIXEL = 1.0
 
@@ -85,3 +90,18 @@ def gap_closed(score: Optional[float], floor: Optional[float]) -> Optional[float
     if score is None or floor is None or not floor < 1:
         return None
     return (float(score) - float(floor)) / (1.0 - float(floor))
+
+
+def group_solve(amplitude: np.ndarray, probe: np.ndarray, groups: GroupIndex, iterations: int, solver: str = "raar",
+                band: float = 0.0, chunk: int = 64) -> np.ndarray:
+    """Every group's member patches (B, C, N, N) complex64 after `iterations` of the group solve
+    (physics.error_reduction_step: 'er' or 'raar', noise `band` in amplitude units, physics.band_in_amplitude)
+    from the flat object, on one canvas size for all groups; `amplitude` (n, N, N) is the data's."""
+    if int(iterations) < 1:
+        raise ValueError(f"the group solve needs at least 1 iteration, got {iterations}")
+    N = amplitude.shape[-1]
+    size = canvas_size(groups.relative, N)
+    parts = [physics.error_reduction_step(amplitude[groups.indices[s:s + chunk]], probe, groups.relative[s:s + chunk],
+                                          size, int(iterations), solver, band)
+             for s in range(0, groups.n_groups, chunk)]
+    return (1.0 + np.concatenate(parts)).astype(np.complex64)
