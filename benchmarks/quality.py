@@ -72,6 +72,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from fly64_train import evaluation, physics, study  # noqa: E402
 from fly64_train.evaluation import likelihood_bound, yardsticks  # noqa: E402
+from fly64_train.evaluation.report import show_scored  # noqa: E402
 from fly64_train.data import grouping, load_dataset  # noqa: E402
 from fly64_train.step_curves import CURVES_NAME, SPLITS, escape, read_curves  # noqa: E402
 
@@ -371,7 +372,8 @@ def table(rows: list[dict]) -> str:
 
 
 def figure(path: Path, results: list[tuple[dict, Optional[evaluation.Alignment]]]) -> None:
-    """Truth and each job's aligned reconstruction (amplitude row, phase row) on the scored region."""
+    """Truth and each job's aligned reconstruction (amplitude row, phase row) on the scored region's box,
+    the pixels outside the region veiled (evaluation.report.show_scored)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -387,9 +389,9 @@ def figure(path: Path, results: list[tuple[dict, Optional[evaluation.Alignment]]
         for row, (gt, pred, cmap) in enumerate(panels):
             vmin, vmax = float(np.min(gt[aligned.mask])), float(np.max(gt[aligned.mask]))
             if not truth_shown:
-                axes[row, 0].imshow(np.where(aligned.mask, gt, np.nan), cmap=cmap, vmin=vmin, vmax=vmax)
+                show_scored(axes[row, 0], gt, aligned.mask, cmap=cmap, vmin=vmin, vmax=vmax)
                 axes[row, 0].set_title(f"truth {PARTS[row]}", fontsize=9)
-            axes[row, col].imshow(np.where(aligned.mask, pred, np.nan), cmap=cmap, vmin=vmin, vmax=vmax)
+            show_scored(axes[row, col], pred, aligned.mask, cmap=cmap, vmin=vmin, vmax=vmax)
             axes[row, col].set_title(f"{study.format_number(r['dose'])} {r['view']}\nSSIM {r[f'{PARTS[row]}_ssim']:.2f}, "
                                      f"gap {_fmt(r[f'{PARTS[row]}_gap_closed'])}", fontsize=9)
         truth_shown = True

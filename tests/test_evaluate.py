@@ -427,3 +427,28 @@ def test_phase_offsets_are_recovered_from_the_overlaps_alone(dense_scene):
     # patches that overlap nothing keep their phase; two disjoint islands are each consistent
     far = np.array([[0.0, 0.0], [500.0, 500.0]])
     np.testing.assert_array_equal(stitching.phase_offsets(patches[:2], far), [1.0, 1.0])
+
+
+def test_figures_veil_the_unscored_pixels_instead_of_blanking_them():
+    # a sparse scan's scored region is patchy: what lies outside it stays visible, only paler
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from fly64_train.evaluation.report import show_scored
+
+    image = np.zeros((20, 20))
+    image[:, 10:] = 1.0  # dark left half, bright right half
+    mask = np.zeros((20, 20), bool)
+    mask[:10] = True  # top half scored
+    fig = Figure(figsize=(2, 2), dpi=20)
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_axis_off()
+    show_scored(ax, image, mask, cmap="gray", vmin=0, vmax=1)
+    canvas.draw()
+    rgb = np.asarray(canvas.buffer_rgba())[..., :3].astype(float).mean(axis=-1)
+    top_dark, bottom_dark = rgb[5, 5], rgb[35, 5]
+    top_bright, bottom_bright = rgb[5, 35], rgb[35, 35]
+    assert top_dark < 10 and top_bright > 245  # scored: the image itself
+    assert 100 < bottom_dark < 200  # unscored dark: veiled, not white
+    assert bottom_bright > 245 and bottom_dark < bottom_bright  # the content still shows through

@@ -62,6 +62,20 @@ def _patchwise_line(patchwise: Optional[dict[str, Any]]) -> str:
             f"amplitude {_fmt(patchwise['amplitude_correlation'], 3)}, phase {_fmt(patchwise['phase_correlation'], 3)}")
 
 
+UNSCORED_VEIL = 0.6  # opacity of the white veil over pixels outside the scored region
+
+
+def show_scored(ax, image: np.ndarray, mask: np.ndarray, **imshow):
+    """Draw the whole image and veil (not blank) the pixels outside the scored region: on a sparse scan
+    the scored region is the probe's bright core around each position, and blanking the rest would
+    show that region's shape instead of what the stitch holds. Returns the image's handle."""
+    handle = ax.imshow(image, interpolation="nearest", **imshow)
+    veil = np.zeros(mask.shape + (4,), dtype=np.float32)
+    veil[~mask] = (1.0, 1.0, 1.0, UNSCORED_VEIL)
+    ax.imshow(veil, interpolation="nearest")
+    return handle
+
+
 def save_figure(path: PathLike, aligned: Alignment, result: dict[str, Any], title: Optional[str] = None) -> Path:
     """2×2 PNG: ground truth vs reconstruction, amplitude (top) and phase (bottom), with colour bars."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -75,12 +89,10 @@ def save_figure(path: PathLike, aligned: Alignment, result: dict[str, Any], titl
             ("phase", aligned.gt_phase, aligned.pred_phase, "twilight")]
     for row, (name, gt, pred, cmap) in enumerate(rows):
         vmin, vmax = float(np.min(gt[aligned.mask])), float(np.max(gt[aligned.mask]))
-        shown = np.where(aligned.mask, pred, np.nan)
         for col, (image, label) in enumerate(((gt, f"Ground truth {name}\n(data range {_fmt(result[name]['data_range'])})"),
-                                              (shown, _title(name, result[name])))):
+                                              (pred, _title(name, result[name])))):
             ax = axes[row, col]
-            handle = ax.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax if vmax > vmin else vmin + 1,
-                               interpolation="nearest")
+            handle = show_scored(ax, image, aligned.mask, cmap=cmap, vmin=vmin, vmax=vmax if vmax > vmin else vmin + 1)
             ax.set_title(label, fontsize=10)
             ax.set_xticks([])
             ax.set_yticks([])
@@ -89,7 +101,7 @@ def save_figure(path: PathLike, aligned: Alignment, result: dict[str, Any], titl
     shift = registration.get("shift") or [0.0, 0.0]
     threshold = result.get("illumination_threshold")
     scored = (f"scored: {int(aligned.mask.sum())} px" + (f" lit ≥ {threshold:.0%} of the peak" if threshold else "")
-              + f" ({100 * aligned.covered_fraction:.0f} % of the box)")
+              + f" ({100 * aligned.covered_fraction:.0f} % of the box; the rest veiled)")
     fig.suptitle(title or (f"{result.get('n_patterns')} patterns, stitch crop {result.get('stitch_crop')} px, "
                            f"{scored}, shift (dy, dx) = ({shift[0]:.2f}, {shift[1]:.2f}) px "
                            f"{'applied' if aligned.shift_applied else 'not applied'} "
