@@ -373,7 +373,8 @@ def table(rows: list[dict]) -> str:
 
 def figure(path: Path, results: list[tuple[dict, Optional[evaluation.Alignment]]]) -> None:
     """Truth and each job's aligned reconstruction (amplitude row, phase row) on the scored region's box,
-    the pixels outside the region veiled (evaluation.report.show_scored)."""
+    drawn whole (at this size a veil over the unscored pixels hides the picture; the titles give the
+    scored fraction of the box, and each job's own reconstruction.png veils the unscored pixels)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -389,11 +390,12 @@ def figure(path: Path, results: list[tuple[dict, Optional[evaluation.Alignment]]
         for row, (gt, pred, cmap) in enumerate(panels):
             vmin, vmax = float(np.min(gt[aligned.mask])), float(np.max(gt[aligned.mask]))
             if not truth_shown:
-                show_scored(axes[row, 0], gt, aligned.mask, cmap=cmap, vmin=vmin, vmax=vmax)
+                show_scored(axes[row, 0], gt, aligned.mask, veil=0.0, cmap=cmap, vmin=vmin, vmax=vmax)
                 axes[row, 0].set_title(f"truth {PARTS[row]}", fontsize=9)
-            show_scored(axes[row, col], pred, aligned.mask, cmap=cmap, vmin=vmin, vmax=vmax)
+            show_scored(axes[row, col], pred, aligned.mask, veil=0.0, cmap=cmap, vmin=vmin, vmax=vmax)
             axes[row, col].set_title(f"{study.format_number(r['dose'])} {r['view']}\nSSIM {r[f'{PARTS[row]}_ssim']:.2f}, "
-                                     f"gap {_fmt(r[f'{PARTS[row]}_gap_closed'])}", fontsize=9)
+                                     f"gap {_fmt(r[f'{PARTS[row]}_gap_closed'])}, "
+                                     f"{100 * aligned.covered_fraction:.0f} % scored", fontsize=9)
         truth_shown = True
     for ax in axes.ravel():
         ax.set_xticks([])

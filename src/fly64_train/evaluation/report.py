@@ -62,17 +62,19 @@ def _patchwise_line(patchwise: Optional[dict[str, Any]]) -> str:
             f"amplitude {_fmt(patchwise['amplitude_correlation'], 3)}, phase {_fmt(patchwise['phase_correlation'], 3)}")
 
 
-UNSCORED_VEIL = 0.6  # opacity of the white veil over pixels outside the scored region
+UNSCORED_VEIL = 0.3  # opacity of the white veil over pixels outside the scored region
 
 
-def show_scored(ax, image: np.ndarray, mask: np.ndarray, **imshow):
+def show_scored(ax, image: np.ndarray, mask: np.ndarray, veil: float = UNSCORED_VEIL, **imshow):
     """Draw the whole image and veil (not blank) the pixels outside the scored region: on a sparse scan
     the scored region is the probe's bright core around each position, and blanking the rest would
-    show that region's shape instead of what the stitch holds. Returns the image's handle."""
+    show that region's shape instead of what the stitch holds (veil 0: no veil, for small panels
+    whose titles give the scored fraction). Returns the image's handle."""
     handle = ax.imshow(image, interpolation="nearest", **imshow)
-    veil = np.zeros(mask.shape + (4,), dtype=np.float32)
-    veil[~mask] = (1.0, 1.0, 1.0, UNSCORED_VEIL)
-    ax.imshow(veil, interpolation="nearest")
+    if veil > 0:
+        shade = np.zeros(mask.shape + (4,), dtype=np.float32)
+        shade[~mask] = (1.0, 1.0, 1.0, veil)
+        ax.imshow(shade, interpolation="nearest")
     return handle
 
 
