@@ -126,7 +126,9 @@ def group_solve_scores(test, record: dict, resolved: dict) -> Optional[dict]:
     band = physics.band_in_amplitude(model.get("er_tolerance", 0.0), test.metadata.get("photon_scale"))
     patches = yardsticks.group_solve(test.diffraction, test.probe, groups, model.get("er_iterations", 1),
                                      model.get("er_solver", "er"), band)
-    positions = groups.centres[:, None, :] + groups.relative
+    # the data's own coordinates, as the job's evaluation takes them (centre + float32 offset differs
+    # in the last digits, and the scan's illumination counts each distinct position once)
+    positions = np.stack([test.xcoords[groups.indices], test.ycoords[groups.indices]], axis=-1)
     metrics = evaluation.score_predictions(patches, positions, test.obj, probe=test.probe).metrics
     return {"iterations": model.get("er_iterations", 1), "solver": model.get("er_solver", "er"),
             "tolerance": model.get("er_tolerance", 0.0), "metrics": metrics,

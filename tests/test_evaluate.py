@@ -457,3 +457,13 @@ def test_figures_veil_the_unscored_pixels_instead_of_blanking_them():
     show_scored(ax, image, mask, veil=0.0, cmap="gray", vmin=0, vmax=1)
     canvas.draw()
     assert np.asarray(canvas.buffer_rgba())[35, 5, :3].mean() < 10  # veil 0: drawn as it is
+
+
+def test_each_scan_position_is_lit_once_however_its_members_were_computed():
+    from fly64_train.evaluation.scoring import scan_positions
+
+    exact = np.array([[10.25, 20.5], [40.0, 20.5], [70.125, 33.0]])
+    recomputed = (exact.mean(axis=0) + (exact - exact.mean(axis=0)).astype(np.float32)).astype(np.float64)
+    assert not np.array_equal(recomputed, exact)  # float32 offsets move the last digits
+    found = scan_positions(np.concatenate([exact, recomputed, exact[:1]]))
+    np.testing.assert_allclose(found, exact, atol=1e-3)

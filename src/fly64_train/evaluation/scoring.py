@@ -32,6 +32,13 @@ def timed_predict(model, x: np.ndarray, rel: np.ndarray, batch_size: int) -> tup
     return patches, time.perf_counter() - started
 
 
+def scan_positions(positions: np.ndarray) -> np.ndarray:
+    """The distinct scan positions (n, 2) among member positions: groups share members, and the scan's
+    illumination must light each position once. Equal to 1/1000 px, so that a position recomputed as
+    centre + float32 offset still counts once (distinct scan positions are pixels apart)."""
+    return np.unique(np.round(np.asarray(positions, dtype=np.float64).reshape(-1, 2), 3), axis=0)
+
+
 def score_image(image: np.ndarray, coverage: np.ndarray, ground_truth: np.ndarray,
                 lit: Optional[np.ndarray] = None, *,
                 illumination_threshold: float = DEFAULT_ILLUMINATION_THRESHOLD,
@@ -106,7 +113,7 @@ def score_predictions(prediction_patches: np.ndarray, positions: np.ndarray, gro
         raise ValueError(f"probe {np.asarray(probe).shape} does not match the patches' {patches.shape[-2:]}")
     flat_patches = patches.reshape(-1, *patches.shape[-2:])
     flat_positions = positions.reshape(-1, 2)
-    scan = np.unique(np.round(flat_positions, 6), axis=0)  # groups may share members: light each once
+    scan = scan_positions(flat_positions)
     N = patches.shape[-1]
     crop = N // 2 if crop is None else int(crop)
 
@@ -137,7 +144,7 @@ def score_object(image: np.ndarray, positions: np.ndarray, ground_truth_object: 
         raise ValueError(f"the reconstruction holds {bad} non-finite value(s) (NaN/inf): the engine diverged")
     N = np.asarray(probe).shape[-1]
     crop = N // 2 if crop is None else int(crop)
-    scan = np.unique(np.round(positions, 6), axis=0)
+    scan = scan_positions(positions)
     coverage = np.ones(image.shape, dtype=np.float64)
     lit = illumination(probe, scan, ground_truth.shape)
     aligned, result = score_image(image, coverage, ground_truth, lit, illumination_threshold=illumination_threshold,
