@@ -14,7 +14,7 @@ from fly64_train.backends.base import ModelSpec
 from fly64_train.specs import loop_settings, spec_from_config
 from fly64_train.training import run_training
 
-VIEW_FOR_GRIDSIZE = {1: "baseline", 2: "dense"}
+VIEW_FOR_GRIDSIZE = {1: "baseline", 2: "dense", 3: "dense"}  # gridsize 3: the dense view's larger groups
 TRAINER_FIELDS = {f.name for f in dataclasses.fields(config.TrainerConfig)}
 INSTALLED = [name for name in registry.BACKENDS if registry.available(name)]
 # The model fields of each network variant the backend tests run: every generator (all but the cnn
@@ -50,8 +50,10 @@ def make_spec(gridsize: int = 2, N: int = 64, padded_size: int | None = None, re
     up to `reach` px. `fields` are ModelConfig or TrainerConfig fields."""
     trainer = {k: v for k, v in fields.items() if k in TRAINER_FIELDS}
     model = {k: v for k, v in fields.items() if k not in TRAINER_FIELDS}
+    if gridsize > 2:
+        trainer.setdefault("neighbor_count", gridsize * gridsize)
     cfg = config.validate(config.TrainingConfig(
-        view=VIEW_FOR_GRIDSIZE[gridsize], seed=seed, model=config.ModelConfig(N=N, **model),
+        view=VIEW_FOR_GRIDSIZE[gridsize], seed=seed, model=config.ModelConfig(N=N, gridsize=gridsize, **model),
         trainer=config.TrainerConfig(**trainer), backend=config.BackendConfig(compile=False)))
     if padded_size is None:
         offsets = np.full((1, 2), reach) if gridsize > 1 else np.zeros((1, 2))

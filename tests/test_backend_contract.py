@@ -53,7 +53,9 @@ def perturbed_weights(model, seed: int) -> dict[str, np.ndarray]:
     (2, True, False, "swish", "stacked", False, "cnn"),
     # the ffno (always the whole patch); stacked: the members are its input channels, C heads
     (1, True, True, "sigmoid", "shared", False, "ffno"), (2, True, True, "sigmoid", "shared", False, "ffno"),
-    (2, False, True, "softplus", "stacked", False, "ffno")])
+    (2, False, True, "softplus", "stacked", False, "ffno"),
+    # larger groups on a grouped view (model.gridsize=3: 9 members)
+    (3, True, True, "sigmoid", "shared", False, "cnn"), (3, True, False, "relu", "stacked", True, "cnn")])
 def test_full_model_matches_numpy_reference(backend, gridsize, object_big, probe_big, activation, encoding,
                                             pad_object, generator):
     spec = spec_for(backend, gridsize=gridsize, object_big=object_big, probe_big=probe_big, amp_activation=activation,

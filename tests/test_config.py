@@ -64,6 +64,13 @@ def test_train_raar_takes_its_noise_band_from_the_dose_unless_overridden():
     assert validate(compose_config("job=train_raar", "dose=1000", "model.er_tolerance=0.5")).model.er_tolerance == 0.5
 
 
+def test_grouped_views_take_larger_groups_of_their_nearest_patterns():
+    config = validate(compose_config("view=dense", "model.gridsize=3", "trainer.neighbor_count=9"))
+    assert config.gridsize == config.model.gridsize == 3
+    assert validate(compose_config("view=sparse", "model.gridsize=3", "trainer.neighbor_count=12")).gridsize == 3
+    assert validate(compose_config("view=dense")).gridsize == 2  # null still follows the view
+
+
 def test_npz_dataset_requires_both_paths():
     with pytest.raises(ConfigError, match="dataset.train_path=None is not allowed: dataset=npz needs"):
         validate(compose_config("dataset=npz"))
@@ -73,7 +80,8 @@ def test_npz_dataset_requires_both_paths():
 
 @pytest.mark.parametrize("overrides,field,fragment", [
     (["view=baseline", "model.gridsize=2"], "model.gridsize=2", "view=baseline requires gridsize 1"),
-    (["view=sparse", "model.gridsize=1"], "model.gridsize=1", "view=sparse requires gridsize 2"),
+    (["view=sparse", "model.gridsize=1"], "model.gridsize=1", "view=sparse requires gridsize 2 or larger"),
+    (["view=dense", "model.gridsize=3"], "trainer.neighbor_count=7", "at least C = gridsize² = 9"),
     (["dose=0"], "dose=0.0", "positive"),
     (["dose=-1000"], "dose=-1000.0", "positive"),
     (["dose=nan"], "dose=nan", "positive"),

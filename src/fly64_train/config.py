@@ -184,7 +184,9 @@ class ModelConfig(_Section):
                    _rule(lambda v: v in architecture.SUPPORTED_N,
                          "expected one of " + ", ".join(map(str, architecture.SUPPORTED_N))))
     gridsize: Optional[int] = _meta(None, "patterns per group side; null follows the view (baseline 1, dense and "
-                                          "sparse 2), another value must agree")
+                                          "sparse 2); the grouped views also take a larger one (3: the seed and its "
+                                          "8 nearest, with trainer.neighbor_count=9), whose groups determine more "
+                                          "of the amplitude (docs/results.md)")
     n_filters_scale: int = _meta(2, "network width multiplier (2 = the reference's 2.3M parameters)", positive)
     generator: Generator = _meta(Generator.cnn, "the network from patterns to object patches: cnn (the reference's "
                                                 "encoder-decoder) or ffno (a factorised Fourier neural operator at "
@@ -264,7 +266,7 @@ class TrainerConfig(_Section):
                                     optional_count)
     max_steps: Optional[int] = _meta(None, "stop after this many optimiser steps (mid-epoch if need be; with epochs "
                                            "as the other bound); null = epochs alone", optional_count)
-    neighbor_count: int = _meta(study.NEIGHBOR_COUNT, "K nearest neighbours a gridsize-2 group is drawn from")
+    neighbor_count: int = _meta(study.NEIGHBOR_COUNT, "K nearest neighbours a group (gridsize ≥ 2) is drawn from")
     enable_oversampling: bool = _meta(False, "allow more groups than positions (groups drawn with repeats)")
     checkpoint_every_epoch: bool = _meta(True, "checkpoint every epoch; a killed job continues from it")
 
@@ -408,14 +410,19 @@ def validate(config: TrainingConfig) -> TrainingConfig:
         if dataset.object_kind == ObjectKind.images and dataset.extra_train_tiles > len(study.TILE_PICTURES):
             _fail("dataset.extra_train_tiles", dataset.extra_train_tiles,
                   f"object_kind=images has {len(study.TILE_PICTURES)} picture pairs (random has no limit)")
-    expected = study.gridsize_for(config.view)
+    gridsize = view_gridsize = study.gridsize_for(config.view)
     model = config.model
-    if model.gridsize is not None and model.gridsize != expected:
-        _fail("model.gridsize", model.gridsize, f"view={config.view} requires gridsize {expected}")
-    if model.member_encoding == MemberEncoding.shared and not model.object_big and expected > 1:
+    if model.gridsize is not None and model.gridsize != view_gridsize:
+        if view_gridsize == 1:
+            _fail("model.gridsize", model.gridsize, f"view={config.view} requires gridsize 1")
+        if model.gridsize < view_gridsize:
+            _fail("model.gridsize", model.gridsize, f"view={config.view} requires gridsize {view_gridsize} or larger "
+                                                    f"(a group of its nearest patterns)")
+        gridsize = model.gridsize  # a grouped view with larger groups
+    if model.member_encoding == MemberEncoding.shared and not model.object_big and gridsize > 1:
         _fail("model.object_big", False, "member_encoding=shared gives every member its own patch: "
                                          "needs object_big=true (or member_encoding=stacked)")
-    if model.model_type == ModelType.supervised and not model.object_big and expected > 1:
+    if model.model_type == ModelType.supervised and not model.object_big and gridsize > 1:
         _fail("model.object_big", False, "model_type=supervised compares every member's patch with its truth: "
                                          "needs object_big=true")
     if model.generator != Generator.cnn:
@@ -446,15 +453,15 @@ def validate(config: TrainingConfig) -> TrainingConfig:
     if trainer.lr_schedule == LrSchedule.cosine and trainer.min_lr >= trainer.learning_rate:
         _fail("trainer.min_lr", trainer.min_lr, "cosine decays from trainer.learning_rate to min_lr: expected "
                                                 "min_lr < learning_rate")
-    members = expected * expected
-    if expected > 1 and trainer.neighbor_count < members:
+    members = gridsize * gridsize
+    if gridsize > 1 and trainer.neighbor_count < members:
         _fail("trainer.neighbor_count", trainer.neighbor_count,
-              f"gridsize {expected} groups need at least C = gridsize² = {members} neighbours")
+              f"gridsize {gridsize} groups need at least C = gridsize² = {members} neighbours")
     if config.job.kind == JobKind.evaluate and not config.evaluate.bundle:
         _fail("evaluate.bundle", None, "job=evaluate needs evaluate.bundle=<path to wts.h5.zip>")
     if config.backend.compile and not registry.entry(config.backend.name).compiles:
         _fail("backend.compile", True, f"the {config.backend.name} backend runs eagerly; set backend.compile=false")
-    return dataclasses.replace(config, model=dataclasses.replace(model, gridsize=expected))
+    return dataclasses.replace(config, model=dataclasses.replace(model, gridsize=gridsize))
 
 
 # ---------------------------------------------------------------------------------------------
