@@ -73,7 +73,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from fly64_train import evaluation, physics, study  # noqa: E402
 from fly64_train.evaluation import likelihood_bound, yardsticks  # noqa: E402
 from fly64_train.evaluation.report import show_scored  # noqa: E402
-from fly64_train.data import grouping, load_dataset  # noqa: E402
+from fly64_train.data import load_dataset  # noqa: E402
+from fly64_train.inputs import model_inputs  # noqa: E402
 from fly64_train.step_curves import CURVES_NAME, SPLITS, escape, read_curves  # noqa: E402
 
 PARTS = ("amplitude", "phase")
@@ -120,16 +121,13 @@ def group_solve_scores(test, record: dict, resolved: dict) -> Optional[dict]:
     if model.get("input_transform") != "er":
         return None
     started = time.perf_counter()
-    groups = grouping.make_groups(test.xcoords, test.ycoords, record["gridsize"],
-                                  trainer.get("neighbor_count", study.NEIGHBOR_COUNT),
-                                  None, dataset.get("grouping_seed", study.SEEDS["grouping"]))
+    # the job's own test groups and member positions, built as the runner builds them
+    inputs = model_inputs(test, record["gridsize"], trainer.get("neighbor_count", study.NEIGHBOR_COUNT),
+                          dataset.get("grouping_seed", study.SEEDS["grouping"]))
     band = physics.band_in_amplitude(model.get("er_tolerance", 0.0), test.metadata.get("photon_scale"))
-    patches = yardsticks.group_solve(test.diffraction, test.probe, groups, model.get("er_iterations", 1),
+    patches = yardsticks.group_solve(test.diffraction, test.probe, inputs.groups, model.get("er_iterations", 1),
                                      model.get("er_solver", "er"), band)
-    # the data's own coordinates, as the job's evaluation takes them (centre + float32 offset differs
-    # in the last digits, and the scan's illumination counts each distinct position once)
-    positions = np.stack([test.xcoords[groups.indices], test.ycoords[groups.indices]], axis=-1)
-    metrics = evaluation.score_predictions(patches, positions, test.obj, probe=test.probe).metrics
+    metrics = evaluation.score_predictions(patches, inputs.positions, test.obj, probe=test.probe).metrics
     return {"iterations": model.get("er_iterations", 1), "solver": model.get("er_solver", "er"),
             "tolerance": model.get("er_tolerance", 0.0), "metrics": metrics,
             "seconds": round(time.perf_counter() - started, 1)}
