@@ -105,7 +105,7 @@ def save_figure(path: PathLike, aligned: Alignment, result: dict[str, Any], titl
     scored = (f"scored: {int(aligned.mask.sum())} px" + (f" lit ≥ {threshold:.0%} of the peak" if threshold else "")
               + f" ({100 * aligned.covered_fraction:.0f} % of the box; the rest veiled)")
     fig.suptitle(title or (f"{result.get('n_patterns')} patterns, stitch crop {result.get('stitch_crop')} px, "
-                           f"{scored}, shift (dy, dx) = ({shift[0]:.2f}, {shift[1]:.2f}) px "
+                           f"{scored},\nshift (dy, dx) = ({shift[0]:.2f}, {shift[1]:.2f}) px "
                            f"{'applied' if aligned.shift_applied else 'not applied'} "
                            f"(search ±{registration.get('max_shift_px', 0):g} px)"
                            + _patchwise_line(result.get("patchwise"))),
