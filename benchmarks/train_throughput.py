@@ -11,9 +11,10 @@ with the default shared-member network (`gs2_shared`: each of the 4 patterns thr
 single-pattern network, so 4× the convolutions per group), all at n_filters_scale 2; the
 `train` preset's networks (`preset_*`: n_filters_scale 1, shared members) with the reference's
 padded object head and with the full head (model.pad_object=false); and each other generator
-in the train preset (`preset_*_ffno`: model.generator=ffno, width 32), and the preset's network on
-the er input with 1 and 100 error-reduction iterations (`preset_gs2_shared_er1`, `_er100`), and 50
-RAAR iterations with the residual heads (`_raar50`). Reported per backend:
+in the train preset (`preset_*_ffno`: model.generator=ffno, width 32; `preset_*_unet`:
+model.generator=unet, width 16), and the preset's network on the er input with 1 and 100
+error-reduction iterations (`preset_gs2_shared_er1`, `_er100`), and 50 RAAR iterations with the
+residual heads (`_raar50`, and `_raar50_unet` with the U-Net). Reported per backend:
 groups/s for training (best and median of several timed repeats) and inference, seconds from
 process start to the first completed training step, peak RSS, the parameter count, analytic FLOPs
 per step (convolutions: forward 2·H·W·9·Cin·Cout, training ≈ 3× forward) and the fraction of
@@ -105,13 +106,29 @@ def ffno_flops(geometry) -> int:
     return total
 
 
+def unet_flops(geometry) -> int:
+    """Analytic forward FLOPs of the unet generator per pattern: every convolution (2·H·W·k²·Cin·Cout) at
+    its level's resolution N/2^i (the bottleneck's N/2^L), the heads at N."""
+    layers, n = geometry.unet(), geometry.N
+
+    def flops(convs, size):
+        return sum(2 * size * size * c.size ** 2 * c.in_channels * c.out_channels for c in convs)
+
+    levels = len(layers.encoder)
+    total = sum(flops(block, n >> i) for i, block in enumerate(layers.encoder))
+    total += flops(layers.bottleneck, n >> levels)
+    total += sum(flops(block, n >> i) for i, block in zip(reversed(range(levels)), layers.decoder))
+    return total + flops([layers.head_amp, layers.head_phase], n)
+
+
 def conv_flops(geometry) -> dict:
     """Analytic forward FLOPs per group of the generator (cnn: every 3×3 convolution, 2·H·W·9·Cin·Cout)."""
     def flops(conv, size):
         return 2 * size * size * 9 * conv.in_channels * conv.out_channels
 
-    if geometry.generator == "ffno":
-        total = ffno_flops(geometry) * (geometry.channels if geometry.shared_members else 1)
+    if geometry.generator in ("ffno", "unet"):
+        total = ((ffno_flops if geometry.generator == "ffno" else unet_flops)(geometry)
+                 * (geometry.channels if geometry.shared_members else 1))
         return {"forward_per_group": total, "train_per_group": 3 * total, "train_per_step": 3 * total * BATCH}
 
     total, size = 0, geometry.N
@@ -172,9 +189,13 @@ CASES = (("gs1", 1, "shared", N_FILTERS_SCALE, True, "cnn", {}), ("gs2", 2, "sta
          ("preset_gs2_shared_full", 2, "shared", 1, False, "cnn", {}),
          ("preset_gs1_ffno", 1, "shared", 1, False, "ffno", {}),
          ("preset_gs2_shared_ffno", 2, "shared", 1, False, "ffno", {}),
+         ("preset_gs1_unet", 1, "shared", 1, False, "unet", {}),
+         ("preset_gs2_shared_unet", 2, "shared", 1, False, "unet", {}),
          ("preset_gs2_shared_er1", 2, "shared", 1, False, "cnn", {"input_transform": "er"}),
          ("preset_gs2_shared_er100", 2, "shared", 1, False, "cnn", {"input_transform": "er", "er_iterations": 100}),
          ("preset_gs2_shared_raar50", 2, "shared", 1, False, "cnn",
+          {"input_transform": "er", "er_solver": "raar", "er_iterations": 50, "er_residual": True}),
+         ("preset_gs2_shared_raar50_unet", 2, "shared", 1, False, "unet",
           {"input_transform": "er", "er_solver": "raar", "er_iterations": 50, "er_residual": True}))
 
 

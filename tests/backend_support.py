@@ -22,6 +22,7 @@ INSTALLED = [name for name in registry.BACKENDS if registry.available(name)]
 # er_iterations=1), the forward-only later ones (with a noise band: er_tolerance) and the residual heads
 # on its estimate.
 GENERATOR_FIELDS = {"cnn": {}, "ffno": {"generator": "ffno", "pad_object": False},
+                    "unet": {"generator": "unet", "pad_object": False, "unet_width": 4},
                     "cnn_backprop": {"input_transform": "backprop", "pad_object": False},
                     "cnn_er": {"input_transform": "er", "er_iterations": 3, "er_residual": True,
                                "er_tolerance": 1.0, "pad_object": False},
@@ -171,6 +172,29 @@ def numpy_ffno(weights, g, h):
             math.pi * np.tanh(np_conv(h, weights, layers.head_phase)))
 
 
+def np_max_pool(h):
+    B, H, W, C = h.shape
+    return h.reshape(B, H // 2, 2, W // 2, 2, C).max(axis=(2, 4))
+
+
+def numpy_unet(weights, g, h):
+    """amplitude, phase (B, N, N, out) of the unet generator (architecture.UnetLayers) for scaled input h."""
+    layers = g.unet()
+
+    def block(convs, v):
+        return np_gelu(np_conv(np_gelu(np_conv(v, weights, convs[0])), weights, convs[1]))
+
+    skips = []
+    for i, convs in enumerate(layers.encoder):
+        h = block(convs, h if i == 0 else np_max_pool(h))
+        skips.append(h)
+    h = block(layers.bottleneck, np_max_pool(h))
+    for convs, skip in zip(layers.decoder, reversed(skips)):
+        h = block(convs, np.concatenate([np_up(h), skip], axis=-1))
+    return (NP_ACT[g.amp_activation](np_conv(h, weights, layers.head_amp)),
+            math.pi * np.tanh(np_conv(h, weights, layers.head_phase)))
+
+
 def np_instance_norm(v):
     """Per sample and channel (B, N, N, k): zero mean, unit variance over the image, no affine."""
     mean = v.mean(axis=(1, 2), keepdims=True)
@@ -214,14 +238,13 @@ def numpy_object(weights, spec: ModelSpec, x, rel=None):
 
 def numpy_generator(weights, g, h):
     """Object patches (b, out, N, N) complex of the generator for its input h (b, N, N, in)."""
-    if g.generator == "ffno":
-        amp, phase = numpy_ffno(weights, g, h)
+    if g.generator in ("ffno", "unet"):
+        amp, phase = (numpy_ffno if g.generator == "ffno" else numpy_unet)(weights, g, h)
         return np.moveaxis(amp * np.exp(1j * phase), -1, 1)
     for block in g.encoder():
         for conv in block:
             h = np_conv(h, weights, conv, "relu")
-        B, H, W, C = h.shape
-        h = h.reshape(B, H // 2, 2, W // 2, 2, C).max(axis=(2, 4))
+        h = np_max_pool(h)
     out = {}
     for branch in ("amp", "phase"):
         layers, d = g.decoder(branch), h

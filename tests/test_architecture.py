@@ -192,8 +192,53 @@ def test_ffno_errors():
                               amp_activation="sigmoid", padded_size=64, generator="ffno")
     with pytest.raises(ValueError, match="ffno_modes=33: expected 1 to N/2 = 32"):
         ffno(ffno_modes=33)
-    with pytest.raises(ValueError, match="generator='unet' is not a generator; expected one of cnn, ffno"):
-        geometry(1, "shared").__class__(**{**geometry(1, "shared").to_dict(), "generator": "unet"})
+    with pytest.raises(ValueError, match="generator='resnet' is not a generator; expected one of cnn, ffno, unet"):
+        geometry(1, "shared").__class__(**{**geometry(1, "shared").to_dict(), "generator": "resnet"})
+
+
+def unet(gridsize: int = 1, encoding: str = "shared", N: int = 64, **fields) -> architecture.Geometry:
+    return architecture.Geometry(N=N, gridsize=gridsize, n_filters_scale=2, object_big=True, probe_big=True,
+                                 amp_activation="sigmoid", padded_size=N + 16, member_encoding=encoding,
+                                 pad_object=False, generator="unet", **fields)
+
+
+def test_unet_layout_doubles_channels_per_level_and_concatenates_the_skips():
+    g = unet(input_transform="er")  # 3 input channels: h, re d, im d
+    shapes = g.parameter_shapes()
+    w = architecture.UNET_WIDTH
+    # encoder w, 2w, 4w; the bottleneck keeps 4w; each decoder block reads the upsampled channels and
+    # the skip of its level (2·w·2^i) and halves towards w
+    assert shapes["unet/encoder0/conv0/kernel"] == (3, 3, 3, w)
+    assert shapes["unet/encoder2/conv1/kernel"] == (3, 3, 4 * w, 4 * w)
+    assert shapes["unet/bottleneck/conv0/kernel"] == (3, 3, 4 * w, 4 * w)
+    assert shapes["unet/decoder2/conv0/kernel"] == (3, 3, 8 * w, 2 * w)
+    assert shapes["unet/decoder1/conv0/kernel"] == (3, 3, 4 * w, w)
+    assert shapes["unet/decoder0/conv0/kernel"] == (3, 3, 2 * w, w)
+    assert shapes["unet/head_amp/kernel"] == (1, 1, w, 1) and shapes["unet/head_phase/bias"] == (1,)
+    assert [n for n in shapes if n.startswith("unet/decoder")][0] == "unet/decoder2/conv0/kernel"  # deepest first
+    assert unet(2, "shared", input_transform="er").parameter_shapes() == shapes
+    stacked = unet(2, "stacked").parameter_shapes()
+    assert stacked["unet/encoder0/conv0/kernel"] == (3, 3, 4, w) and stacked["unet/head_amp/bias"] == (4,)
+    assert 200_000 < n_parameters(g) < 220_000 and n_parameters(unet(unet_width=32)) > 3.9 * n_parameters(g)
+    assert g.canvas_border_weight == 1.0
+    assert architecture.Geometry.from_dict(g.to_dict()) == g and g.to_dict()["unet_width"] == w
+    with pytest.raises(ValueError, match="unet generator writes the whole N×N patch: needs pad_object=False"):
+        architecture.Geometry(**{**g.to_dict(), "pad_object": True})
+    with pytest.raises(ValueError, match="unet_width=0 must be positive"):
+        unet(unet_width=0)
+
+
+def test_unet_heads_start_near_zero():
+    """Glorot convolutions, but heads at UNET_HEAD_SCALE of Glorot: with er_residual the generator starts
+    at the group's estimate (2·σ(≈0) ≈ 1, phase ≈ 0 added)."""
+    g = unet(unet_width=8)
+    weights = architecture.initial_weights(g, seed=3, intensity_scale=1.0, probe=np.ones((64, 64), np.complex64))
+    assert list(weights) == list(g.parameter_shapes())
+    glorot = np.sqrt(6 / (9 * (8 + 8)))
+    assert weights["unet/decoder0/conv1/kernel"].std() == pytest.approx(glorot / np.sqrt(3), rel=0.15)
+    head_limit = architecture.UNET_HEAD_SCALE * np.sqrt(6 / (8 + 1))
+    assert 0 < np.abs(weights["unet/head_amp/kernel"]).max() <= head_limit
+    assert not weights["unet/head_phase/bias"].any()
 
 
 def test_spectral_basis_is_the_truncated_rfft_pair():

@@ -148,7 +148,7 @@ def test_typos_fail_at_composition_with_hydras_message(override):
     ("view=diagonal", "baseline, dense, sparse"), ("backend.name=jax", "tensorflow, pytorch"),
     ("dataset.source=hdf5", "synthetic, npz"), ("job.kind=fit", "train, prepare, evaluate, iterative"),
     ("model.amp_activation=tanh", "sigmoid, swish, softplus, relu"), ("model.member_encoding=mixed", "shared, stacked"),
-    ("model.model_type=hybrid", "pinn, supervised"), ("model.generator=unet", "cnn, ffno"),
+    ("model.model_type=hybrid", "pinn, supervised"), ("model.generator=resnet", "cnn, ffno, unet"),
     ("trainer.lr_schedule=onecycle", "plateau, cosine")])
 def test_choices_fail_at_composition(override, choices):
     """Choices are Enums: Hydra rejects a value outside them while composing (no run directory yet)."""
@@ -198,7 +198,7 @@ def test_every_field_has_help_and_help_shows_it():
     assert "dose: 1000.0" in text and "photons per pattern" in text
     assert "view: dense" in text and "[baseline|dense|sparse]" in text
     assert "  learning_rate: 0.001" in text and "Adam's initial learning rate" in text
-    assert "generator: cnn" in text and "[cnn|ffno]" in text
+    assert "generator: cnn" in text and "[cnn|ffno|unet]" in text
 
 
 @pytest.mark.parametrize("override", ["trainer.batch_size=1.5", "trainer.batch_size=sixteen", "dose=lots",

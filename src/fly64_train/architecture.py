@@ -10,6 +10,8 @@ every generator. Each generator is described here once (its layers and `Param`s)
 builds it in `backends/<backend>/generators/<name>.py`.
   cnn (the reference): the encoder-decoder below.
   ffno: see FfnoLayers. It writes the whole N×N patch (the full-head canvas semantics).
+  unet: see UnetLayers. A U-Net: skip connections at every scale carry the input's fine detail to the
+    heads, past the bottleneck the cnn squeezes every patch through. It writes the whole N×N patch.
 Forward pass, for input x (B, N, N, C):
 
   member_encoding 'stacked' (the reference): the C patterns are the C input channels of one
@@ -99,7 +101,7 @@ MODEL_TYPES = ("pinn", "supervised")
 SUPERVISED_LEVEL_WEIGHT = 0.1
 # model.generator: the network from patterns to object patches. The one list of generators; each
 # backend builds `name` in its backends/<backend>/generators/<name>.py.
-GENERATORS = ("cnn", "ffno")
+GENERATORS = ("cnn", "ffno", "unet")
 # model.input_transform: what the generator sees of each pattern. none: the normalised amplitude h
 # (the reference). backprop: h and the real and imaginary parts of physics.backpropagate(h, probe),
 # the pattern carried back into the object patch's frame by one error-reduction step from a flat
@@ -122,6 +124,12 @@ FFNO_BLOCKS = 4
 FFNO_REFINERS = 2
 FFNO_GATE_INIT = 0.1
 INSTANCE_NORM_EPSILON = 1e-5
+# The U-Net: channels at full resolution (doubling per level), levels above the N/2^levels bottleneck,
+# and its heads' initial scale (a fraction of Glorot's): near-zero heads make er_residual start at the
+# group's estimate itself (2·σ(0) = 1), yet pass a gradient to every layer from the first step.
+UNET_WIDTH = 16
+UNET_LEVELS = 3
+UNET_HEAD_SCALE = 1e-2
 
 
 @dataclass(frozen=True)
@@ -137,11 +145,13 @@ class Param:
 
 @dataclass(frozen=True)
 class Conv:
-    """A 'same'-padded, stride-1 convolution with bias; kernel size × size (3 unless a 1×1)."""
+    """A 'same'-padded, stride-1 convolution with bias; kernel size × size (3 unless a 1×1); its
+    Glorot-uniform kernel limit times `init_scale` (1 but for the U-Net's heads)."""
     name: str
     in_channels: int
     out_channels: int
     size: int = 3
+    init_scale: float = 1.0
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {param.name: param.shape for param in self.params()}
@@ -149,7 +159,7 @@ class Conv:
     def params(self) -> list[Param]:
         """Glorot-uniform kernel (HWIO), zero bias."""
         k = self.size
-        limit = math.sqrt(6.0 / (k * k * (self.in_channels + self.out_channels)))
+        limit = self.init_scale * math.sqrt(6.0 / (k * k * (self.in_channels + self.out_channels)))
         return [Param(f"{self.name}/kernel", (k, k, self.in_channels, self.out_channels), "glorot", limit),
                 Param(f"{self.name}/bias", (self.out_channels,), "zeros")]
 
@@ -198,6 +208,29 @@ class FfnoLayers:
 
 
 @dataclass(frozen=True)
+class UnetLayers:
+    """The U-Net generator at N×N. For h (b, N, N, in), width w, L levels, B = [conv3×3 GELU, conv3×3 GELU]:
+      e_0 = B(h)                                  in → w
+      e_i = B(maxpool2×2(e_{i−1}))                w·2^(i−1) → w·2^i                 i = 1 … L−1
+      d = B(maxpool2×2(e_{L−1}))                  the bottleneck (N/2^L), w·2^(L−1) channels
+      d = B(concat(upsample2(d), e_i))            2·w·2^i → w·2^max(i−1, 0)         i = L−1 … 0
+      amplitude = act_amp(conv1×1(d)), phase = π·tanh(conv1×1(d))                   w → out each
+    upsample2 is nearest-neighbour; concat puts the upsampled channels first. The heads start near zero
+    (UNET_HEAD_SCALE): with er_residual the generator then starts at the group's estimate."""
+    encoder: list[list[Conv]]
+    bottleneck: list[Conv]
+    decoder: list[list[Conv]]  # from the deepest level (i = L−1) up to full resolution (i = 0)
+    head_amp: Conv
+    head_phase: Conv
+
+    def params(self) -> list[Param]:
+        """Architecture order: encoder, bottleneck, decoder, heads."""
+        convs = [*(c for block in self.encoder for c in block), *self.bottleneck,
+                 *(c for block in self.decoder for c in block), self.head_amp, self.head_phase]
+        return [p for c in convs for p in c.params()]
+
+
+@dataclass(frozen=True)
 class Geometry:
     N: int
     gridsize: int
@@ -212,6 +245,7 @@ class Geometry:
     ffno_width: int = FFNO_WIDTH
     ffno_modes: Optional[int] = None  # None: min(FFNO_MAX_MODES, N/4)
     ffno_blocks: int = FFNO_BLOCKS
+    unet_width: int = UNET_WIDTH
     input_transform: str = "none"
     er_iterations: int = 1
     er_residual: bool = False
@@ -253,6 +287,12 @@ class Geometry:
                 raise ValueError(f"ffno_modes={self.ffno_modes}: expected 1 to N/2 = {self.N // 2} Fourier modes")
             if self.ffno_width < 1 or self.ffno_blocks < 1:
                 raise ValueError(f"ffno_width={self.ffno_width} and ffno_blocks={self.ffno_blocks} must be positive")
+        if self.generator == "unet":
+            if self.pad_object:
+                raise ValueError("the unet generator writes the whole N×N patch: needs pad_object=False "
+                                 "(pad_object=True is the cnn's padded head)")
+            if self.unet_width < 1:
+                raise ValueError(f"unet_width={self.unet_width} must be positive")
         if self.N not in SUPPORTED_N:
             raise ValueError(f"N={self.N} is not supported by the architecture; expected one of {SUPPORTED_N}")
         if self.padded_size < self.N:
@@ -371,10 +411,31 @@ class Geometry:
             head_amp=Conv(f"{name}/head_amp", w, self.network_out_channels, 1),
             head_phase=Conv(f"{name}/head_phase", w, self.network_out_channels, 1))
 
+    def unet(self) -> UnetLayers:
+        """The U-Net generator's layers (generator='unet')."""
+        w, name = self.unet_width, "unet"
+
+        def block(prefix: str, channels_in: int, channels_out: int) -> list[Conv]:
+            return [Conv(f"{prefix}/conv0", channels_in, channels_out), Conv(f"{prefix}/conv1", channels_out, channels_out)]
+
+        encoder, channels = [], self.network_in_channels
+        for i in range(UNET_LEVELS):
+            encoder.append(block(f"{name}/encoder{i}", channels, w * 2 ** i))
+            channels = w * 2 ** i
+        decoder = []
+        for i in reversed(range(UNET_LEVELS)):
+            decoder.append(block(f"{name}/decoder{i}", 2 * w * 2 ** i, w * 2 ** max(i - 1, 0)))
+        out = self.network_out_channels
+        return UnetLayers(encoder=encoder, bottleneck=block(f"{name}/bottleneck", channels, channels), decoder=decoder,
+                          head_amp=Conv(f"{name}/head_amp", w, out, 1, UNET_HEAD_SCALE),
+                          head_phase=Conv(f"{name}/head_phase", w, out, 1, UNET_HEAD_SCALE))
+
     def generator_params(self) -> list[Param]:
         """The generator's parameters in architecture order (the order initial values are drawn in)."""
         if self.generator == "ffno":
             return self.ffno().params()
+        if self.generator == "unet":
+            return self.unet().params()
         return [param for conv in self.convs() for param in conv.params()]
 
     def convs(self) -> list[Conv]:
@@ -413,6 +474,8 @@ class Geometry:
                "generator": self.generator}
         if self.generator == "ffno":
             out.update(ffno_width=self.ffno_width, ffno_modes=self.ffno_modes, ffno_blocks=self.ffno_blocks)
+        if self.generator == "unet":
+            out["unet_width"] = self.unet_width
         if self.input_transform != "none":
             out["input_transform"] = self.input_transform
         if self.er_iterations != 1:

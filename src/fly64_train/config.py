@@ -189,8 +189,9 @@ class ModelConfig(_Section):
                                           "of the amplitude (docs/results.md)")
     n_filters_scale: int = _meta(2, "network width multiplier (2 = the reference's 2.3M parameters)", positive)
     generator: Generator = _meta(Generator.cnn, "the network from patterns to object patches: cnn (the reference's "
-                                                "encoder-decoder) or ffno (a factorised Fourier neural operator at "
-                                                "N×N; needs pad_object=false); the physics and loss are shared")
+                                                "encoder-decoder), ffno (a factorised Fourier neural operator at "
+                                                "N×N) or unet (a U-Net: skip connections at every scale); ffno and "
+                                                "unet need pad_object=false; the physics and loss are shared")
     ffno_width: int = _meta(architecture.FFNO_WIDTH, "ffno: channels w of the operator (its MLPs use 2w)", positive_int)
     ffno_modes: Optional[int] = _meta(None, f"ffno: Fourier modes kept per axis, 1 to N/2; null = "
                                             f"min({architecture.FFNO_MAX_MODES}, N/4)",
@@ -198,6 +199,8 @@ class ModelConfig(_Section):
                                             "expected a positive number of modes or null"))
     ffno_blocks: int = _meta(architecture.FFNO_BLOCKS, "ffno: blocks sharing the one spectral convolution",
                              positive_int)
+    unet_width: int = _meta(architecture.UNET_WIDTH, f"unet: channels at full resolution (doubling at each of its "
+                                                     f"{architecture.UNET_LEVELS} levels)", positive_int)
     input_transform: InputTransform = _meta(
         InputTransform.none, "what the generator sees of each pattern: none (the normalised amplitude, the reference) "
                              "or backprop (also the pattern carried back to the object plane by one error-reduction "

@@ -48,7 +48,8 @@ def spec_from_config(config: TrainingConfig, padded_size: int, probe: np.ndarray
                         member_encoding=str(model.member_encoding), pad_object=bool(model.pad_object),
                         generator=str(model.generator), ffno_width=int(model.ffno_width),
                         ffno_modes=None if model.ffno_modes is None else int(model.ffno_modes),
-                        ffno_blocks=int(model.ffno_blocks), input_transform=str(model.input_transform),
+                        ffno_blocks=int(model.ffno_blocks), unet_width=int(model.unet_width),
+                        input_transform=str(model.input_transform),
                         er_iterations=int(model.er_iterations),
                         er_residual=bool(model.er_residual),
                         er_solver=str(model.er_solver), er_tolerance=float(model.er_tolerance))
