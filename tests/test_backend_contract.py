@@ -31,12 +31,16 @@ def spec_for(backend, **fields):
 
 
 def perturbed_weights(model, seed: int) -> dict[str, np.ndarray]:
-    """The model's weights with random biases and a shifted log_scale (so every term is exercised)."""
+    """The model's weights with random biases, O(0.1) kernels where they start near zero (the unet's
+    heads, so the layers beneath them show in the output) and a shifted log_scale (so every term is
+    exercised)."""
     rng = np.random.default_rng(seed)
     weights = model.get_weights()
     for name in weights:
         if name.endswith("/bias"):
             weights[name] = rng.normal(0, 0.05, weights[name].shape).astype(np.float32)
+        elif name.endswith("/kernel") and np.abs(weights[name]).max() < 0.02:
+            weights[name] = rng.normal(0, 0.1, weights[name].shape).astype(np.float32)
     weights["log_scale"] = np.float32(weights["log_scale"] + 0.1)
     return weights
 
