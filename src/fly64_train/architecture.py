@@ -279,20 +279,16 @@ class Geometry:
                              + ", ".join(GENERATORS))
         if self.ffno_modes is None:
             object.__setattr__(self, "ffno_modes", min(FFNO_MAX_MODES, self.N // 4))
+        if self.generator != "cnn" and self.pad_object:
+            raise ValueError(f"the {self.generator} generator writes the whole N×N patch: needs pad_object=False "
+                             "(pad_object=True is the cnn's padded head)")
         if self.generator == "ffno":
-            if self.pad_object:
-                raise ValueError("the ffno generator writes the whole N×N patch: needs pad_object=False "
-                                 "(pad_object=True is the cnn's padded head)")
             if not 1 <= self.ffno_modes <= self.N // 2:
                 raise ValueError(f"ffno_modes={self.ffno_modes}: expected 1 to N/2 = {self.N // 2} Fourier modes")
             if self.ffno_width < 1 or self.ffno_blocks < 1:
                 raise ValueError(f"ffno_width={self.ffno_width} and ffno_blocks={self.ffno_blocks} must be positive")
-        if self.generator == "unet":
-            if self.pad_object:
-                raise ValueError("the unet generator writes the whole N×N patch: needs pad_object=False "
-                                 "(pad_object=True is the cnn's padded head)")
-            if self.unet_width < 1:
-                raise ValueError(f"unet_width={self.unet_width} must be positive")
+        if self.generator == "unet" and self.unet_width < 1:
+            raise ValueError(f"unet_width={self.unet_width} must be positive")
         if self.N not in SUPPORTED_N:
             raise ValueError(f"N={self.N} is not supported by the architecture; expected one of {SUPPORTED_N}")
         if self.padded_size < self.N:

@@ -168,6 +168,11 @@ def far_field_amplitude(psi_re: tf.Tensor, psi_im: tf.Tensor) -> tf.Tensor:
 # The network
 # --------------------------------------------------------------------------------------------
 
+def gelu(x: tf.Tensor) -> tf.Tensor:
+    """The exact (erf) GELU, as torch's default: the ffno and unet generators."""
+    return tf.nn.gelu(x, approximate=False)
+
+
 def swish(x: tf.Tensor) -> tf.Tensor:
     return x * tf.sigmoid(x)
 

@@ -7,11 +7,7 @@ import tensorflow as tf
 
 from fly64_train import architecture
 from fly64_train.architecture import Geometry
-from fly64_train.backends.tensorflow.model import AMP_ACTIVATIONS, conv2d, instance_norm
-
-
-def gelu(x: tf.Tensor) -> tf.Tensor:
-    return tf.nn.gelu(x, approximate=False)
+from fly64_train.backends.tensorflow.model import AMP_ACTIVATIONS, conv2d, gelu, instance_norm
 
 
 class Generator:

@@ -6,11 +6,7 @@ import math
 import tensorflow as tf
 
 from fly64_train.architecture import Geometry
-from fly64_train.backends.tensorflow.model import AMP_ACTIVATIONS, conv2d, upsample2
-
-
-def gelu(x: tf.Tensor) -> tf.Tensor:
-    return tf.nn.gelu(x, approximate=False)
+from fly64_train.backends.tensorflow.model import AMP_ACTIVATIONS, conv2d, gelu, upsample2
 
 
 def max_pool(x: tf.Tensor) -> tf.Tensor:
